@@ -1,0 +1,101 @@
+"""Training-step time of each method relative to full precision (same model and batch).
+
+    python -m benchmarks.step_time [--quick] [--device cpu|cuda] [--out results/step_time.json]
+
+One step = forward, cross-entropy, backward, optimizer (Adam) step. For each model the
+methods are timed in interleaved rounds (fp32, binary, twn, ttq, inq, fp32, ...) so
+that drift in machine speed hits all of them alike; the table reports the median step
+time over all rounds and its ratio to the full-precision median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import ttqlab
+
+METHODS = ["fp32", "binary", "twn", "ttq", "inq"]
+CONFIGS = {
+    "lenet5": dict(input_shape=(1, 28, 28)),
+    "resnet20": dict(input_shape=(3, 32, 32)),
+}
+
+
+def make(model_name: str, method: str, device: str):
+    model = ttqlab.models.get(model_name, seed=0, **CONFIGS[model_name])
+    if method == "inq":
+        inq = ttqlab.INQ(model, bits=5)
+        inq.step()  # 50% frozen: the re-training phase INQ spends its time in
+    elif method != "fp32":
+        ttqlab.quantize(model, method)
+    model.to(device).train()
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+def step(model, opt, x, y):
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def bench(model_name: str, batch: int, rounds: int, steps: int, device: str) -> list[dict]:
+    g = torch.Generator().manual_seed(0)
+    shape = CONFIGS[model_name]["input_shape"]
+    x = torch.randn(batch, *shape, generator=g).to(device)
+    y = torch.randint(0, 10, (batch,), generator=g).to(device)
+    built = {m: make(model_name, m, device) for m in METHODS}
+    times = {m: [] for m in METHODS}
+    for m in METHODS:  # warm-up
+        for _ in range(3):
+            step(*built[m], x, y)
+    for _ in range(rounds):
+        for m in METHODS:
+            model, opt = built[m]
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            for _ in range(steps):
+                step(model, opt, x, y)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times[m].append((time.perf_counter() - t) / steps)
+    base = statistics.median(times["fp32"])
+    rows = []
+    for m in METHODS:
+        med = statistics.median(times[m])
+        rows.append({"model": model_name, "method": m, "batch": batch, "device": device,
+                     "threads": torch.get_num_threads(), "step_ms": 1000 * med,
+                     "ratio": med / base})
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny run for CI (a few steps)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--models", nargs="+", default=list(CONFIGS))
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    rounds, steps = (2, 1) if args.quick else (7, 5)
+    rows = []
+    for name in args.models:
+        rows += bench(name, args.batch if not args.quick else 8, rounds, steps, args.device)
+    cols = ["model", "method", "batch", "device", "threads", "step_ms", "ratio"]
+    print(ttqlab.stats.Table(rows, cols, title="training-step time (median), ratio to fp32"))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

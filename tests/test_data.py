@@ -1,0 +1,542 @@
+"""Tests for ttqlab.data: offline datasets, and downloads against a local HTTP server.
+
+Nothing here touches the internet: the download tests serve small generated MNIST /
+Fashion-MNIST / CIFAR-10 files from 127.0.0.1 and patch the checksum registry to match them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import importlib
+import io
+import random
+import socket
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import ttqlab
+from ttqlab import data
+
+DOWNLOADED = ("mnist", "fashion-mnist", "cifar10")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """Every test gets its own cache dir and no real mirror, so nothing leaves this machine."""
+    monkeypatch.setenv("TTQLAB_DATA", str(tmp_path / "cache"))
+    monkeypatch.delenv("TTQLAB_MIRROR", raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    for name in DOWNLOADED:
+        monkeypatch.setitem(data.MIRRORS, name, [])
+
+
+# ----------------------------------------------------------------------------------------------
+# offline datasets
+
+
+def test_import_is_light(monkeypatch):
+    """`import ttqlab.data` must not import scikit-learn or mnist1d (slow: matplotlib, scipy)."""
+    for heavy in ("sklearn", "mnist1d", "mnist1d.data"):
+        monkeypatch.setitem(sys.modules, heavy, None)  # importing it now raises ImportError
+    monkeypatch.delitem(sys.modules, "ttqlab.data")
+    monkeypatch.setattr(ttqlab, "data", data)  # restored after the re-import below
+    fresh = importlib.import_module("ttqlab.data")
+    assert fresh.DATASETS == data.DATASETS
+
+
+def test_digits():
+    d = data.load("digits")
+    x, y = d.train.tensors
+    assert (d.name, d.input_shape, d.num_classes, d.classes) == ("digits", (1, 8, 8), 10,
+                                                                 list("0123456789"))
+    assert x.shape == (1347, 1, 8, 8) and len(d.test) == 450
+    assert x.dtype == torch.float32 and y.dtype == torch.int64
+    assert d.test.tensors[0].dtype == torch.float32 and d.test.tensors[1].dtype == torch.int64
+    assert abs(x.mean().item()) < 1e-4 and abs(x.std().item() - 1) < 1e-3
+    assert int(y.min()) == 0 and int(y.max()) == 9
+    # stratified: every class is about a quarter test
+    assert torch.bincount(d.test.tensors[1], minlength=10).min() >= 40
+    assert "\n" not in d.description and "1347 train" in d.description
+
+
+def test_digits_deterministic_split():
+    a, b, c = data.load("digits"), data.load("digits", seed=0), data.load("digits", seed=1)
+    for ta, tb in zip(a.train.tensors + a.test.tensors, b.train.tensors + b.test.tensors,
+                      strict=True):
+        assert torch.equal(ta, tb)
+    assert not torch.equal(a.train.tensors[1], c.train.tensors[1])
+
+
+def test_unpacks_like_a_pair_and_has_a_short_repr():
+    d = data.load("synthetic", n_train=30, n_test=20)
+    train, test = d
+    assert train is d.train and test is d.test
+    assert repr(d) == ("Data('synthetic': 30 train / 20 test, input_shape=(1, 8, 8), "
+                       "num_classes=10)")
+
+
+def test_synthetic():
+    d = data.load("synthetic")
+    (x, y), (xt, yt) = d.train.tensors, d.test.tensors
+    assert x.shape == (2000, 1, 8, 8) and xt.shape == (500, 1, 8, 8)
+    assert x.dtype == torch.float32 and y.dtype == torch.int64
+    assert abs(x.mean().item()) < 1e-4 and abs(x.std().item() - 1) < 1e-3
+    assert set(y.tolist()) == set(range(10))
+    # learnable but not trivial: nearest class mean gets most, not all, of the test set right
+    means = torch.stack([x[y == c].mean(0) for c in range(10)]).flatten(1)
+    acc = (torch.cdist(xt.flatten(1), means).argmin(1) == yt).float().mean().item()
+    assert 0.8 < acc < 1.0
+
+    same, other = data.load("synthetic", seed=0), data.load("synthetic", seed=1)
+    assert torch.equal(same.train.tensors[0], x) and torch.equal(same.test.tensors[1], yt)
+    assert not torch.equal(other.train.tensors[0], x)
+
+
+def test_synthetic_options():
+    d = data.load("synthetic", n_train=100, n_test=40, num_classes=3, noise=0.5, seed=7)
+    assert (len(d.train), len(d.test), d.num_classes, len(d.classes)) == (100, 40, 3, 3)
+    assert int(d.train.tensors[1].max()) == 2
+    with pytest.raises(ValueError, match="noise"):
+        data.load("synthetic", noise=-1.0)
+    with pytest.raises(ValueError, match="num_classes"):
+        data.load("synthetic", num_classes=1)
+
+
+@pytest.mark.parametrize("name", ["digits", "synthetic"])
+def test_limits_take_the_first_samples(name):
+    full, small = data.load(name), data.load(name, limit_train=100, limit_test=7)
+    assert (len(small.train), len(small.test)) == (100, 7)
+    assert torch.equal(small.train.tensors[0], full.train.tensors[0][:100])
+    assert torch.equal(small.test.tensors[1], full.test.tensors[1][:7])
+    big = data.load(name, limit_train=10**9)  # more than there is: everything
+    assert len(big.train) == len(full.train)
+
+
+@pytest.fixture(scope="module")
+def mnist1d(tmp_path_factory):
+    """Generate MNIST-1D once (a few seconds), watching the global RNGs while doing so."""
+    root = tmp_path_factory.mktemp("mnist1d-cache")
+    # the legacy global numpy RNG is exactly what is under test here
+    saved = np.random.get_state(), random.getstate()  # noqa: NPY002
+    try:
+        np.random.seed(1234)  # noqa: NPY002
+        random.seed(1234)
+        d = data.load("mnist1d", root=root)
+        after = (np.random.random(3), random.random())  # noqa: NPY002
+        np.random.seed(1234)  # noqa: NPY002
+        random.seed(1234)
+        expected = (np.random.random(3), random.random())  # noqa: NPY002
+    finally:
+        np.random.set_state(saved[0])  # noqa: NPY002
+        random.setstate(saved[1])
+    return SimpleNamespace(root=root, data=d, rng_after=after, rng_expected=expected)
+
+
+def test_mnist1d(mnist1d):
+    d = mnist1d.data
+    (x, y), (xt, yt) = d.train.tensors, d.test.tensors
+    assert (d.name, d.input_shape, d.num_classes) == ("mnist1d", (1, 40), 10)
+    assert x.shape == (4000, 1, 40) and xt.shape == (1000, 1, 40)
+    assert x.dtype == torch.float32 and y.dtype == torch.int64
+    assert abs(x.mean().item()) < 0.05 and abs(x.std().item() - 1) < 0.05
+    assert set(y.tolist()) == set(yt.tolist()) == set(range(10))
+
+
+def test_mnist1d_leaves_global_rngs_alone(mnist1d):
+    np.testing.assert_array_equal(mnist1d.rng_after[0], mnist1d.rng_expected[0])
+    assert mnist1d.rng_after[1] == mnist1d.rng_expected[1]
+
+
+def test_mnist1d_second_load_comes_from_the_cache(mnist1d, monkeypatch):
+    cached = list((mnist1d.root / "mnist1d").glob("*.npz"))
+    assert [p.name for p in cached] == ["mnist1d-n5000-seed0.npz"]
+    for mod in ("mnist1d", "mnist1d.data"):
+        monkeypatch.setitem(sys.modules, mod, None)  # generating again would raise ImportError
+    start = time.perf_counter()
+    again = data.load("mnist1d", root=mnist1d.root, limit_test=10)
+    assert time.perf_counter() - start < 1.0
+    assert torch.equal(again.train.tensors[0], mnist1d.data.train.tensors[0])
+    assert torch.equal(again.test.tensors[1], mnist1d.data.test.tensors[1][:10])
+
+
+def test_mnist1d_broken_cache_is_rebuilt(mnist1d, tmp_path, monkeypatch):
+    """An unreadable .npz is regenerated (here: by a stand-in generator, to stay fast)."""
+    arrays = {"x_train": np.zeros((8, 40), np.float32), "y_train": np.arange(8) % 10,
+              "x_test": np.ones((2, 40), np.float32), "y_test": np.array([1, 2])}
+    monkeypatch.setattr(data, "_make_mnist1d", lambda seed: arrays)
+    path = tmp_path / "mnist1d" / "mnist1d-n5000-seed3.npz"
+    path.parent.mkdir()
+    path.write_bytes(b"not a zip file")
+    d = data.load("mnist1d", root=tmp_path, seed=3)
+    assert d.train.tensors[0].shape == (8, 1, 40)
+    assert np.load(path, allow_pickle=False)["y_test"].tolist() == [1, 2]
+
+
+def test_cache_dir_precedence(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTQLAB_DATA", str(tmp_path / "env"))
+    assert data.cache_dir(tmp_path / "arg") == tmp_path / "arg"
+    assert (tmp_path / "arg").is_dir()
+    assert data.cache_dir() == tmp_path / "env"
+    monkeypatch.delenv("TTQLAB_DATA")
+    monkeypatch.chdir(tmp_path)
+    assert data.cache_dir().resolve() == tmp_path / "data"
+
+
+# ----------------------------------------------------------------------------------------------
+# bad arguments
+
+
+def test_unknown_dataset_lists_the_valid_names():
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'") as e:
+        data.load("imagenet")
+    for name in data.DATASETS:
+        assert name in str(e.value)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"limit_train": 0}, "limit_train must be an int >= 1"),
+    ({"limit_test": -5}, "limit_test must be an int >= 1"),
+    ({"limit_train": "100"}, "limit_train"),
+    ({"limit_train": 2.5}, "limit_train"),
+    ({"batch_size": 32}, "unknown option.*batch_size.*limit_train"),
+    ({"timeout": 3}, "unknown option.*timeout"),  # digits downloads nothing
+    ({"seed": -1}, "seed"),
+])
+def test_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        data.load("digits", **kwargs)
+
+
+def test_bad_timeout():
+    with pytest.raises(ValueError, match="timeout must be a number > 0"):
+        data.load("mnist", timeout=0)
+
+
+def test_aliases():
+    assert data.load("Synthetic", n_train=5, n_test=5).name == "synthetic"
+
+
+# ----------------------------------------------------------------------------------------------
+# a local HTTP server and small fake datasets
+
+
+@pytest.fixture
+def server(tmp_path):
+    """Serve tmp_path/www on 127.0.0.1. `mode`: "ok", "truncate" (half the body, then close)
+    or "drop" (close the connection without answering). `requests` lists the paths asked for.
+    """
+    root = tmp_path / "www"
+    root.mkdir()
+    state = SimpleNamespace(root=root, requests=[], mode="ok")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            state.requests.append(self.path)
+            if state.mode == "drop":
+                return
+            path = root / self.path.lstrip("/")
+            if not path.is_file():
+                self.send_error(404)
+                return
+            body = path.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2] if state.mode == "truncate" else body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _registry(folder: Path) -> dict[str, tuple[str, int]]:
+    """filename -> (sha256, size) of the files in `folder`, train files first (like CHECKSUMS)."""
+    files = sorted(folder.iterdir(), key=lambda p: (not p.name.startswith("train"), p.name))
+    return {p.name: (_sha256(p), p.stat().st_size) for p in files}
+
+
+def _idx(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape)
+    return gzip.compress(header + array.tobytes(), mtime=0)
+
+
+def make_idx_dataset(www: Path, name: str, n_train: int = 20, n_test: int = 10):
+    """Write the four IDX .gz files of a tiny MNIST-like dataset under www/name/."""
+    rng = np.random.default_rng(0)
+    folder = www / name
+    folder.mkdir(parents=True)
+    arrays = {}
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        (folder / f"{prefix}-images-idx3-ubyte.gz").write_bytes(_idx(images))
+        (folder / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(_idx(labels))
+        arrays[prefix] = (images, labels)
+    return arrays, _registry(folder)
+
+
+CIFAR_BATCHES = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
+
+
+def make_cifar(www: Path, extra: dict[str, bytes] | None = None):
+    """Write a tiny cifar-10-binary.tar.gz (3 records per train batch, 4 test) in www/cifar10."""
+    rng = np.random.default_rng(1)
+    members = {"cifar-10-batches-bin/batches.meta.txt": "\n".join(data._CIFAR10_CLASSES).encode()}
+    arrays = {}
+    for batch in CIFAR_BATCHES:
+        n = 4 if batch == "test_batch.bin" else 3
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        images = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+        records = np.concatenate([labels[:, None], images.reshape(n, -1)], axis=1)
+        members[f"cifar-10-batches-bin/{batch}"] = records.tobytes()
+        arrays[batch] = (images, labels)
+    members.update(extra or {})
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for member, payload in members.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+    folder = www / "cifar10"
+    folder.mkdir(parents=True)
+    (folder / "cifar-10-binary.tar.gz").write_bytes(buf.getvalue())
+    return arrays, _registry(folder)
+
+
+@pytest.fixture
+def fake_mnist(server, monkeypatch):
+    arrays, checksums = make_idx_dataset(server.root, "mnist")
+    monkeypatch.setitem(data.CHECKSUMS, "mnist", checksums)
+    monkeypatch.setenv("TTQLAB_MIRROR", server.url)
+    return SimpleNamespace(arrays=arrays, checksums=checksums, server=server)
+
+
+def _leftovers(folder: Path, good: dict) -> list[str]:
+    """Files in `folder` other than verified good ones (temp files, half downloads)."""
+    if not folder.exists():
+        return []
+    return sorted(p.name for p in folder.iterdir()
+                  if p.name not in good or _sha256(p) != good[p.name][0])
+
+
+# ----------------------------------------------------------------------------------------------
+# downloads
+
+
+def test_mnist_download_parse_and_cache(fake_mnist, tmp_path):
+    d = data.load("mnist", root=tmp_path / "c")
+    images, labels = fake_mnist.arrays["train"]
+    expected = (torch.from_numpy(images).float() / 255 - 0.1307) / 0.3081
+    assert d.input_shape == (1, 28, 28) and d.num_classes == 10
+    assert (len(d.train), len(d.test)) == (20, 10)
+    assert torch.allclose(d.train.tensors[0][:, 0], expected, atol=1e-5)
+    assert torch.equal(d.train.tensors[1], torch.from_numpy(labels).long())
+    assert torch.equal(d.test.tensors[1], torch.from_numpy(fake_mnist.arrays["t10k"][1]).long())
+    assert d.train.tensors[0].dtype == torch.float32 and d.train.tensors[1].dtype == torch.int64
+    assert len(fake_mnist.server.requests) == 4
+    assert fake_mnist.server.requests[0] == "/mnist/train-images-idx3-ubyte.gz"
+    assert sorted(p.name for p in (tmp_path / "c" / "mnist").iterdir()) == sorted(
+        fake_mnist.checksums)
+
+    again = data.load("mnist", root=tmp_path / "c", limit_train=5)  # from the cache
+    assert len(fake_mnist.server.requests) == 4
+    assert torch.equal(again.train.tensors[0], d.train.tensors[0][:5])
+
+
+def test_fashion_mnist(server, monkeypatch, tmp_path):
+    arrays, checksums = make_idx_dataset(server.root, "fashion-mnist", n_train=12, n_test=6)
+    monkeypatch.setitem(data.CHECKSUMS, "fashion-mnist", checksums)
+    monkeypatch.setitem(data.MIRRORS, "fashion-mnist", [server.url + "/fashion-mnist/"])
+    d = data.load("fashion_mnist", root=tmp_path)
+    assert d.name == "fashion-mnist" and d.classes[0] == "T-shirt/top" and d.classes[9] == (
+        "Ankle boot")
+    expected = (torch.from_numpy(arrays["t10k"][0]).float() / 255 - 0.2860) / 0.3530
+    assert torch.allclose(d.test.tensors[0][:, 0], expected, atol=1e-5)
+    assert (len(d.train), len(d.test)) == (12, 6)
+
+
+def test_cifar10(server, monkeypatch, tmp_path):
+    arrays, checksums = make_cifar(server.root)
+    monkeypatch.setitem(data.CHECKSUMS, "cifar10", checksums)
+    monkeypatch.setenv("TTQLAB_MIRROR", server.url)
+    d = data.load("cifar10", root=tmp_path)
+    assert d.input_shape == (3, 32, 32) and d.classes[0] == "airplane" and d.num_classes == 10
+    assert (len(d.train), len(d.test)) == (15, 4)
+    images = np.concatenate([arrays[b][0] for b in CIFAR_BATCHES[:5]])
+    labels = np.concatenate([arrays[b][1] for b in CIFAR_BATCHES[:5]])
+    mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+    std = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
+    expected = (torch.from_numpy(images).float() / 255 - mean) / std
+    assert torch.allclose(d.train.tensors[0], expected, atol=1e-5)
+    assert torch.equal(d.train.tensors[1], torch.from_numpy(labels).long())
+    assert torch.equal(d.test.tensors[1], torch.from_numpy(arrays["test_batch.bin"][1]).long())
+    small = data.load("cifar10", root=tmp_path, limit_train=4, limit_test=1)
+    assert torch.equal(small.train.tensors[0], d.train.tensors[0][:4])
+    assert len(server.requests) == 1
+    assert [p.name for p in (tmp_path / "cifar10").iterdir()] == ["cifar-10-binary.tar.gz"]
+
+
+@pytest.mark.parametrize("member", ["../evil.bin", "/tmp/evil.bin",
+                                    "cifar-10-batches-bin/../../evil.bin"])
+def test_cifar10_rejects_unsafe_members(server, monkeypatch, tmp_path, member):
+    _, checksums = make_cifar(server.root, extra={member: b"x"})
+    monkeypatch.setitem(data.CHECKSUMS, "cifar10", checksums)
+    monkeypatch.setenv("TTQLAB_MIRROR", server.url)
+    with pytest.raises(ValueError, match="unsafe path"):
+        data.load("cifar10", root=tmp_path)
+    assert not (tmp_path / "evil.bin").exists()
+
+
+def test_cifar10_missing_batch_is_a_clear_error(server, monkeypatch, tmp_path):
+    make_cifar(server.root)
+    path = server.root / "cifar10" / "cifar-10-binary.tar.gz"
+    buf = io.BytesIO()
+    with tarfile.open(path) as src, tarfile.open(fileobj=buf, mode="w:gz") as dst:
+        for m in src:
+            if not m.name.endswith("test_batch.bin"):
+                dst.addfile(m, src.extractfile(m))
+    path.write_bytes(buf.getvalue())
+    monkeypatch.setitem(data.CHECKSUMS, "cifar10", _registry(path.parent))
+    monkeypatch.setenv("TTQLAB_MIRROR", server.url)
+    with pytest.raises(ValueError, match=r"lacks cifar-10-batches-bin/test_batch\.bin"):
+        data.load("cifar10", root=tmp_path)
+
+
+def test_malformed_idx_is_a_clear_value_error(fake_mnist, monkeypatch, tmp_path):
+    bad = fake_mnist.server.root / "mnist" / "train-labels-idx1-ubyte.gz"
+    bad.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 20))  # images magic, labels file
+    monkeypatch.setitem(data.CHECKSUMS, "mnist", _registry(bad.parent))
+    with pytest.raises(ValueError, match="bad IDX magic number 2051, expected 2049"):
+        data.load("mnist", root=tmp_path)
+    bad.write_bytes(gzip.compress(b"\x00\x00\x08\x01" + (50).to_bytes(4, "big") + b"\x01" * 7))
+    monkeypatch.setitem(data.CHECKSUMS, "mnist", _registry(bad.parent))
+    with pytest.raises(ValueError, match="IDX header says shape"):
+        data.load("mnist", root=tmp_path)
+
+
+def test_checksum_mismatch_leaves_nothing_behind(fake_mnist, monkeypatch, tmp_path):
+    checksums = dict(fake_mnist.checksums)
+    name = "train-labels-idx1-ubyte.gz"
+    actual, size = checksums[name]
+    checksums[name] = ("0" * 64, size)
+    monkeypatch.setitem(data.CHECKSUMS, "mnist", checksums)
+    with pytest.raises(data.DownloadError) as e:
+        data.load("mnist", root=tmp_path)
+    message = str(e.value)
+    assert "checksum mismatch" in message and name in message
+    assert "0" * 64 in message and actual in message
+    folder = tmp_path / "mnist"
+    assert not (folder / name).exists()
+    assert _leftovers(folder, checksums) == []
+
+
+@pytest.mark.parametrize("mode", ["truncate", "drop"])
+def test_broken_transfer_leaves_nothing_behind(fake_mnist, tmp_path, mode):
+    fake_mnist.server.mode = mode
+    with pytest.raises(data.DownloadError, match=r"train-images-idx3-ubyte\.gz") as e:
+        data.load("mnist", root=tmp_path)
+    if mode == "truncate":
+        assert "connection closed after" in str(e.value)
+    assert list((tmp_path / "mnist").iterdir()) == []
+
+
+def test_next_mirror_is_tried(fake_mnist, monkeypatch, tmp_path):
+    """A 404 and a wrong file on $TTQLAB_MIRROR, then the right files on the next mirror."""
+    www = fake_mnist.server.root
+    (www / "bad" / "mnist").mkdir(parents=True)
+    (www / "bad" / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"wrong")
+    monkeypatch.setenv("TTQLAB_MIRROR", fake_mnist.server.url + "/bad/")
+    monkeypatch.setitem(data.MIRRORS, "mnist", [fake_mnist.server.url + "/mnist"])
+    d = data.load("mnist", root=tmp_path)
+    assert len(d.train) == 20
+    assert fake_mnist.server.requests[:2] == ["/bad/mnist/train-images-idx3-ubyte.gz",
+                                              "/mnist/train-images-idx3-ubyte.gz"]
+    assert len(fake_mnist.server.requests) == 8
+    assert _leftovers(tmp_path / "mnist", fake_mnist.checksums) == []
+
+
+def test_corrupted_cache_is_downloaded_again(fake_mnist, tmp_path):
+    data.load("mnist", root=tmp_path)
+    requests = fake_mnist.server.requests
+    assert len(requests) == 4
+    cached = tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    cached.write_bytes(b"garbage")
+    with pytest.raises(data.DownloadError, match=r"t10k-labels-idx1-ubyte\.gz: corrupted"):
+        data.load("mnist", root=tmp_path, download=False)
+    assert len(requests) == 4
+    d = data.load("mnist", root=tmp_path)
+    assert requests[4:] == ["/mnist/t10k-labels-idx1-ubyte.gz"]
+    assert _sha256(cached) == fake_mnist.checksums[cached.name][0]
+    assert len(d.test) == 10
+
+
+def test_download_false_with_empty_cache_is_immediate(fake_mnist, tmp_path):
+    start = time.perf_counter()
+    with pytest.raises(data.DownloadError) as e:
+        data.load("mnist", root=tmp_path, download=False)
+    assert time.perf_counter() - start < 1.0
+    assert fake_mnist.server.requests == []
+    message = str(e.value)
+    assert isinstance(e.value, RuntimeError)
+    assert all(name in message for name in fake_mnist.checksums)
+    assert str((tmp_path / "mnist").resolve()) in message and "download=True" in message
+    assert 'load("digits")' in message and '"mnist1d"' in message
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("name", DOWNLOADED)
+def test_offline_is_a_clear_error_within_seconds(monkeypatch, tmp_path, name):
+    refused = f"http://127.0.0.1:{_closed_port()}/"
+    unroutable = "http://192.0.2.1/"  # TEST-NET-1: never routed
+    monkeypatch.setitem(data.MIRRORS, name, [refused, unroutable])
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError) as e:
+        data.load(name, root=tmp_path, timeout=1)
+    assert time.perf_counter() - start < 5
+    assert isinstance(e.value, data.DownloadError)
+    first = next(iter(data.CHECKSUMS[name]))
+    message = str(e.value)
+    assert f"could not download {first}" in message
+    assert refused + first in message and unroutable + first in message
+    assert str((tmp_path / name / first).resolve()) in message
+    assert 'ttqlab.data.load("digits")' in message and 'ttqlab.data.load("mnist1d")' in message
+    assert _leftovers(tmp_path / name, {}) == []
+
+
+def test_download_helper_directly(server, tmp_path):
+    (server.root / "f.bin").write_bytes(b"hello")
+    sha = hashlib.sha256(b"hello").hexdigest()
+    dest = tmp_path / "dl"
+    path = data._download("f.bin", sha, [server.url + "/f.bin"], dest, timeout=2)
+    assert path == dest / "f.bin" and path.read_bytes() == b"hello"
+    with pytest.raises(data.DownloadError, match="HTTP 404"):
+        data._download("g.bin", sha, [server.url + "/g.bin"], dest, timeout=2)
+    assert sorted(p.name for p in dest.iterdir()) == ["f.bin"]

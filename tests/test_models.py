@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+import ttqlab
+from ttqlab import models
+
+
+@pytest.mark.parametrize("name, shape", [
+    ("mlp", (1, 8, 8)), ("mlp", (1, 40)), ("lenet5", (1, 28, 28)), ("lenet5", (1, 8, 8)),
+    ("vgg7", (3, 32, 32)), ("resnet20", (3, 32, 32)), ("resnet20", (1, 28, 28)),
+])
+def test_shapes(name, shape):
+    kw = {"width": 0.125} if name == "vgg7" else {}
+    m = models.get(name, input_shape=shape, num_classes=7, seed=0, **kw).eval()
+    assert m(torch.randn(2, *shape)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("depth, convs", [(20, 19), (32, 31), (44, 43), (56, 55)])
+def test_resnet_depths(depth, convs):
+    m = models.get(f"resnet{depth}")
+    n_conv = sum(isinstance(x, torch.nn.Conv2d) for x in m.modules())
+    assert n_conv == convs and m.ttqlab_spec == {"name": "resnet", "kwargs": {"depth": depth}}
+
+
+def test_lenet5_is_twn_architecture():
+    m = models.lenet5()
+    assert (m.conv1.out_channels, m.conv1.kernel_size) == (32, (5, 5))
+    assert (m.conv2.out_channels, m.fc1.out_features) == (64, 512)
+    assert m.fc1.in_features == 64 * 4 * 4
+
+
+def test_seed_gives_same_weights_without_touching_global_rng():
+    state = torch.get_rng_state()
+    a, b = models.lenet5(seed=3), models.lenet5(seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
+                                                 b.state_dict().values()))
+
+
+def test_spec_rebuilds_same_architecture():
+    m = models.vgg7(input_shape=(3, 16, 16), width=0.25, seed=1)
+    spec = m.ttqlab_spec
+    m2 = models.get(spec["name"], **spec["kwargs"])
+    assert m.state_dict().keys() == m2.state_dict().keys()
+
+
+def test_bad_model_arguments():
+    with pytest.raises(ValueError, match="unknown model"):
+        models.get("alexnet")
+    with pytest.raises(ValueError, match="6n\\+2"):
+        models.resnet(depth=21)
+    with pytest.raises(TypeError, match="keyword"):
+        models.lenet5((1, 28, 28))
+    with pytest.raises(ValueError, match="too small"):
+        models.vgg7(input_shape=(3, 4, 4))
+
+
+def test_all_models_quantize(tmp_path):
+    for name in ("mlp", "lenet5", "resnet20"):
+        m = ttqlab.quantize(models.get(name), "twn")
+        assert len(list(ttqlab.quantized_layers(m))) >= 1

@@ -1,0 +1,139 @@
+"""Command line for the headless jobs: ``ttqlab train``, ``ttqlab compare``.
+
+    ttqlab train --method ttq --model lenet5 --dataset digits --epochs 10
+    ttqlab compare --dataset digits
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import data as datasets
+from . import models
+from .experiments import ALL_METHODS, compare, train_method
+from .inq import SCHEDULES
+from .stats import layer_report
+
+
+def _build(args, data):
+    kwargs = {"input_shape": data.input_shape, "num_classes": data.num_classes}
+    if args.model in ("resnet20", "resnet32", "resnet44", "resnet56") and len(
+            data.input_shape) != 3:
+        raise SystemExit(f"error: model {args.model} needs image data; dataset "
+                         f"{args.dataset} has samples of shape {data.input_shape}")
+    return lambda seed: models.get(args.model, seed=seed, **kwargs)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="lenet5", choices=sorted(models.MODELS),
+                   help="network (default lenet5)")
+    p.add_argument("--dataset", default="digits", choices=datasets.DATASETS,
+                   help="dataset (default digits: offline)")
+    p.add_argument("--epochs", type=int, default=10, help="epochs per method (default 10)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0, help="same seed, same numbers")
+    p.add_argument("--quantize-first-last", action="store_true",
+                   help="also quantize the first and last layer (kept fp32 by default)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--progress", action="store_true", help="show progress bars")
+
+
+def _fit_kwargs(args) -> dict:
+    return {"lr": args.lr, "optimizer": args.optimizer, "batch_size": args.batch_size,
+            "weight_decay": args.weight_decay, "device": args.device}
+
+
+def cmd_train(args) -> int:
+    data = datasets.load(args.dataset, seed=args.seed)
+    build = _build(args, data)
+    options = {}
+    if args.method == "twn":
+        options = {"factor": args.factor}
+    elif args.method == "ttq":
+        options = {"t": args.t} if args.sparsity is None else {"sparsity": args.sparsity}
+    elif args.method == "inq":
+        options = {"bits": args.bits}
+    model = build(args.seed)
+    print(f"{data}\nmodel: {args.model}, method: {args.method}, epochs: {args.epochs}")
+    init = "scratch"
+    if args.method == "inq":
+        print(f"pre-training full precision for {args.epochs} epochs (INQ starts from a "
+              f"trained model)")
+        train_method(model, "fp32", data, epochs=args.epochs, seed=args.seed,
+                     progress=args.progress, **_fit_kwargs(args))
+        init = "pretrained"
+    result = train_method(model, args.method, data, epochs=args.epochs, init=init,
+                          options=options, keep_first_last=not args.quantize_first_last,
+                          inq_schedule=SCHEDULES["default"], seed=args.seed,
+                          progress=args.progress, **_fit_kwargs(args))
+    print(result.history.table())
+    print()
+    print(layer_report(result.model))
+    summary = result.summary
+    print(f"\ntest accuracy {summary['test_acc']:.4f}, model {summary['model bytes']} bytes "
+          f"packed ({summary['model ratio']:.2f}x smaller than fp32)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"summary": summary, **result.history.to_dict()},
+                                        indent=1))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    data = datasets.load(args.dataset, seed=args.seed)
+    print(f"{data}\nmodel: {args.model}; training {', '.join(args.methods)} "
+          f"({args.epochs} epochs each, init={args.init})")
+    table, _ = compare(_build(args, data), data, epochs=args.epochs, methods=args.methods,
+                       init=args.init, seed=args.seed,
+                       keep_first_last=not args.quantize_first_last,
+                       progress=args.progress, **_fit_kwargs(args))
+    print(table)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(table.rows, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="ttqlab", description="Ternary and low-bit weight "
+                                 "quantization (TWN, TTQ, INQ) on PyTorch.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one model with one method")
+    t.add_argument("--method", required=True, choices=ALL_METHODS)
+    _common(t)
+    t.add_argument("--factor", type=float, default=0.7, help="TWN threshold factor (0.7)")
+    t.add_argument("--t", type=float, default=0.05, help="TTQ threshold t (0.05)")
+    t.add_argument("--sparsity", type=float, default=None,
+                   help="TTQ fixed-sparsity mode: target fraction of zeros")
+    t.add_argument("--bits", type=int, default=5, help="INQ bit width (5)")
+    t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("compare", help="train fp32, binary, TWN, TTQ and INQ; print a table")
+    _common(c)
+    c.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS)
+    c.add_argument("--init", default="pretrained", choices=["pretrained", "scratch"],
+                   help="quantized methods start from the trained fp32 model (default) or "
+                        "from scratch")
+    c.set_defaults(func=cmd_compare)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Turn a float model into a quantized one, and back.
+
+``quantize(model, method)`` registers a weight quantizer (``ttqlab.layers``) on every
+``nn.Conv1d/2d/3d`` and ``nn.Linear`` weight with ``torch.nn.utils.parametrize``; biases
+and BatchNorm stay float. ``extract`` reads the integer codes and scales back out,
+``bake`` writes the quantized weights into a plain float model, ``unquantize`` restores
+the latent float weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from .layers import BinaryWeight, INQWeight, TTQWeight, TWNWeight, WeightQuantizer
+
+__all__ = [
+    "METHODS",
+    "QuantizedWeight",
+    "bake",
+    "extract",
+    "quantizable_layers",
+    "quantize",
+    "quantized_layers",
+    "unquantize",
+]
+
+#: method name -> the options ``quantize`` accepts for it
+METHODS: dict[str, tuple[str, ...]] = {
+    "binary": (),
+    "twn": ("factor", "per_channel"),
+    "ttq": ("t", "sparsity", "reduce", "init"),
+    "inq": ("bits",),
+}
+
+_QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` for every Linear / Conv1d/2d/3d, in registration order."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, _QUANTIZABLE)]
+
+
+def _quantizer_of(module: nn.Module) -> WeightQuantizer | None:
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    for p in module.parametrizations.weight:
+        if isinstance(p, WeightQuantizer):
+            return p
+    return None
+
+
+def quantized_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module, WeightQuantizer]]:
+    """``(name, layer, quantizer)`` for every layer ``quantize`` converted."""
+    for name, module in model.named_modules():
+        q = _quantizer_of(module)
+        if q is not None:
+            yield name, module, q
+
+
+def latent_weight(layer: nn.Module) -> Tensor:
+    """The float weight the optimizer trains (``layer.parametrizations.weight.original``)."""
+    return layer.parametrizations.weight.original
+
+
+def _make(method: str, weight: Tensor, options: dict) -> WeightQuantizer:
+    if method == "binary":
+        return BinaryWeight()
+    if method == "twn":
+        return TWNWeight(**options)
+    if method == "ttq":
+        return TTQWeight(weight, **options)
+    return INQWeight(weight, **options)
+
+
+def quantize(
+    model: nn.Module,
+    method: str,
+    *,
+    keep_first_last: bool = True,
+    exclude: Sequence[str] = (),
+    **options,
+) -> nn.Module:
+    """Quantize the weights of every Linear / Conv layer of ``model`` in place.
+
+    Args:
+        model: any ``nn.Module``; its layers stay the same classes.
+        method: ``"binary"``, ``"twn"``, ``"ttq"`` or ``"inq"``.
+        keep_first_last: keep the first and the last quantizable layer (in registration
+            order) in full precision, as TTQ does for AlexNet. ``False`` quantizes them
+            too, as TWN's LeNet demo and INQ do.
+        exclude: names (from ``model.named_modules()``) of further layers to keep float.
+        **options: per method: twn ``factor=0.7, per_channel=False``; ttq ``t=0.05,
+            sparsity=None, reduce="sum", init="mean"``; inq ``bits=5`` (drive the
+            schedule with ``ttqlab.INQ``).
+
+    Returns:
+        ``model`` itself, for chaining.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; pass one of {sorted(METHODS)}")
+    unknown = set(options) - set(METHODS[method])
+    if unknown:
+        allowed = ", ".join(METHODS[method]) or "none"
+        raise ValueError(f"unknown option(s) {sorted(unknown)} for method {method!r}; "
+                         f"allowed: {allowed}")
+    if any(True for _ in quantized_layers(model)):
+        raise ValueError("model is already quantized; call ttqlab.unquantize(model) first "
+                         "(or start from a fresh model)")
+    layers = quantizable_layers(model)
+    names = {n for n, _ in layers}
+    missing = [n for n in exclude if n not in names]
+    if missing:
+        raise ValueError(f"exclude names {missing} are not Linear/Conv layers of the model; "
+                         f"choose from {sorted(names)}")
+    skip = set(exclude)
+    if keep_first_last and layers:
+        skip |= {layers[0][0], layers[-1][0]}
+    chosen = [(n, m) for n, m in layers if n not in skip]
+    if not chosen:
+        hint = (" (it has only the first and last layer; pass keep_first_last=False)"
+                if keep_first_last and layers else "")
+        raise ValueError(f"model has no Linear or Conv layer to quantize{hint}")
+    for name, module in chosen:
+        w = module.weight.detach()
+        if not bool(torch.isfinite(w).all()):
+            raise ValueError(f"layer {name!r} has NaN or inf weights; cannot quantize it")
+        if not bool(w.any()):
+            warnings.warn(f"layer {name!r} has all-zero weights; its quantized weights are "
+                          f"all zero until training moves them", stacklevel=2)
+    quantizers = [_make(method, m.weight.detach(), options) for _, m in chosen]
+    for (_, module), q in zip(chosen, quantizers):
+        parametrize.register_parametrization(module, "weight", q)
+    return model
+
+
+def _remove(module: nn.Module, leave_parametrized: bool) -> None:
+    """``parametrize.remove_parametrizations`` that is safe on deep copies.
+
+    ``register_parametrization`` gives the module a generated class, and a deep copy of
+    the model shares that class; removing deletes the ``weight`` property from the class,
+    which would break the other copy. So first give this module a class of its own.
+    """
+    cls = type(module)
+    module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+    parametrize.remove_parametrizations(module, "weight", leave_parametrized=leave_parametrized)
+
+
+def unquantize(model: nn.Module) -> nn.Module:
+    """Remove ttqlab's parametrizations in place, restoring the latent float weights."""
+    for _, module, _ in list(quantized_layers(model)):
+        _remove(module, leave_parametrized=False)
+    return model
+
+
+def bake(model: nn.Module, inplace: bool = False) -> nn.Module:
+    """A plain float model whose weights are the quantized values (no parametrizations).
+
+    Its outputs equal the quantized model's exactly. The latent weights are discarded in
+    the returned model; with ``inplace=False`` (default) ``model`` itself is untouched.
+    """
+    target = model if inplace else copy.deepcopy(model)
+    for _, module, _ in list(quantized_layers(target)):
+        _remove(module, leave_parametrized=True)
+    return target
+
+
+@dataclass
+class QuantizedWeight:
+    """One quantized layer as integers plus scales.
+
+    ``codes``: int8, the weight's shape. Ternary and binary: {-1, 0, +1}. INQ: the signed
+    level index ``sign(W) * (n - n2 + 1)`` (0 for a zero weight), i.e. the weight is
+    ``sign(c) * 2^(n2 + |c| - 1)``. ``scales``: ``alpha`` (binary, twn), ``wp`` / ``wn``
+    (ttq), ``n1`` and ``bits`` (inq). ``dequantize()`` rebuilds the weight exactly.
+    """
+
+    method: str
+    codes: Tensor
+    scales: dict[str, Tensor]
+    options: dict = field(default_factory=dict)
+    bits: int = 2
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.codes.shape
+
+    @property
+    def sparsity(self) -> float:
+        n = self.codes.numel()
+        return float((self.codes == 0).sum()) / n if n else 0.0
+
+    def dequantize(self) -> Tensor:
+        return _QUANTIZER_CLASSES[self.method].dequantize(self.codes, self.scales)
+
+
+_QUANTIZER_CLASSES: dict[str, type[WeightQuantizer]] = {
+    "binary": BinaryWeight,
+    "twn": TWNWeight,
+    "ttq": TTQWeight,
+    "inq": INQWeight,
+}
+
+
+@torch.no_grad()
+def extract(model: nn.Module) -> dict[str, QuantizedWeight]:
+    """Integer codes and scales of every quantized layer, keyed by module name.
+
+    ``extract(model)[name].dequantize()`` equals ``dict(model.named_modules())[name].weight``
+    bit for bit. INQ layers must be fully frozen (``inq.step()`` returned 1.0).
+    """
+    out = {}
+    for name, module, q in quantized_layers(model):
+        w = latent_weight(module)
+        out[name] = QuantizedWeight(q.method, q.codes(w).cpu(),
+                                    {k: v.cpu() for k, v in q.scales(w).items()},
+                                    q.options(), q.bits)
+    if not out:
+        raise ValueError("model has no quantized layers; call ttqlab.quantize(model, method)")
+    return out

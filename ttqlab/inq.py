@@ -1,0 +1,161 @@
+"""Incremental Network Quantization (Zhou et al., ICLR 2017): the schedule.
+
+Each step takes every quantized layer, picks the next portion of its not-yet-frozen
+weights (largest |W| first: the "pruning-inspired" partition; or at random, the paper's
+ablation), rounds them to powers of two and freezes them. Between steps the remaining
+float weights are re-trained with the ordinary training loop::
+
+    inq = ttqlab.INQ(pretrained_model, bits=5)
+    while not inq.done:
+        inq.step()                       # 0.5, 0.75, 0.875, 1.0
+        ttqlab.fit(pretrained_model, train, test, epochs=2)
+
+The update rule ``W <- W - lr * dE/dW * T`` is enforced by ``ttqlab.layers.INQWeight``:
+frozen positions read a buffer, so no optimizer (momentum, weight decay, Adam) moves them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .convert import latent_weight, quantize, quantized_layers
+from .layers import INQWeight
+
+__all__ = ["INQ", "SCHEDULES"]
+
+#: accumulated quantized fractions used in the paper
+SCHEDULES: dict[str, tuple[float, ...]] = {
+    "default": (0.5, 0.75, 0.875, 1.0),  # VGG-16, ResNet-18/50, GoogleNet
+    "alexnet": (0.3, 0.6, 0.8, 1.0),
+    "resnet18-2bit": (0.2, 0.4, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 1.0),
+}
+
+STRATEGIES = ("magnitude", "random")
+
+
+def _check_schedule(schedule: Sequence[float]) -> tuple[float, ...]:
+    try:
+        fr = tuple(float(f) for f in schedule)
+    except (TypeError, ValueError):
+        raise ValueError(f"schedule must be a sequence of fractions such as "
+                         f"(0.5, 0.75, 0.875, 1.0), got {schedule!r}") from None
+    if not fr:
+        raise ValueError("schedule is empty; pass e.g. (0.5, 0.75, 0.875, 1.0)")
+    if any(not 0 < f <= 1 for f in fr):
+        raise ValueError(f"schedule fractions must lie in (0, 1], got {fr}")
+    if any(b <= a for a, b in itertools.pairwise(fr)):
+        raise ValueError(f"schedule must be strictly increasing, got {fr}")
+    if fr[-1] != 1.0:
+        raise ValueError(f"schedule must end at 1.0 so that every weight is quantized, "
+                         f"got {fr}; append 1.0")
+    return fr
+
+
+class INQ:
+    """Drives INQ over a model: ``step()`` freezes the next fraction of every layer.
+
+    Args:
+        model: a (preferably pre-trained) float model, or one already converted with
+            ``ttqlab.quantize(model, "inq", bits=...)``.
+        bits: bit width b of the power-of-two levels (5 in the paper; 2 is ternary).
+        schedule: accumulated quantized fractions, strictly increasing, ending at 1.0.
+        strategy: ``"magnitude"`` (largest |W| first, the paper's choice) or ``"random"``.
+        seed: seeds the random partition (each layer and step gets its own stream).
+        keep_first_last, exclude: as in ``ttqlab.quantize`` (INQ's paper quantizes all
+            layers: pass ``keep_first_last=False`` for that).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        bits: int = 5,
+        schedule: Sequence[float] = SCHEDULES["default"],
+        strategy: str = "magnitude",
+        *,
+        seed: int = 0,
+        keep_first_last: bool = True,
+        exclude: Sequence[str] = (),
+    ):
+        self.schedule = _check_schedule(schedule)
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        self.strategy = strategy
+        self.seed = int(seed)
+        existing = list(quantized_layers(model))
+        if not existing:
+            quantize(model, "inq", bits=bits, keep_first_last=keep_first_last, exclude=exclude)
+        else:
+            wrong = [n for n, _, q in existing if not isinstance(q, INQWeight) or q.bits != bits]
+            if wrong:
+                raise ValueError(f"layers {wrong} are not quantized with method 'inq' and "
+                                 f"bits={bits}; call ttqlab.unquantize(model) first")
+        self.model = model
+        self.bits = bits
+        self.steps_taken = 0
+
+    @property
+    def layers(self) -> list[tuple[str, nn.Module, INQWeight]]:
+        return [(n, m, q) for n, m, q in quantized_layers(self.model)
+                if isinstance(q, INQWeight)]
+
+    @property
+    def fraction(self) -> float:
+        """Accumulated fraction frozen so far (0.0 before the first step)."""
+        return self.schedule[self.steps_taken - 1] if self.steps_taken else 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.steps_taken == len(self.schedule)
+
+    def _partition(self, w: torch.Tensor, free: torch.Tensor, count: int, layer: int):
+        """Boolean mask of ``count`` free positions to freeze next."""
+        flat_free = free.flatten()
+        if self.strategy == "magnitude":
+            score = torch.where(flat_free, w.detach().abs().flatten(), -1.0)
+        else:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.steps_taken * 7919
+                                              + layer)
+            rand = torch.rand(flat_free.numel(), generator=g).to(w.device)
+            score = torch.where(flat_free, rand, -1.0)
+        idx = torch.topk(score, count, sorted=False).indices
+        new = torch.zeros_like(flat_free)
+        new[idx] = True
+        return new.reshape(w.shape)
+
+    @torch.no_grad()
+    def step(self) -> float:
+        """Freeze the next portion of every layer; return the accumulated fraction frozen."""
+        if self.done:
+            warnings.warn("INQ schedule already finished (every weight is frozen); "
+                          "step() does nothing more", stacklevel=2)
+            return 1.0
+        target = self.schedule[self.steps_taken]
+        for i, (_, module, q) in enumerate(self.layers):
+            w = latent_weight(module)
+            n = w.numel()
+            goal = n if target == 1.0 else round(target * n)
+            count = goal - int(q.frozen_mask.sum())
+            if count > 0:
+                q.freeze(w, self._partition(w, ~q.frozen_mask, count, i))
+        self.steps_taken += 1
+        return self.fraction
+
+    def state_dict(self) -> dict:
+        """The schedule position (the masks and values live in ``model.state_dict()``)."""
+        return {"steps_taken": self.steps_taken, "schedule": list(self.schedule),
+                "strategy": self.strategy, "seed": self.seed, "bits": self.bits}
+
+    def load_state_dict(self, state: dict) -> None:
+        if list(state["schedule"]) != list(self.schedule) or state["bits"] != self.bits:
+            raise ValueError("INQ state was saved with a different schedule or bit width")
+        self.steps_taken = int(state["steps_taken"])
+        self.strategy, self.seed = state["strategy"], int(state["seed"])
+
+    def __repr__(self) -> str:
+        return (f"INQ(bits={self.bits}, schedule={self.schedule}, strategy={self.strategy!r}, "
+                f"frozen={self.fraction:.3g}, layers={len(self.layers)})")

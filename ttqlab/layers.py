@@ -1,0 +1,243 @@
+"""Weight quantizers as `torch.nn.utils.parametrize` modules.
+
+A parametrized layer stays an ``nn.Conv2d`` / ``nn.Linear``; ``layer.weight`` is the
+quantized weight, the latent float weight lives at
+``layer.parametrizations.weight.original`` and is only ever changed by the optimizer.
+(Several public re-implementations overwrite ``weight.data`` in ``forward`` and so lose
+the latent weights; a parametrization cannot.)
+
+Each quantizer also knows how to describe the weight it produces as integer ``codes``
+plus ``scales`` (``ttqlab.extract``) and how to rebuild it from them (``dequantize``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from . import quantizers as Q
+
+__all__ = ["BinaryWeight", "INQWeight", "TTQWeight", "TWNWeight", "WeightQuantizer"]
+
+
+class WeightQuantizer(nn.Module):
+    """Base class: ``forward(latent) -> quantized weight`` plus the code/scale view."""
+
+    method: str = ""
+    #: bits per weight in ttqlab's simple packing (2-bit codes for ternary)
+    bits: int = 32
+
+    def codes(self, w: Tensor) -> Tensor:
+        """Integer codes (int8) of the quantized weight computed from latent ``w``."""
+        raise NotImplementedError
+
+    def scales(self, w: Tensor) -> dict[str, Tensor]:
+        """Float (or integer) scalars that, with the codes, give the quantized weight."""
+        raise NotImplementedError
+
+    @staticmethod
+    def dequantize(codes: Tensor, scales: dict[str, Tensor]) -> Tensor:
+        """Quantized weight from codes and scales; equals ``forward`` bit for bit."""
+        raise NotImplementedError
+
+    def options(self) -> dict:
+        """The constructor options, for reports and for rebuilding the layer."""
+        return {}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+
+
+class BinaryWeight(WeightQuantizer):
+    """``w_b = E|w| * sign(w)`` with the straight-through gradient (BWN-style baseline)."""
+
+    method = "binary"
+    bits = 1
+
+    def forward(self, w: Tensor) -> Tensor:
+        wd = w.detach()
+        alpha = wd.abs().mean()
+        return Q.ste(w, torch.where(wd >= 0, alpha, -alpha))
+
+    def codes(self, w: Tensor) -> Tensor:
+        return torch.where(w >= 0, 1, -1).to(torch.int8)
+
+    def scales(self, w: Tensor) -> dict[str, Tensor]:
+        return {"alpha": w.detach().abs().mean()}
+
+    @staticmethod
+    def dequantize(codes: Tensor, scales: dict[str, Tensor]) -> Tensor:
+        alpha = scales["alpha"]
+        return torch.where(codes > 0, alpha, -alpha)
+
+
+class TWNWeight(WeightQuantizer):
+    """TWN: ``alpha * T`` with ``delta = factor * E|w|`` (0.7 in the authors' code),
+    straight-through gradient to the latent weight. ``per_channel`` gives one delta and
+    alpha per output channel (the latest arXiv version of the paper)."""
+
+    method = "twn"
+    bits = 2
+
+    def __init__(self, factor: float = 0.7, per_channel: bool = False):
+        super().__init__()
+        if not factor > 0:
+            raise ValueError(f"factor must be positive (TWN uses 0.7), got {factor!r}")
+        self.factor = float(factor)
+        self.per_channel = bool(per_channel)
+
+    def options(self) -> dict:
+        return {"factor": self.factor, "per_channel": self.per_channel}
+
+    def _delta_alpha(self, w: Tensor) -> tuple[Tensor, Tensor]:
+        return Q._twn_params(w.detach(), self.factor, self.per_channel)
+
+    def forward(self, w: Tensor) -> Tensor:
+        delta, alpha = self._delta_alpha(w)
+        return Q.ste(w, Q._ternary(w.detach(), delta, alpha, alpha))
+
+    def codes(self, w: Tensor) -> Tensor:
+        delta, _ = self._delta_alpha(w)
+        return Q.ternary_codes(w.detach(), delta)
+
+    def scales(self, w: Tensor) -> dict[str, Tensor]:
+        return {"alpha": self._delta_alpha(w)[1]}
+
+    @staticmethod
+    def dequantize(codes: Tensor, scales: dict[str, Tensor]) -> Tensor:
+        alpha = scales["alpha"]
+        return Q._ternary(codes, 0, alpha, alpha)
+
+
+class TTQWeight(WeightQuantizer):
+    """TTQ: ``+W_p`` / ``0`` / ``-W_n`` with ``delta = t * max|w|`` and two trained scales.
+
+    ``W_p`` and ``W_n`` are ``nn.Parameter`` s of this module, so they appear in
+    ``model.parameters()`` and any optimizer trains them; their gradients are TTQ's sums
+    (``ttqlab.quantizers.ternarize_ttq``).
+
+    ``init`` sets their starting value. ``"mean"`` (ttqlab's default) uses the layer's own
+    weights: W_p = mean of the latent weights above delta, W_n = mean |w| below -delta, so
+    the quantized layer starts with the same scale as the float one and a model without
+    BatchNorm trains from scratch. A number (the authors' code uses ``1.0``) sets both.
+    """
+
+    method = "ttq"
+    bits = 2
+
+    def __init__(
+        self,
+        weight: Tensor,
+        t: float = 0.05,
+        *,
+        sparsity: float | None = None,
+        reduce: str = "sum",
+        init: str | float = "mean",
+    ):
+        super().__init__()
+        if sparsity is None:
+            Q._check_unit_interval(t, "t")
+        else:
+            Q._check_unit_interval(sparsity, "sparsity")
+        if reduce not in ("sum", "mean"):
+            raise ValueError(f"reduce must be 'sum' (the paper) or 'mean', got {reduce!r}")
+        self.t = float(t)
+        self.sparsity = None if sparsity is None else float(sparsity)
+        self.reduce = reduce
+        self.init = init
+        w = weight.detach()
+        if init == "mean":
+            delta = Q.ttq_threshold(w, self.t, self.sparsity)
+            pos, neg = w[w > delta], w[w < -delta]
+            fallback = w.abs().mean()
+            wp = pos.mean() if pos.numel() else fallback
+            wn = (-neg).mean() if neg.numel() else fallback
+        elif isinstance(init, (int, float)) and not isinstance(init, bool) and init > 0:
+            wp = wn = torch.tensor(float(init))
+        else:
+            raise ValueError(f"init must be 'mean' or a positive number (the authors' code "
+                             f"uses 1.0), got {init!r}")
+        self.wp = nn.Parameter(torch.as_tensor(wp, dtype=w.dtype, device=w.device).clone())
+        self.wn = nn.Parameter(torch.as_tensor(wn, dtype=w.dtype, device=w.device).clone())
+
+    def options(self) -> dict:
+        return {"t": self.t, "sparsity": self.sparsity, "reduce": self.reduce, "init": self.init}
+
+    def threshold(self, w: Tensor) -> Tensor:
+        return Q.ttq_threshold(w, self.t, self.sparsity)
+
+    def forward(self, w: Tensor) -> Tensor:
+        return Q._TTQFunction.apply(w, self.wp, self.wn, self.threshold(w), self.reduce)
+
+    def codes(self, w: Tensor) -> Tensor:
+        return Q.ternary_codes(w.detach(), self.threshold(w))
+
+    def scales(self, w: Tensor) -> dict[str, Tensor]:
+        return {"wp": self.wp.detach().clone(), "wn": self.wn.detach().clone()}
+
+    @staticmethod
+    def dequantize(codes: Tensor, scales: dict[str, Tensor]) -> Tensor:
+        return Q._ternary(codes, 0, scales["wp"], scales["wn"])
+
+
+class INQWeight(WeightQuantizer):
+    """INQ: ``W = frozen`` where the mask says frozen, the latent weight elsewhere.
+
+    Buffers (saved in ``state_dict``): ``frozen_mask`` (bool, True = quantized and frozen,
+    the paper's T = 0), ``frozen_values`` (the power-of-two values) and ``n1`` (the
+    largest exponent, fixed at the first freeze from max|W| as in the paper). Frozen
+    weights get no gradient, and whatever an optimizer (momentum, weight decay, Adam)
+    does to the latent tensor there, ``layer.weight`` keeps reading ``frozen_values``.
+    ``ttqlab.INQ`` decides which weights to freeze and when.
+    """
+
+    method = "inq"
+
+    def __init__(self, weight: Tensor, bits: int = 5):
+        super().__init__()
+        Q._check_bits(bits)
+        self.bits = int(bits)
+        w = weight.detach()
+        self.register_buffer("frozen_mask", torch.zeros_like(w, dtype=torch.bool))
+        self.register_buffer("frozen_values", torch.zeros_like(w))
+        self.register_buffer("n1", torch.tensor(0, dtype=torch.int64, device=w.device))
+
+    def options(self) -> dict:
+        return {"bits": self.bits}
+
+    @property
+    def n2(self) -> int:
+        return int(self.n1) + 1 - 2 ** (self.bits - 1) // 2
+
+    @property
+    def fraction_frozen(self) -> float:
+        n = self.frozen_mask.numel()
+        return float(self.frozen_mask.sum()) / n if n else 1.0
+
+    def forward(self, w: Tensor) -> Tensor:
+        return torch.where(self.frozen_mask, self.frozen_values, w)
+
+    @torch.no_grad()
+    def freeze(self, w: Tensor, new: Tensor) -> None:
+        """Quantize the latent weights selected by ``new`` to powers of two and freeze
+        them. The first call fixes n1 from max|W| (Zhou et al., Eq. 2)."""
+        if not bool(self.frozen_mask.any()):
+            n1, _ = Q.inq_exponent_range(w, self.bits)
+            self.n1.fill_(n1)
+        new = new & ~self.frozen_mask
+        q = Q.quantize_pow2(w, self.bits, int(self.n1))
+        self.frozen_values.copy_(torch.where(new, q, self.frozen_values))
+        self.frozen_mask |= new
+
+    def codes(self, w: Tensor) -> Tensor:
+        if not bool(self.frozen_mask.all()):
+            raise ValueError(f"INQ has frozen only {self.fraction_frozen:.1%} of this layer; "
+                             f"call inq.step() until it returns 1.0 before extracting codes")
+        return Q.pow2_exponents(self.frozen_values, self.bits, int(self.n1))
+
+    def scales(self, w: Tensor) -> dict[str, Tensor]:
+        return {"n1": self.n1.detach().clone(), "bits": torch.tensor(self.bits)}
+
+    @staticmethod
+    def dequantize(codes: Tensor, scales: dict[str, Tensor]) -> Tensor:
+        return Q.pow2_from_codes(codes, int(scales["bits"]), int(scales["n1"]))

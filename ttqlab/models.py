@@ -1,0 +1,215 @@
+"""Small reference networks: MLP, LeNet-5 (TWN's variant), VGG-7, CIFAR ResNet-20/32/44/56.
+
+Plain ``nn.Module`` s with nothing quantization-specific in them: quantize any of them
+(or your own) with ``ttqlab.quantize``. Every constructor takes ``seed`` so the same
+seed gives the same initial weights.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["MODELS", "get", "lenet5", "mlp", "resnet", "resnet20", "resnet32",
+           "resnet44", "resnet56", "vgg7"]
+
+
+def _seeded(build: Callable[[], nn.Module], seed: int | None) -> nn.Module:
+    if seed is None:
+        return build()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def _recorded(name: str):
+    """Decorator: remember how a model was built (``model.ttqlab_spec``), so that
+    ``ttqlab.export.load`` can rebuild a built-in architecture from a file alone."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def builder(*args, **kwargs):
+            if args:
+                raise TypeError(f"{name}() takes keyword arguments only, e.g. "
+                                f"{name}(input_shape=(1, 28, 28), num_classes=10)")
+            model = fn(**kwargs)
+            kwargs.pop("seed", None)
+            spec = {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+            model.ttqlab_spec = {"name": name, "kwargs": spec}
+            return model
+        return builder
+    return wrap
+
+
+@_recorded("mlp")
+def mlp(
+    input_shape: Sequence[int] = (1, 8, 8),
+    num_classes: int = 10,
+    hidden: Sequence[int] = (256, 256),
+    *,
+    batch_norm: bool = True,
+    seed: int | None = None,
+) -> nn.Module:
+    """Flatten -> [Linear -> BatchNorm1d -> ReLU] per hidden width -> Linear."""
+    def build():
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(input_shape)
+        for h in hidden:
+            layers.append(nn.Linear(width, h, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(nn.ReLU())
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        return nn.Sequential(*layers)
+    return _seeded(build, seed)
+
+
+class LeNet5(nn.Module):
+    """TWN's LeNet-5: 32C5 - MP2 - 64C5 - MP2 - 512FC - classes (Li et al., Sec. 4.1).
+
+    Inputs smaller than 28x28 (8x8 digits) use padding 2 so the two 5x5 convolutions fit.
+    """
+
+    def __init__(self, input_shape=(1, 28, 28), num_classes=10, batch_norm=True):
+        super().__init__()
+        c, h, w = input_shape
+        pad = 0 if min(h, w) >= 28 else 2
+        self.conv1 = nn.Conv2d(c, 32, 5, padding=pad, bias=not batch_norm)
+        self.bn1 = nn.BatchNorm2d(32) if batch_norm else nn.Identity()
+        self.conv2 = nn.Conv2d(32, 64, 5, padding=pad, bias=not batch_norm)
+        self.bn2 = nn.BatchNorm2d(64) if batch_norm else nn.Identity()
+        h, w = (h + 2 * pad - 4) // 2, (w + 2 * pad - 4) // 2
+        h, w = (h + 2 * pad - 4) // 2, (w + 2 * pad - 4) // 2
+        if h < 1 or w < 1:
+            raise ValueError(f"input_shape {tuple(input_shape)} is too small for LeNet-5")
+        self.fc1 = nn.Linear(64 * h * w, 512, bias=not batch_norm)
+        self.bn3 = nn.BatchNorm1d(512) if batch_norm else nn.Identity()
+        self.fc2 = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+        x = F.relu(self.bn3(self.fc1(x.flatten(1))))
+        return self.fc2(x)
+
+
+@_recorded("lenet5")
+def lenet5(input_shape=(1, 28, 28), num_classes=10, *, batch_norm=True, seed=None):
+    """TWN's LeNet-5 (32C5-MP2-64C5-MP2-512FC); BatchNorm after each layer by default."""
+    return _seeded(lambda: LeNet5(tuple(input_shape), num_classes, batch_norm), seed)
+
+
+@_recorded("vgg7")
+def vgg7(input_shape=(3, 32, 32), num_classes=10, *, width=1.0, seed=None):
+    """TWN's VGG-7: 2x(128C3) - MP2 - 2x(256C3) - MP2 - 2x(512C3) - MP2 - 1024FC - classes,
+    BatchNorm after every conv. ``width`` scales the channel counts (0.25 for a quick run)."""
+    def build():
+        c, h, w = input_shape
+        chans = [max(1, round(width * k)) for k in (128, 128, 256, 256, 512, 512)]
+        layers: list[nn.Module] = []
+        for i, out in enumerate(chans):
+            layers += [nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out),
+                       nn.ReLU()]
+            c = out
+            if i % 2 == 1:
+                layers.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+        if h < 1 or w < 1:
+            raise ValueError(f"input_shape {tuple(input_shape)} is too small for VGG-7 "
+                             f"(three 2x2 poolings); use at least 8x8")
+        hidden = max(1, round(width * 1024))
+        layers += [nn.Flatten(), nn.Linear(c * h * w, hidden, bias=False),
+                   nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, num_classes)]
+        return nn.Sequential(*layers)
+    return _seeded(build, seed)
+
+
+class _Block(nn.Module):
+    """CIFAR basic block with the parameter-free shortcut (He et al. 2016, option A)."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.stride, self.pad = stride, cout - cin
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        short = x
+        if self.stride != 1 or self.pad:
+            short = x[:, :, :: self.stride, :: self.stride]
+            short = F.pad(short, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        return F.relu(out + short)
+
+
+class CifarResNet(nn.Module):
+    """ResNet-(6n+2) for 32x32 inputs: 16-32-64 channels, n blocks per stage."""
+
+    def __init__(self, depth=20, input_shape=(3, 32, 32), num_classes=10, width=16):
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56), got {depth}")
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(input_shape[0], width, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        blocks, cin = [], width
+        for stage, cout in enumerate((width, 2 * width, 4 * width)):
+            for i in range(n):
+                blocks.append(_Block(cin, cout, 2 if stage and i == 0 else 1))
+                cin = cout
+        self.layers = nn.Sequential(*blocks)
+        self.fc = nn.Linear(cin, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        x = self.layers(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+@_recorded("resnet")
+def resnet(depth=20, input_shape=(3, 32, 32), num_classes=10, *, width=16, seed=None):
+    """CIFAR ResNet of depth 6n+2 (He et al. 2016), as used in the TTQ paper."""
+    return _seeded(lambda: CifarResNet(depth, tuple(input_shape), num_classes, width), seed)
+
+
+def resnet20(**kw):
+    """CIFAR ResNet-20 (TTQ: 8.23% fp32 / 8.87% TTQ error on CIFAR-10)."""
+    return resnet(depth=20, **kw)
+
+
+def resnet32(**kw):
+    """CIFAR ResNet-32."""
+    return resnet(depth=32, **kw)
+
+
+def resnet44(**kw):
+    """CIFAR ResNet-44."""
+    return resnet(depth=44, **kw)
+
+
+def resnet56(**kw):
+    """CIFAR ResNet-56."""
+    return resnet(depth=56, **kw)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": mlp, "lenet5": lenet5, "vgg7": vgg7, "resnet": resnet,
+    "resnet20": resnet20, "resnet32": resnet32, "resnet44": resnet44, "resnet56": resnet56,
+}
+
+
+def get(name: str, **kwargs) -> nn.Module:
+    """Build a model by name: ``get("lenet5", input_shape=(1, 8, 8), seed=0)``."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
+    return MODELS[name](**kwargs)

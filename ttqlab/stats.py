@@ -1,0 +1,161 @@
+"""Per-layer reports: method, shape, sparsity, scales, bits per weight and bytes.
+
+``layer_report(model)`` lists every Linear / Conv layer (quantized or kept float) and a
+row for everything else (biases, BatchNorm), with the fp32 size next to the packed size
+``ttqlab.export`` writes: 2 bits per ternary weight (or 1.6 bits in base 3, five trits per
+byte), 1 bit per binary weight, ``bits`` per INQ weight, plus the float scales.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch import nn
+
+from .convert import latent_weight, quantizable_layers, quantized_layers
+from .layers import INQWeight, TTQWeight
+
+__all__ = ["PACKINGS", "Table", "layer_report", "packed_nbytes"]
+
+#: ternary packings: name -> weights per byte
+PACKINGS = {"2bit": 4, "base3": 5}
+
+
+def packed_nbytes(numel: int, method: str, bits: int = 2, packing: str = "2bit") -> int:
+    """Bytes of the packed integer codes of ``numel`` weights (scales not included).
+
+    binary: 1 bit each; ternary (twn, ttq, inq with bits=2): 2 bits (``"2bit"``, four per
+    byte) or five per byte (``"base3"``: 3^5 = 243 <= 256, 1.6 bits per weight); inq:
+    ``bits`` bits (a sign and an exponent index).
+    """
+    if packing not in PACKINGS:
+        raise ValueError(f"packing must be one of {sorted(PACKINGS)}, got {packing!r}")
+    if method == "binary":
+        return math.ceil(numel / 8)
+    if method in ("twn", "ttq") or (method == "inq" and bits == 2):
+        return math.ceil(numel / PACKINGS[packing])
+    if method == "inq":
+        return math.ceil(numel * bits / 8)
+    raise ValueError(f"unknown method {method!r}")
+
+
+class Table:
+    """A list of dict rows that prints as an aligned text table (and HTML in Jupyter)."""
+
+    def __init__(self, rows: Sequence[dict], columns: Sequence[str] | None = None,
+                 title: str = ""):
+        self.rows = list(rows)
+        self.columns = list(columns) if columns else list(dict.fromkeys(
+            k for r in self.rows for k in r))
+        self.title = title
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+    def column(self, key: str) -> list:
+        return [r.get(key) for r in self.rows]
+
+    @staticmethod
+    def _fmt(v) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            if math.isnan(v):
+                return "-"
+            return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
+        if isinstance(v, (tuple, list)):
+            return "x".join(str(x) for x in v)
+        return str(v)
+
+    def __str__(self) -> str:
+        cells = [[self._fmt(r.get(c)) for c in self.columns] for r in self.rows]
+        widths = [max([len(c)] + [len(row[i]) for row in cells])
+                  for i, c in enumerate(self.columns)]
+        line = "  ".join(c.rjust(w) for c, w in zip(self.columns, widths))
+        out = [self.title] if self.title else []
+        out += [line, "-" * len(line)]
+        out += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+        return "\n".join(out)
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{c}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{self._fmt(r.get(c))}</td>"
+                                        for c in self.columns) + "</tr>" for r in self.rows)
+        cap = f"<caption>{self.title}</caption>" if self.title else ""
+        return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def to_markdown(self) -> str:
+        out = ["| " + " | ".join(self.columns) + " |",
+               "|" + "|".join("---" for _ in self.columns) + "|"]
+        out += ["| " + " | ".join(self._fmt(r.get(c)) for c in self.columns) + " |"
+                for r in self.rows]
+        return "\n".join(out)
+
+
+def _scales_text(q, module) -> str:
+    if isinstance(q, TTQWeight):
+        return f"wp={q.wp.item():.4g} wn={q.wn.item():.4g}"
+    if isinstance(q, INQWeight):
+        return f"n1={int(q.n1)} frozen={q.fraction_frozen:.3g}"
+    alpha = q.scales(latent_weight(module))["alpha"]
+    return f"alpha={float(alpha.mean()):.4g}" + (" (per channel)" if alpha.numel() > 1 else "")
+
+
+def layer_report(model: nn.Module, packing: str = "2bit") -> Table:
+    """Per layer: method, shape, sparsity, scales, bits per weight, fp32 vs packed bytes.
+
+    The last rows are ``(other)`` (biases, BatchNorm and any other parameters or
+    buffers, kept in fp32) and ``(total)``; ``ratio`` is fp32 bytes / packed bytes.
+    INQ's bookkeeping buffers (masks) are not counted: they are not part of the model.
+    """
+    if packing not in PACKINGS:
+        raise ValueError(f"packing must be one of {sorted(PACKINGS)}, got {packing!r}")
+    quantized = {name: q for name, _, q in quantized_layers(model)}
+    rows, counted = [], set()
+    for name, module in quantizable_layers(model):
+        w = module.weight.detach()
+        n = w.numel()
+        fp32 = 4 * n
+        q = quantized.get(name)
+        if q is None:
+            method, bits, packed, scales = "fp32", 32.0, fp32, ""
+            counted.add(id(module.weight))
+        else:
+            method = q.method
+            scale_bytes = sum(4 * v.numel() for v in q.scales(latent_weight(module)).values())
+            packed = packed_nbytes(n, method, q.bits, packing) + scale_bytes
+            bits = 8 * packed_nbytes(n, method, q.bits, packing) / max(1, n)
+            scales = _scales_text(q, module)
+            counted.add(id(latent_weight(module)))
+        rows.append({
+            "layer": name, "method": method, "shape": tuple(w.shape), "params": n,
+            "sparsity": float((w == 0).sum()) / max(1, n), "scales": scales,
+            "bits/weight": bits, "fp32 bytes": fp32, "packed bytes": packed,
+            "ratio": fp32 / packed if packed else float("nan"),
+        })
+    other = 0
+    for pname, p in model.named_parameters():
+        if id(p) not in counted and not pname.endswith((".wp", ".wn")):
+            other += p.numel()
+    for bname, b in model.named_buffers():
+        if ".parametrizations." not in bname and b.is_floating_point():
+            other += b.numel()
+    rows.append({"layer": "(other)", "method": "fp32", "params": other, "bits/weight": 32.0,
+                 "fp32 bytes": 4 * other, "packed bytes": 4 * other, "ratio": 1.0})
+    fp32_total = sum(r["fp32 bytes"] for r in rows)
+    packed_total = sum(r["packed bytes"] for r in rows)
+    rows.append({"layer": "(total)", "params": sum(r["params"] for r in rows),
+                 "fp32 bytes": fp32_total, "packed bytes": packed_total,
+                 "ratio": fp32_total / packed_total if packed_total else float("nan")})
+    cols = ["layer", "method", "shape", "params", "sparsity", "scales", "bits/weight",
+            "fp32 bytes", "packed bytes", "ratio"]
+    return Table(rows, cols, title=f"layer report (packing={packing})")
