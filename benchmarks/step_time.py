@@ -1,6 +1,7 @@
 """Training-step time of each method relative to full precision (same model and batch).
 
-    python -m benchmarks.step_time [--quick] [--device cpu|cuda] [--out results/step_time.json]
+    python -m benchmarks.step_time [--quick] [--device cpu cuda] [--threads N]
+        [--out results/step_time.json]
 
 One step = forward, cross-entropy, backward, optimizer (Adam) step. For each model the
 methods are timed in interleaved rounds (fp32, binary, twn, ttq, inq, fp32, ...) so
@@ -11,7 +12,6 @@ time over all rounds and its ratio to the full-precision median.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import ttqlab
+from benchmarks import write_results
 
 METHODS = ["fp32", "binary", "twn", "ttq", "inq"]
 CONFIGS = {
@@ -80,20 +81,25 @@ def bench(model_name: str, batch: int, rounds: int, steps: int, device: str) -> 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny run for CI (a few steps)")
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", nargs="+", default=None, choices=["cpu", "cuda"],
+                    help="default: cpu, and cuda too when a GPU is present")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--models", nargs="+", default=list(CONFIGS))
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads (default: torch's, all cores; --quick: 1)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    threads = args.threads or (1 if args.quick else None)
+    if threads:
+        torch.set_num_threads(threads)
     rounds, steps = (2, 1) if args.quick else (7, 5)
     rows = []
     for name in args.models:
-        rows += bench(name, args.batch if not args.quick else 8, rounds, steps, args.device)
+        for device in args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+            rows += bench(name, args.batch if not args.quick else 8, rounds, steps, device)
     cols = ["model", "method", "batch", "device", "threads", "step_ms", "ratio"]
     print(ttqlab.stats.Table(rows, cols, title="training-step time (median), ratio to fp32"))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(rows, indent=1))
+    write_results(args.out, "step_time", rows, argv)
     return rows
 
 

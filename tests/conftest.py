@@ -1,6 +1,10 @@
 import pytest
 import torch
 
+# One intra-op thread per test process: pytest-xdist already runs one worker per core, and
+# two threads per worker on a 2-core machine only spin against each other.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed():

@@ -129,10 +129,31 @@ def test_ttq_default_init_matches_layer_scale_and_paper_init_is_available():
     ttqlab.quantize(m, "ttq")
     q = m.conv2.parametrizations.weight[0]
     delta = 0.05 * w.abs().max()
-    assert q.wp.item() == pytest.approx(float(w[w > delta].mean()))
-    assert q.wn.item() == pytest.approx(float(-w[w < -delta].mean()))
+    eff = q.scales()
+    assert eff["wp"].item() == pytest.approx(float(w[w > delta].mean()), rel=1e-5)
+    assert eff["wn"].item() == pytest.approx(float(-w[w < -delta].mean()), rel=1e-5)
+    assert q.scale.item() == pytest.approx(float(w.abs()[w.abs() > delta].mean()), rel=1e-5)
+    assert 0.8 < q.wp.item() < 1.25 and 0.8 < q.wn.item() < 1.25  # near the paper's 1.0
+    vals = m.conv2.weight.detach().unique()
+    assert torch.allclose(vals, torch.stack([-eff["wn"], torch.tensor(0.0), eff["wp"]]))
     m2 = ttqlab.quantize(small_cnn(), "ttq", init=1.0)
-    assert m2.conv2.parametrizations.weight[0].wp.item() == 1.0
+    q2 = m2.conv2.parametrizations.weight[0]
+    assert q2.wp.item() == 1.0 and q2.scale.item() == 1.0
+    assert m2.conv2.weight.abs().max().item() == 1.0
+
+
+def test_ttq_scale_gradient_is_the_papers_sum_in_scale_units():
+    m = small_cnn()
+    ttqlab.quantize(m, "ttq")
+    q = m.conv2.parametrizations.weight[0]
+    w = latent_weight(m.conv2)
+    out = m.conv2.weight
+    g = torch.randn_like(out)
+    out.backward(g)
+    pos = w.detach() > q.threshold(w)
+    neg = w.detach() < -q.threshold(w)
+    assert q.wp.grad.item() == pytest.approx(q.scale.item() * g[pos].sum().item(), rel=1e-4)
+    assert q.wn.grad.item() == pytest.approx(-q.scale.item() * g[neg].sum().item(), rel=1e-4)
 
 
 @pytest.mark.parametrize("method", METHODS)

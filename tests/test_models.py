@@ -8,6 +8,7 @@ from ttqlab import models
 @pytest.mark.parametrize("name, shape", [
     ("mlp", (1, 8, 8)), ("mlp", (1, 40)), ("lenet5", (1, 28, 28)), ("lenet5", (1, 8, 8)),
     ("vgg7", (3, 32, 32)), ("resnet20", (3, 32, 32)), ("resnet20", (1, 28, 28)),
+    ("cnn1d", (1, 40)), ("cnn1d", (2, 12)),
 ])
 def test_shapes(name, shape):
     kw = {"width": 0.125} if name == "vgg7" else {}
@@ -53,6 +54,8 @@ def test_bad_model_arguments():
         models.lenet5((1, 28, 28))
     with pytest.raises(ValueError, match="too small"):
         models.vgg7(input_shape=(3, 4, 4))
+    with pytest.raises(ValueError, match="1-D samples"):
+        models.cnn1d(input_shape=(1, 8, 8))
 
 
 def test_all_models_quantize(tmp_path):

@@ -21,7 +21,8 @@ def test_layer_report_counts_every_parameter():
     rows = {r["layer"]: r for r in rep}
     assert rows["conv1"]["method"] == "fp32" and rows["conv2"]["method"] == "ttq"
     n_params = sum(p.numel() for n, p in m.named_parameters() if not n.endswith((".wp", ".wn")))
-    n_buffers = sum(b.numel() for n, b in m.named_buffers() if b.is_floating_point())
+    n_buffers = sum(b.numel() for n, b in m.named_buffers()
+                    if b.is_floating_point() and ".parametrizations." not in n)
     assert rows["(total)"]["params"] == n_params + n_buffers
     assert rows["(total)"]["fp32 bytes"] == 4 * (n_params + n_buffers)
     conv2 = rows["conv2"]

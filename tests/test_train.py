@@ -117,3 +117,20 @@ def test_evaluate_restores_training_mode(digits_small):
     m2 = copy.deepcopy(m).eval()
     ttqlab.evaluate(m2, digits_small[1])
     assert not m2.training
+
+
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.1), ("adam", 1e-3)])
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_ttq_defaults_train_with_papers_sgd_and_adam(optimizer, lr, batch_norm):
+    """quantize(model, "ttq") + an ordinary optimizer at the papers' settings just works,
+    with or without BatchNorm (the scales start in units of the layer's own magnitude;
+    the authors' W_p = W_n = 1.0 makes plain SGD diverge on a model without BatchNorm)."""
+    data = ttqlab.data.load("digits")
+    m = ttqlab.models.mlp(input_shape=(1, 8, 8), hidden=(128, 128, 128),
+                          batch_norm=batch_norm, seed=0)
+    ttqlab.quantize(m, "ttq")
+    h = ttqlab.fit(m, data, epochs=6, optimizer=optimizer, lr=lr, momentum=0.9,
+                   weight_decay=1e-4, lr_schedule="cosine", progress=False)
+    assert h.last["test_acc"] > 0.85, h.table()
+    for name in h.layer_names:
+        assert h.layer(name, "wp")[-1] > 0 and h.layer(name, "wn")[-1] > 0

@@ -18,7 +18,7 @@ from .train import History, evaluate, fit
 __version__ = "0.1.0"
 
 # Submodules imported on first use, so ``import ttqlab`` stays light.
-_LAZY = ("data",)
+_LAZY = ("data", "exercises", "export", "viz", "widgets")
 
 
 def __getattr__(name: str):
@@ -35,6 +35,8 @@ __all__ = [
     "bake",
     "data",
     "evaluate",
+    "exercises",
+    "export",
     "extract",
     "fit",
     "layer_report",
@@ -43,4 +45,6 @@ __all__ = [
     "quantized_layers",
     "quantizers",
     "unquantize",
+    "viz",
+    "widgets",
 ]

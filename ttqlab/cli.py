@@ -83,6 +83,10 @@ def cmd_train(args) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"summary": summary, **result.history.to_dict()},
                                         indent=1))
+    if getattr(args, "out", None) is not None:  # `ttqlab export`: save it packed too
+        from . import export
+        export.save(result.model, args.out, packing=args.packing)
+        print("\n" + export.report(args.out))
     return 0
 
 
@@ -123,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quantized methods start from the trained fp32 model (default) or "
                         "from scratch")
     c.set_defaults(func=cmd_compare)
+
+    from .reproduce import add_parser as add_reproduce  # ttqlab reproduce NAME ...
+
+    add_reproduce(sub)
+
+    from .export import add_parser as add_export  # ttqlab export ..., ttqlab report FILE
+
+    add_export(sub, train=t)
     return ap
 
 

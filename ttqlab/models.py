@@ -1,4 +1,4 @@
-"""Small reference networks: MLP, LeNet-5 (TWN's variant), VGG-7, CIFAR ResNet-20/32/44/56.
+"""Small reference networks: MLP, 1-D CNN, LeNet-5 (TWN's), VGG-7, CIFAR ResNet-20/32/44/56.
 
 Plain ``nn.Module`` s with nothing quantization-specific in them: quantize any of them
 (or your own) with ``ttqlab.quantize``. Every constructor takes ``seed`` so the same
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MODELS", "get", "lenet5", "mlp", "resnet", "resnet20", "resnet32",
+__all__ = ["MODELS", "cnn1d", "get", "lenet5", "mlp", "resnet", "resnet20", "resnet32",
            "resnet44", "resnet56", "vgg7"]
 
 
@@ -66,6 +66,34 @@ def mlp(
             width = h
         layers.append(nn.Linear(width, num_classes))
         return nn.Sequential(*layers)
+    return _seeded(build, seed)
+
+
+@_recorded("cnn1d")
+def cnn1d(
+    input_shape: Sequence[int] = (1, 40),
+    num_classes: int = 10,
+    channels: int = 64,
+    *,
+    batch_norm: bool = True,
+    seed: int | None = None,
+) -> nn.Module:
+    """MNIST-1D's convolutional baseline (Greydanus 2020): three Conv1d (kernels 5, 3, 3,
+    stride 2) -> Linear; BatchNorm after each conv by default."""
+    if len(input_shape) != 2:
+        raise ValueError(f"cnn1d takes 1-D samples of shape (channels, length), e.g. (1, 40) "
+                         f"for mnist1d; got input_shape {tuple(input_shape)}")
+
+    def build():
+        c, length = input_shape
+        layers: list[nn.Module] = []
+        for k in (5, 3, 3):
+            layers += [nn.Conv1d(c, channels, k, stride=2, padding=1, bias=not batch_norm),
+                       nn.BatchNorm1d(channels) if batch_norm else nn.Identity(), nn.ReLU()]
+            c, length = channels, (length + 2 - k) // 2 + 1
+        if length < 1:
+            raise ValueError(f"input_shape {tuple(input_shape)} is too short for cnn1d")
+        return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels * length, num_classes))
     return _seeded(build, seed)
 
 
@@ -203,7 +231,7 @@ def resnet56(**kw):
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
-    "mlp": mlp, "lenet5": lenet5, "vgg7": vgg7, "resnet": resnet,
+    "mlp": mlp, "cnn1d": cnn1d, "lenet5": lenet5, "vgg7": vgg7, "resnet": resnet,
     "resnet20": resnet20, "resnet32": resnet32, "resnet44": resnet44, "resnet56": resnet56,
 }
 

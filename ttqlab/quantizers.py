@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
@@ -103,11 +104,16 @@ def ste(w: Tensor, q: Tensor) -> Tensor:
 def binarize(w: Tensor) -> Tensor:
     """Binary-weight baseline (BWN / XNOR-Net scale): ``alpha * sign(w)``, alpha = E|w|.
 
-    sign(0) is taken as +1 so every weight is +-alpha. An all-zero tensor stays zero.
+    The sign is the float's sign bit, so 0.0 gives +alpha (and -0.0 gives -alpha): every
+    weight is +-alpha. An all-zero tensor stays zero.
     """
     _check_finite(w)
+    return _binarize(w.detach())
+
+
+def _binarize(w: Tensor) -> Tensor:
     alpha = w.abs().mean() if w.numel() else w.new_zeros(())
-    return torch.where(w >= 0, alpha, -alpha)
+    return torch.copysign(alpha, w)
 
 
 def ste_sign(w: Tensor) -> Tensor:
@@ -136,15 +142,20 @@ def twn_scale(w: Tensor, delta: Tensor | float, per_channel: bool = False) -> Te
 
     Returns 0 (not NaN) when no weight exceeds the threshold.
     """
-    a = w.detach().abs()
+    delta = torch.as_tensor(delta, dtype=w.dtype, device=w.device)
     if per_channel:
-        rows = _per_channel_view(a)
-        d = torch.as_tensor(delta, dtype=w.dtype, device=w.device).reshape(-1, 1)
-        keep = rows > d
-        total = torch.where(keep, rows, 0.0).sum(dim=1)
-        return _broadcast(total / keep.sum(dim=1).clamp(min=1), w)
-    keep = a > delta
-    return torch.where(keep, a, 0.0).sum() / keep.sum().clamp(min=1)
+        delta = delta.reshape(-1, *([1] * (w.dim() - 1))) if w.dim() > 1 else delta
+    return _twn_scale(w.detach().abs(), delta, per_channel)
+
+
+def _twn_scale(a: Tensor, delta: Tensor, per_channel: bool) -> Tensor:
+    """alpha from |W| and delta, without a single ``torch.where`` (the hot path)."""
+    if per_channel:
+        kept = _per_channel_view(torch.relu(a - delta).sign_().mul_(a))
+        count = kept.sign().sum(dim=1)
+        return _broadcast(kept.sum(dim=1) / count.clamp(min=1), a)
+    kept = F.hardshrink(a, float(delta))  # |W_i| where |W_i| > delta, else 0
+    return kept.sum() / kept.sign().sum().clamp(min=1)
 
 
 def _twn_params(w: Tensor, factor: float, per_channel: bool) -> tuple[Tensor, Tensor]:
@@ -154,10 +165,9 @@ def _twn_params(w: Tensor, factor: float, per_channel: bool) -> tuple[Tensor, Te
     a = w.abs()
     if per_channel:
         delta = _broadcast(factor * _per_channel_view(a).mean(dim=1), w)
-        return delta, twn_scale(w, delta, per_channel=True)
-    delta = factor * a.mean()
-    keep = a > delta
-    return delta, torch.where(keep, a, 0.0).sum() / keep.sum().clamp(min=1)
+    else:
+        delta = factor * a.mean()
+    return delta, _twn_scale(a, delta, per_channel)
 
 
 def ternary_codes(w: Tensor, delta: Tensor | float) -> Tensor:
@@ -165,9 +175,18 @@ def ternary_codes(w: Tensor, delta: Tensor | float) -> Tensor:
     return (w > delta).to(torch.int8) - (w < -delta).to(torch.int8)
 
 
-def _ternary(w: Tensor, delta: Tensor, wp: Tensor, wn: Tensor) -> Tensor:
-    """``+wp`` where w > delta, ``-wn`` where w < -delta, 0 elsewhere (exact values)."""
-    return torch.where(w > delta, wp, torch.where(w < -delta, -wn, w.new_zeros(())))
+def _signs(w: Tensor, delta: Tensor | float) -> Tensor:
+    """T as floats (+1 / 0 / -1), computed with arithmetic only: on a CPU ``torch.where``
+    and boolean masks cost ~20x an elementwise multiply, and this runs every step."""
+    if isinstance(delta, Tensor) and delta.numel() > 1:  # per-channel thresholds
+        return torch.relu(w.abs() - delta).sign_().mul_(w.sign())
+    return F.hardshrink(w, float(delta)).sign_()  # hardshrink: 0 where |w| <= delta
+
+
+def _ternary(signs: Tensor, wp: Tensor, wn: Tensor) -> Tensor:
+    """``+wp`` where T = +1, ``-wn`` where T = -1, 0 where T = 0; exact values, because
+    every product is by 1 or 0: ``max(T, 0) * wp + min(T, 0) * wn``."""
+    return signs.clamp(min=0).mul_(wp).add_(signs.clamp(max=0).mul_(wn))
 
 
 def ternarize_twn(w: Tensor, factor: float = 0.7, per_channel: bool = False) -> Tensor:
@@ -178,7 +197,7 @@ def ternarize_twn(w: Tensor, factor: float = 0.7, per_channel: bool = False) -> 
     """
     delta = twn_threshold(w, factor, per_channel)
     alpha = twn_scale(w, delta, per_channel)
-    return _ternary(w.detach(), delta, alpha, alpha)
+    return _signs(w.detach(), delta).mul_(alpha)
 
 
 def ste_tern(w: Tensor, factor: float = 0.7, per_channel: bool = False) -> Tensor:
@@ -258,29 +277,34 @@ class _TTQFunction(torch.autograd.Function):
 
     ``reduce="mean"`` divides the scale gradients by the region sizes, the variant several
     re-implementations use (it is not what the authors' code does).
+
+    The regions are kept as 0/1 float tensors ``P`` and ``N`` so that everything is
+    arithmetic: sums are dot products, and the latent gradient is
+    ``((1 - P - N) + W_p P + W_n N) * g`` (each term exact: the masks are 0 or 1).
     """
 
     @staticmethod
     def forward(ctx, w, wp, wn, delta, reduce):
-        pos = w > delta
-        neg = w < -delta
-        ctx.save_for_backward(pos, neg, wp, wn)
+        signs = _signs(w, delta)
+        p = signs.clamp(min=0)
+        n = signs.neg_().clamp_(min=0)
+        ctx.save_for_backward(p, n, wp, wn)
         ctx.reduce = reduce
-        return torch.where(pos, wp, torch.where(neg, -wn, w.new_zeros(())))
+        return (p * wp).addcmul_(n, wn, value=-1)
 
     @staticmethod
     def backward(ctx, g):
-        pos, neg, wp, wn = ctx.saved_tensors
-        gp = torch.where(pos, g, 0.0)
-        gn = torch.where(neg, g, 0.0)
-        grad_wp = gp.sum()
-        grad_wn = -gn.sum()
+        p, n, wp, wn = ctx.saved_tensors
+        flat = g.contiguous().view(-1)
+        grad_wp = torch.dot(flat, p.view(-1))
+        grad_wn = -torch.dot(flat, n.view(-1))
         if ctx.reduce == "mean":
-            grad_wp = grad_wp / pos.sum().clamp(min=1)
-            grad_wn = grad_wn / neg.sum().clamp(min=1)
+            grad_wp = grad_wp / p.sum().clamp(min=1)
+            grad_wn = grad_wn / n.sum().clamp(min=1)
         grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_w = torch.where(pos, wp * g, torch.where(neg, wn * g, g))
+            scale = torch.sub(1.0, p).sub_(n).addcmul_(p, wp).addcmul_(n, wn)
+            grad_w = scale.mul_(g)
         return grad_w, grad_wp.reshape(wp.shape), grad_wn.reshape(wn.shape), None, None
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 from .convert import latent_weight, quantizable_layers, quantized_layers
 from .layers import INQWeight, TTQWeight
 
-__all__ = ["PACKINGS", "Table", "layer_report", "packed_nbytes"]
+__all__ = ["ENERGY_PJ", "PACKINGS", "Table", "layer_report", "op_counts", "packed_nbytes"]
 
 #: ternary packings: name -> weights per byte
 PACKINGS = {"2bit": 4, "base3": 5}
@@ -103,7 +104,8 @@ class Table:
 
 def _scales_text(q, module) -> str:
     if isinstance(q, TTQWeight):
-        return f"wp={q.wp.item():.4g} wn={q.wn.item():.4g}"
+        sc = q.scales()
+        return f"wp={sc['wp'].item():.4g} wn={sc['wn'].item():.4g}"
     if isinstance(q, INQWeight):
         return f"n1={int(q.n1)} frozen={q.fraction_frozen:.3g}"
     alpha = q.scales(latent_weight(module))["alpha"]
@@ -131,7 +133,10 @@ def layer_report(model: nn.Module, packing: str = "2bit") -> Table:
             counted.add(id(module.weight))
         else:
             method = q.method
-            scale_bytes = sum(4 * v.numel() for v in q.scales(latent_weight(module)).values())
+            # float scales as ttqlab.export stores them; INQ's integer n1 and bits live
+            # in the file's manifest
+            scale_bytes = sum(v.numel() * v.element_size() for v in
+                              q.scales(latent_weight(module)).values() if v.is_floating_point())
             packed = packed_nbytes(n, method, q.bits, packing) + scale_bytes
             bits = 8 * packed_nbytes(n, method, q.bits, packing) / max(1, n)
             scales = _scales_text(q, module)
@@ -159,3 +164,76 @@ def layer_report(model: nn.Module, packing: str = "2bit") -> Table:
     cols = ["layer", "method", "shape", "params", "sparsity", "scales", "bits/weight",
             "fp32 bytes", "packed bytes", "ratio"]
     return Table(rows, cols, title=f"layer report (packing={packing})")
+
+
+#: energy per operation in picojoules, 45 nm (Horowitz, "Computing's energy problem",
+#: ISSCC 2014): 32-bit float multiply and add; a multiplication by 2^n is an addition to
+#: the float's 8-bit exponent (8-bit integer add)
+ENERGY_PJ = {"mult": 3.7, "add": 0.9, "shift": 0.03}
+
+
+@torch.no_grad()
+def op_counts(model: nn.Module, input_shape: Sequence[int]) -> Table:
+    """Arithmetic of one inference (one sample of ``input_shape``) per Linear / Conv layer,
+    and an energy estimate from ``ENERGY_PJ``.
+
+    A float layer does one multiplication and one addition per weight per output
+    position (``params * positions``). A ternary layer (TWN, TTQ) adds or subtracts an
+    input per *non-zero* weight and scales each output once:
+    ``y = W_p * S+ - W_n * S-`` (1 subtraction and 2 multiplications per output for TTQ,
+    ``alpha * (S+ - S-)``: 1 multiplication for TWN), the convention of
+    ``ttqlab.ternary_matmul``. Binary: every weight is an addition or subtraction, one
+    multiplication per output. INQ: every non-zero weight is a shift (``x * 2^n``) plus
+    an addition. Energy ``= mults * 3.7 pJ + adds * 0.9 pJ + shifts * 0.03 pJ``;
+    activations, BatchNorm, biases and memory traffic are not counted.
+    """
+    layers = quantizable_layers(model)
+    if not layers:
+        raise ValueError("model has no Linear or Conv layer to count")
+    methods = {name: q.method for name, _, q in quantized_layers(model)}
+    positions: dict[str, int] = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            positions[name] = output[0].numel() // output.shape[1]
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        p = next(model.parameters())
+        model(torch.zeros(1, *input_shape, dtype=p.dtype, device=p.device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    rows = []
+    for name, module in layers:
+        w = module.weight.detach()
+        n, outs, pos = w.numel(), w.shape[0], positions.get(name, 0)
+        nonzero = int((w != 0).sum())
+        method = methods.get(name, "fp32")
+        mults = adds = shifts = 0
+        if method == "fp32":
+            mults, adds = n * pos, n * pos
+        elif method in ("twn", "ttq"):
+            adds = nonzero * pos + outs * pos  # S+ and S- sums, then S+ - S- per output
+            mults = (2 if method == "ttq" else 1) * outs * pos
+        elif method == "binary":
+            adds, mults = n * pos + outs * pos, outs * pos
+        else:  # inq: x * 2^n is a shift, then an addition
+            adds, shifts = nonzero * pos, nonzero * pos
+        energy = (mults * ENERGY_PJ["mult"] + adds * ENERGY_PJ["add"]
+                  + shifts * ENERGY_PJ["shift"]) / 1000
+        fp32 = n * pos * (ENERGY_PJ["mult"] + ENERGY_PJ["add"]) / 1000
+        rows.append({"layer": name, "method": method, "params": n, "nonzero": nonzero,
+                     "positions": pos, "fp32 MACs": n * pos, "mults": mults, "adds": adds,
+                     "shifts": shifts, "energy (nJ)": energy, "fp32 energy (nJ)": fp32})
+    total = {k: sum(r[k] for r in rows) for k in ("params", "nonzero", "fp32 MACs", "mults",
+                                                  "adds", "shifts", "energy (nJ)",
+                                                  "fp32 energy (nJ)")}
+    rows.append({"layer": "(total)", **total})
+    cols = ["layer", "method", "params", "nonzero", "positions", "fp32 MACs", "mults", "adds",
+            "shifts", "energy (nJ)", "fp32 energy (nJ)"]
+    return Table(rows, cols, title="operations per inference (one sample)")

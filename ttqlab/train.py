@@ -10,6 +10,7 @@ quantized value ("flips") since the previous epoch.
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -20,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from . import checkpoint as checkpoint_lib
+from . import distributed
 from .convert import latent_weight, quantized_layers
 from .layers import INQWeight, TTQWeight
 
@@ -108,7 +111,8 @@ def layer_stats(model: nn.Module) -> dict[str, dict]:
         w = module.weight
         row = {"method": q.method, "sparsity": float((w == 0).sum()) / max(1, w.numel())}
         if isinstance(q, TTQWeight):
-            row["wp"], row["wn"] = q.wp.item(), q.wn.item()
+            sc = q.scales()  # the effective W_p, W_n
+            row["wp"], row["wn"] = sc["wp"].item(), sc["wn"].item()
         elif isinstance(q, INQWeight):
             row["frozen"] = q.fraction_frozen
         else:
@@ -235,6 +239,11 @@ def fit(
     device: torch.device | str | None = None,
     progress: bool = True,
     callbacks: Iterable[Callable[[History, nn.Module], None]] = (),
+    schedule_unit: str = "epoch",
+    transform: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+    checkpoint_extra: dict | None = None,
 ) -> History:
     """Train ``model`` on ``train`` and report on ``test`` after every epoch.
 
@@ -242,16 +251,32 @@ def fit(
         model: any classifier returning logits; quantized or not.
         train, test: a ``Dataset``, a ``DataLoader``, an ``(x, y)`` tensor pair, or a
             ``ttqlab.data.Data`` (then ``test`` defaults to its test split).
-        epochs, lr, batch_size, weight_decay, momentum: the usual.
+        epochs, lr, batch_size, weight_decay, momentum: the usual. Under ``torchrun``,
+            ``batch_size`` is the global batch, split over the processes.
         optimizer: ``"adam"`` (default), ``"sgd"`` (momentum) or your own optimizer.
-        lr_schedule: ``None`` (constant), ``"cosine"`` (anneal to 0 over ``epochs``) or
-            a list of epochs at which the learning rate is multiplied by ``gamma`` (the
-            papers' step schedules).
-        seed: seeds shuffling and ``torch.manual_seed``; same seed, same numbers.
+        lr_schedule: ``None`` (constant), ``"cosine"`` (anneal to 0 over the run) or a
+            list of milestones at which the learning rate is multiplied by ``gamma``
+            (the papers' step schedules).
+        schedule_unit: ``"epoch"`` (default): milestones count epochs; ``"iteration"``:
+            they count optimizer steps and the schedule advances after every batch
+            (TWN's "x0.1 at 15k and 25k iterations").
+        seed: seeds shuffling, ``transform`` and ``torch.manual_seed``; same seed, same
+            numbers.
         device: default the model's device; the model is moved there.
         progress: show a tqdm progress bar.
         callbacks: called as ``cb(history, model)`` after every epoch (and epoch 0),
             e.g. a live dashboard from ``ttqlab.widgets``.
+        transform: data augmentation, ``transform(x, generator) -> x`` on each training
+            batch (CPU tensors), drawing its randomness from ``generator`` (seeded, and
+            saved in checkpoints), e.g. ``ttqlab.reproduce.CropFlip(4)``.
+        checkpoint: a run directory; the whole training state (weights, scales, INQ
+            masks, optimizer, scheduler, RNGs, history) is saved there after every epoch
+            (``ttqlab.checkpoint``, no pickle).
+        resume: continue from the newest checkpoint in ``checkpoint`` if there is one
+            (a finished run is loaded and returned without training). Without it, a
+            ``checkpoint`` directory that already holds a run is an error.
+        checkpoint_extra: further objects with ``state_dict`` / ``load_state_dict``
+            saved and restored with the run, e.g. ``{"inq": inq}``.
 
     Returns:
         a :class:`History`; epoch 0 is the model before training.
@@ -265,18 +290,37 @@ def fit(
     _check_positive(epochs, "epochs")
     _check_positive(batch_size, "batch_size")
     _check_positive(lr, "lr", float)
+    if schedule_unit not in ("epoch", "iteration"):
+        raise ValueError(f"schedule_unit must be 'epoch' or 'iteration', got {schedule_unit!r}")
+    if checkpoint is None and (resume or checkpoint_extra):
+        raise ValueError("resume and checkpoint_extra need checkpoint=DIR, the run directory")
+    if batch_size < distributed.world_size():
+        raise ValueError(f"batch_size ({batch_size}) is the global batch and must be at "
+                         f"least the number of processes ({distributed.world_size()})")
     device = torch.device(device) if device else _device_of(model)
     model.to(device)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
+    aug_gen = torch.Generator().manual_seed(seed + 1)
     if isinstance(optimizer, torch.optim.Optimizer):
         opt = optimizer
     else:
         opt = make_optimizer(model, optimizer, lr, weight_decay, momentum)
-    sched = _scheduler(opt, lr_schedule, epochs, gamma)
+    per_iteration = schedule_unit == "iteration"
+    steps = _num_batches(train, batch_size)
+    sched = _scheduler(opt, lr_schedule, epochs * steps if per_iteration else epochs, gamma)
 
     history = History()
     callbacks = list(callbacks)
+    run_state = {"model": model, "optimizer": opt, "shuffle": gen, "augment": aug_gen,
+                 **({"scheduler": sched} if sched is not None else {}),
+                 **(checkpoint_extra or {})}
+    config = {"batch_size": batch_size, "seed": seed, "schedule_unit": schedule_unit}
+    first = 1
+    if checkpoint is not None:
+        first, history = _restore(checkpoint, resume, run_state, config)
+        distributed.barrier()  # every rank has read the directory before rank 0 writes
+    net = distributed.wrap(model, device)  # under torchrun: DDP, rank 0's weights everywhere
     prev_codes = _codes(model)
     warned_negative: set[str] = set()
 
@@ -302,24 +346,30 @@ def fit(
                                   f"lower learning rate.", stacklevel=3)
         prev_codes.clear()
         prev_codes.update(codes)
+        if checkpoint is not None and distributed.is_main():
+            checkpoint_lib.save(checkpoint, epoch, **run_state, history=history.to_dict(),
+                                config=config)
         for cb in callbacks:
             cb(history, model)
 
-    nan = float("nan")
-    record(0, nan, nan, 0.0)
-    bar = _progress(epochs * _num_batches(train, batch_size), progress)
+    if first == 1:
+        nan = float("nan")
+        record(0, nan, nan, 0.0)
+    bar = _progress((epochs - first + 1) * steps, progress and distributed.is_main())
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(first, epochs + 1):
             model.train()
             start = time.perf_counter()
             loss_sum, correct, total = 0.0, 0, 0
-            for x, y in _batches(train, batch_size, True, gen):
+            for x, y in _training_batches(train, batch_size, gen, transform, aug_gen):
                 x, y = x.to(device), y.to(device)
-                out = model(x)
+                out = net(x)
                 loss = F.cross_entropy(out, y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if per_iteration and sched is not None:
+                    sched.step()
                 lv = loss.item()
                 if not math.isfinite(lv):
                     raise FloatingPointError(
@@ -331,8 +381,10 @@ def fit(
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(epoch=epoch, loss=f"{lv:.3f}", refresh=False)
-            if sched is not None:
+            if sched is not None and not per_iteration:
                 sched.step()
+            distributed.broadcast_buffers(model)
+            loss_sum, correct, total = distributed.all_reduce_sum([loss_sum, correct, total])
             record(epoch, loss_sum / total, correct / total, time.perf_counter() - start)
             if bar is not None:
                 bar.set_postfix(epoch=epoch, test_acc=f"{history.last['test_acc']:.4f}")
@@ -342,11 +394,40 @@ def fit(
     return history
 
 
-def _scheduler(opt, lr_schedule, epochs: int, gamma: float):
+def _training_batches(train, batch_size: int, gen: torch.Generator, transform,
+                      aug_gen: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
+    """One epoch of shuffled, augmented mini-batches; under torchrun, this process's
+    slice of each (every process draws the same batches and augmentations)."""
+    for x, y in _batches(train, batch_size, True, gen):
+        if len(y) < distributed.world_size():
+            continue  # too small to split over the processes (every rank skips it)
+        if transform is not None:
+            x = transform(x, aug_gen)
+        yield distributed.shard((x, y))
+
+
+def _restore(directory, resume: bool, run_state: dict, config: dict) -> tuple[int, History]:
+    """Load the newest checkpoint in ``directory`` into ``run_state``; return the first
+    epoch still to train and the history so far (1 and an empty history if none)."""
+    if checkpoint_lib.latest(directory) is None:
+        return 1, History()
+    if not resume:
+        raise ValueError(f"{directory} already holds a training run; pass resume=True to "
+                         f"continue it, or choose an empty checkpoint directory")
+    state = checkpoint_lib.load(directory, **run_state)
+    for key, value in config.items():
+        if state["config"].get(key) != value:
+            raise ValueError(f"cannot resume {directory} with {key}={value!r}: the run was "
+                             f"started with {key}={state['config'].get(key)!r}")
+    return state["step"] + 1, History(**state["history"])
+
+
+def _scheduler(opt, lr_schedule, total: int, gamma: float):
+    """MultiStepLR or cosine annealing over ``total`` epochs (or iterations)."""
     if lr_schedule is None:
         return None
     if lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     if isinstance(lr_schedule, str) or not all(
             isinstance(m, int) and m > 0 for m in lr_schedule):
         raise ValueError(f"lr_schedule must be None, 'cosine' or a list of positive epoch "

@@ -1,0 +1,76 @@
+"""Fixtures for the launch tests: the Binder environment, JupyterLab served from it, Chromium.
+
+The Binder launch is simulated end to end once per session: `binder_env` builds the
+environment from ``binder/`` alone (a few minutes), `lab` starts JupyterLab from it on
+the repository copy it serves, and the browser tests run every notebook there.
+
+Environment variables (CI sets none of them):
+
+* ``TTQLAB_BINDER_ENV=DIR``: build the environment in DIR and reuse it on later runs while
+  ``binder/`` and ``pyproject.toml`` are unchanged (quick local re-runs).
+* ``TTQLAB_SKIP_BROWSER=1``: skip the browser tests when Chromium is missing, for a local run
+  on a machine without it. Without it a missing Chromium FAILS them: they are part of what
+  the project promises (``.ci/run`` installs Chromium).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from binder_env import ROOT, BinderEnv, build
+from jupyter_harness import JupyterLab, chromium_problem, launch_chromium
+
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+VIEWPORT = {"width": 1366, "height": 900}  # a common laptop screen
+
+
+@pytest.fixture(scope="session")
+def binder_env():
+    cached = os.environ.get("TTQLAB_BINDER_ENV")
+    if cached:
+        yield build(Path(cached).expanduser(), reuse=True)
+        return
+    with tempfile.TemporaryDirectory(prefix="ttqlab-binder-") as tmp:
+        yield build(Path(tmp))
+
+
+@pytest.fixture(scope="session")
+def lab(binder_env: BinderEnv):
+    """JupyterLab started from the Binder environment, serving its repository copy."""
+    with JupyterLab(binder_env.python, binder_env.home,
+                    workdir=binder_env.dest / "lab-session") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def browser():
+    problem = chromium_problem()
+    if problem:
+        if os.environ.get("TTQLAB_SKIP_BROWSER") == "1":
+            pytest.skip(f"TTQLAB_SKIP_BROWSER=1: {problem}")
+        pytest.fail(f"the browser tests need a real Chromium: {problem} (for a local run "
+                    f"without it, set TTQLAB_SKIP_BROWSER=1; CI never does)", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = launch_chromium(pw)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser context (no cookies, no storage) and page, at laptop size."""
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS

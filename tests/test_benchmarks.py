@@ -1,0 +1,105 @@
+"""Every benchmark runs in its tiny configuration and writes its JSON; the report turns the
+JSON into the README section and figures."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from benchmarks import __main__ as entry
+from benchmarks import read_results, report
+
+COLUMNS = {
+    "step_time": {"model", "method", "batch", "device", "threads", "step_ms", "ratio"},
+    "accuracy": {"dataset", "model", "method", "epochs", "seeds", "acc mean", "acc std",
+                 "vs fp32", "sparsity"},
+    "file_size": {"model", "method", "packing", "q fp32 file", "q packed file", "q ratio",
+                  "model fp32 file", "model packed file", "model ratio", "outputs equal"},
+}
+QUICK = [n for n in entry.available() if entry.BENCHMARKS[n]]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    threads = torch.get_num_threads()
+    try:
+        assert entry.main(["--quick", "--out-dir", str(out), *QUICK]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+@pytest.mark.parametrize("name", QUICK)
+def test_benchmark_writes_its_rows(results, name):
+    doc = read_results(results / f"{name}.json")
+    assert doc["benchmark"] == name and doc["rows"]
+    assert doc["meta"]["quick"] is True and doc["meta"]["cores"] >= 1
+    assert "cpu" in doc["meta"] and "torch" in doc["meta"]
+    for row in doc["rows"]:
+        assert COLUMNS.get(name, set()) <= set(row), set(row)
+
+
+def test_step_time_rows(results):
+    rows = read_results(results / "step_time.json")["rows"]
+    assert {(r["model"], r["method"]) for r in rows} == {
+        (m, k) for m in ("lenet5", "resnet20") for k in ("fp32", "binary", "twn", "ttq", "inq")}
+    assert all(r["step_ms"] > 0 for r in rows)
+    assert all(r["ratio"] == 1.0 for r in rows if r["method"] == "fp32")
+
+
+def test_accuracy_rows(results):
+    rows = read_results(results / "accuracy.json")["rows"]
+    assert {r["dataset"] for r in rows} == {"digits", "mnist1d"}
+    for r in rows:
+        assert r["seeds"] == 2 and 0 <= r["acc mean"] <= 100 and r["acc std"] >= 0
+        assert r["min"] <= r["acc mean"] <= r["max"]
+    ternary = [r for r in rows if r["method"] in ("twn", "ttq")]
+    assert ternary and all(0 < r["sparsity"] < 1 for r in ternary)
+
+
+def test_report_writes_readme_section_and_figures(results, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# t\n\nbefore\n<!-- results:start -->\nOLD SECTION\n<!-- results:end -->"
+                      "\nafter\n")
+    for p in results.glob("*.json"):
+        shutil.copy(p, tmp_path)
+    result = {"recipe": "twn-mnist", "measured": {"fp32": 99.1, "twn": 98.7},
+              "conditions": {"full recipe": False,
+                             "machine": {"device": "cuda:0", "gpu": "A GPU", "processes": 2}}}
+    (tmp_path / "reproduce-twn-mnist.json").write_text(json.dumps(result))
+    figures = tmp_path / "docs" / "figures"
+    section = report.main(["--results", str(tmp_path), "--readme", str(readme),
+                           "--figures", str(figures)])
+    text = readme.read_text()
+    assert text.startswith("# t\n\nbefore\n<!-- results:start -->\n")
+    assert text.endswith("<!-- results:end -->\nafter\n") and "OLD SECTION" not in text
+    assert section in text
+    assert "99.35" in section and "91.13" in section  # the papers' numbers beside ours
+    assert "quick CI configuration" in section  # our numbers say how they were made
+    assert "ttqlab reproduce ttq-cifar10-resnet56" in section
+    assert "TWN 98.70 (A GPU x2, shortened run)" in section
+    for name in ("accuracy_vs_sparsity.png", "size_per_method.png"):
+        if name == "size_per_method.png" and "file_size" not in QUICK:
+            continue
+        png = figures / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"(docs/figures/{name})" in section
+    report.main(["--results", str(tmp_path), "--readme", str(readme), "--figures",
+                 str(figures)])
+    assert readme.read_text() == text  # regenerating from the same JSON changes nothing
+
+
+def test_report_refuses_a_readme_without_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="results:start"):
+        report.write_readme(readme, "x")
+    assert readme.read_text() == "# no markers\n"
+
+
+def test_unknown_benchmark_name_is_an_error(capsys):
+    with pytest.raises(SystemExit):
+        entry.main(["speed"])
+    assert "choose from" in capsys.readouterr().err

@@ -1,0 +1,224 @@
+"""ttqlab.widgets: every explorer responds to its controls with new figure data (no
+browser needed), and everything degrades to static figures without the widget libraries."""
+
+import copy
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+import ttqlab
+from ttqlab import quantizers as Q
+from ttqlab import widgets
+
+matplotlib.use("Agg")
+from matplotlib.figure import Figure
+
+pytest.importorskip("plotly")
+pytest.importorskip("ipywidgets")
+
+
+def snapshot(fig):
+    assert_json_safe(fig)
+    return copy.deepcopy([t.to_plotly_json() for t in fig.data])
+
+
+def assert_json_safe(fig):
+    """No NaN / inf anywhere in the trace data: the widget's JSON message to the browser
+    would fail (Jupyter only prints a warning, and the figure does not update)."""
+    def walk(v, where):
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, f"{where}.{k}")
+        elif isinstance(v, list | tuple):
+            for x in v:
+                walk(x, where)
+        elif isinstance(v, np.ndarray):
+            if v.dtype.kind == "f":
+                assert np.isfinite(v).all(), f"NaN/inf in {where}"
+            else:
+                walk(v.tolist(), where)
+        elif isinstance(v, float):
+            assert np.isfinite(v), f"NaN/inf in {where}"
+    walk([t.to_plotly_json() for t in fig.data], "data")
+
+
+def changed(before, fig) -> bool:
+    after = snapshot(fig)
+    return len(before) != len(after) or any(
+        _differs(a, b) for a, b in zip(before, after))
+
+
+def _differs(a, b) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() != b.keys() or any(_differs(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray | list | tuple) or isinstance(b, np.ndarray | list | tuple):
+        try:
+            return not np.array_equal(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
+        except ValueError:
+            return True
+    return a != b and not (a is None and b is None)
+
+
+@pytest.fixture(scope="module")
+def w():
+    torch.manual_seed(3)
+    return torch.randn(48, 16, 3, 3) * 0.05
+
+
+def test_threshold_explorer_slider_recolours_the_histogram(w):
+    ex = widgets.threshold_explorer(w)
+    assert isinstance(ex, widgets.ThresholdExplorer)
+    mean = float(w.abs().mean())
+    assert ex.state["delta"] == pytest.approx(0.7 * mean)
+    zero_before = np.asarray(ex.figure.data[1].y).sum()
+    before = snapshot(ex.figure)
+    ex.slider.value = 1.5
+    assert changed(before, ex.figure)
+    assert np.asarray(ex.figure.data[1].y).sum() > zero_before  # more weights in T = 0
+    assert ex.state["sparsity"] == pytest.approx(float((w.abs() <= 1.5 * mean).float().mean()))
+    assert ex.state["alpha"] == pytest.approx(float(Q.twn_scale(w, 1.5 * mean)), rel=1e-6)
+    assert ex.figure.data[3].x[1] == pytest.approx(-1.5 * mean)  # the ±Δ line moved
+    d_opt, _, _ = Q.optimal_ternary_params(w)
+    assert ex.state["optimal_factor"] == pytest.approx(float(d_opt) / mean, rel=1e-6)
+    assert "sparsity" in ex.readout.value
+    counts = sum(np.asarray(t.y).sum() for t in ex.figure.data[:3])
+    assert counts == w.numel()
+
+
+def test_levels_explorer_bits_slider_changes_the_levels(w):
+    ex = widgets.levels_explorer(w, bits=5)
+    assert ex.state["levels"] == 17
+    before = snapshot(ex.figure)
+    ex.slider.value = 3
+    assert changed(before, ex.figure)
+    n1, n2 = Q.inq_exponent_range(w, 3)
+    assert (ex.state["n1"], ex.state["n2"], ex.state["levels"]) == (n1, n2, 5)
+    xs = sorted({x for x in ex.figure.data[1].x if x is not None})
+    assert xs == pytest.approx(Q.pow2_levels(w, 3).tolist())
+    per_level = dict(zip(ex.figure.data[2].x, ex.figure.data[2].y))
+    codes = Q.pow2_exponents(w, 3)
+    assert per_level[0] == int((codes == 0).sum())
+    assert sum(per_level.values()) == w.numel()
+
+
+def test_partition_explorer_steps_and_strategies(w):
+    ex = widgets.partition_explorer(w, bits=5, schedule=(0.5, 0.75, 1.0))
+    assert ex.state["frozen"] == pytest.approx(0.5, abs=1e-3)
+    magnitude_gap = ex.state["mean |W| frozen"] - ex.state["mean |W| free"]
+    assert magnitude_gap > 0  # largest |W| frozen first
+    before = snapshot(ex.figure)
+    ex.slider.value = 2
+    assert changed(before, ex.figure)
+    assert ex.state["frozen"] == pytest.approx(0.75, abs=1e-3)
+    before = snapshot(ex.figure)
+    ex.strategy.value = "random"
+    assert changed(before, ex.figure)
+    random_gap = ex.state["mean |W| frozen"] - ex.state["mean |W| free"]
+    assert abs(random_gap) < magnitude_gap / 3
+    ex.slider.value = 0
+    assert_json_safe(ex.figure)
+    assert ex.state["frozen"] == 0.0
+    assert np.isnan(np.asarray(ex.figure.data[1].z, dtype=float)).all()  # nothing coloured
+
+
+def test_inq_partitions_match_the_inq_schedule(w):
+    steps = widgets.inq_partitions(w, bits=4, schedule=(0.5, 1.0))
+    assert [float(m.float().mean()) for m, _ in steps] == pytest.approx([0.0, 0.5, 1.0],
+                                                                        abs=1e-3)
+    _, values = steps[-1]
+    assert torch.equal(values, Q.quantize_pow2(w, 4))
+
+
+def rows():
+    return [{"label": f"t={t}", "mode": "threshold t", "t": t, "sparsity": s, "test_acc": a,
+             "model bytes": b, "layers": {"conv2": s, "fc1": s / 2}}
+            for t, s, a, b in [(0.05, 0.3, 0.98, 5000), (0.1, 0.5, 0.97, 4800),
+                               (0.2, 0.8, 0.93, 4700)]]
+
+
+def test_tradeoff_explorer_axis_dropdown_and_run_slider():
+    ex = widgets.tradeoff_explorer(rows(), group="mode")
+    assert list(ex.figure.data[0].x) == [30.0, 50.0, 80.0]
+    before = snapshot(ex.figure)
+    ex.x.value = "model bytes"
+    assert changed(before, ex.figure)
+    assert list(ex.figure.data[0].x) == [4700, 4800, 5000]
+    assert ex.figure.layout.xaxis.title.text == "model size (bytes)"
+    before = snapshot(ex.figure)
+    ex.slider.value = 2
+    assert changed(before, ex.figure)
+    assert list(ex.figure.data[-1].y) == [80.0, 40.0]  # per-layer sparsity of run 2
+    assert ex.state["t"] == 0.2
+    with pytest.raises(ValueError, match="numeric key"):
+        widgets.tradeoff_explorer(rows(), x="label")
+
+
+def test_training_dashboard_updates_during_fit():
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 3, (64,))
+    model = ttqlab.quantize(ttqlab.models.mlp(input_shape=(1, 8, 8), num_classes=3,
+                                              hidden=(8, 8, 8), seed=0), "ttq")
+    dash = widgets.training_dashboard(layer_key="wp")
+    assert isinstance(dash, widgets.TrainingDashboard) and dash.callback is dash
+    before = snapshot(dash.figure)
+    seen = []
+    history = ttqlab.fit(model, (x, y), (x, y), epochs=2, progress=False,
+                         callbacks=[dash, lambda h, m: seen.append(len(dash.figure.data[3].y))])
+    assert changed(before, dash.figure)
+    assert_json_safe(dash.figure)  # epoch 0 has no train loss and no flips: gaps, not NaN
+    assert seen == [1, 2, 3]  # the test-accuracy curve grew after every epoch
+    assert list(dash.figure.data[3].y) == pytest.approx([100 * a for a in history["test_acc"]])
+    layer_traces = {t.name: t for t in dash.figure.data[4:]}
+    assert set(layer_traces) == set(history.layer_names)
+    name = history.layer_names[0]
+    assert list(layer_traces[name].y) == pytest.approx(history.layer(name, "wp"))
+    assert "epoch 2" in dash.readout.value
+
+
+def test_explorers_show_in_jupyter(w):
+    ex = widgets.threshold_explorer(w)
+    bundle = ex._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "slider=" in repr(ex)
+
+
+def test_static_fallback_without_widget_libraries(monkeypatch, capsys, w):
+    monkeypatch.setattr(widgets, "missing_dependencies",
+                        lambda: "ttqlab.widgets: needs plotly; showing a static figure")
+    for make in (lambda: widgets.threshold_explorer(w), lambda: widgets.levels_explorer(w),
+                 lambda: widgets.partition_explorer(w),
+                 lambda: widgets.tradeoff_explorer(rows())):
+        fig = make()
+        assert isinstance(fig, Figure)
+        assert "needs plotly" in capsys.readouterr().out
+    dash = widgets.training_dashboard()
+    assert isinstance(dash, widgets.StaticDashboard)
+    capsys.readouterr()
+    with pytest.raises(ValueError, match="no epoch yet"):
+        dash.figure  # noqa: B018
+    x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    ttqlab.fit(model, (x, y), (x, y), epochs=1, progress=False, callbacks=[dash])
+    out = capsys.readouterr().out
+    assert "epoch 0" in out and "epoch 1" in out
+    assert isinstance(dash.figure, Figure)
+
+
+def test_missing_dependencies_is_none_here():
+    assert widgets.missing_dependencies() is None
+
+
+def test_import_ttqlab_stays_light():
+    """``import ttqlab`` (and even ``ttqlab.viz`` / ``ttqlab.widgets``) imports none of the
+    heavy optional libraries; they load when a figure or widget is made."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ttqlab; ttqlab.viz; ttqlab.widgets; "
+            "print(sorted(m for m in ('matplotlib', 'plotly', 'ipywidgets', 'anywidget') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

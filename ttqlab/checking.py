@@ -1,0 +1,387 @@
+"""How a coursework check runs: call a student's function on cases, judge what comes back,
+and name the likely mistake. The exercises themselves live in ``ttqlab.exercises``; this
+module is what they share, and what an instructor uses to write a check of their own::
+
+    from ttqlab.checking import Case, Exercise, check, judge_tensor
+
+    SQUARE = Exercise(name="square", signature="square(x)",
+                      cases=lambda: [Case("zero", (torch.tensor(0.0),)),
+                                     Case("negative", (torch.tensor(-3.0),))],
+                      reference=lambda x: x * x, judge=judge_tensor(),
+                      mistakes={"double": (lambda x: 2 * x, "x² is x·x, not 2x.")})
+    check(SQUARE, student_square)        # prints a verdict, returns True / False
+
+A check never raises because of the student's function: an exception, a wrong type,
+shape or dtype, NaN, a wrong signature or a changed input all become a short verdict on
+stdout. Known mistakes are recognised by running each wrong variant of ``mistakes`` on
+the failing case and matching the student's result against it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["Case", "Exercise", "Fail", "as_tensor", "check", "fmt", "judge_tensor", "judge_tuple",
+           "kind_of", "one_number", "shape_of", "show", "tensor_problem"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One call of the student's function: ``fn(*args, **kwargs)``. ``given`` holds data
+    the check needs besides the arguments (e.g. the incoming gradient of the STE)."""
+
+    name: str
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+    given: dict = field(default_factory=dict)
+
+
+class Fail(NamedTuple):
+    """What is wrong with a result; ``part`` indexes the wrong element of a tuple result."""
+
+    message: str
+    part: int | None = None
+
+
+def _call(fn: Callable, case: Case, args: tuple, kwargs: dict) -> Any:
+    return fn(*args, **kwargs)
+
+
+def _identity(obs: Any, case: Case) -> Any:
+    return obs
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """A fill-in function and how to check it.
+
+    * ``name``, ``signature``: the student's function, e.g. ``"twn_scale(w, delta)"``.
+    * ``cases()``: the :class:`Case` list, fixed edge cases first, then seeded random ones.
+    * ``reference``: the right answer; ``judge(expected, got, case)`` returns a
+      :class:`Fail` or None (``judge_tensor()`` compares tensors).
+    * ``mistakes``: ``{id: (wrong variant, hint)}``, the catalogue of known mistakes.
+    * ``observe(fn, case, args, kwargs)``: how a function is run (default
+      ``fn(*args, **kwargs)``; the STE check also back-propagates).
+    * ``key(result, case)``: what of a result must equal a wrong variant's for its hint.
+    """
+
+    name: str
+    signature: str
+    cases: Callable[[], list[Case]]
+    reference: Callable
+    judge: Callable[[Any, Any, Case], Fail | None]
+    mistakes: dict[str, tuple[Callable, str]]
+    observe: Callable[[Callable, Case, tuple, dict], Any] = _call
+    key: Callable[[Any, Case], Any] = _identity  # what to compare with a wrong variant
+
+    @property
+    def params(self) -> list[str]:
+        inner = self.signature[self.signature.index("(") + 1 : -1]
+        return [p.split("=")[0].strip() for p in inner.split(",")]
+
+
+class _Mutated(Exception):
+    """The student's function changed one of its inputs in place."""
+
+
+def _clone(x: Any) -> Any:
+    if isinstance(x, Tensor):
+        return x.clone()
+    if isinstance(x, (tuple, list)):
+        return type(x)(_clone(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _clone(v) for k, v in x.items()}
+    return x
+
+
+def _run(ex: Exercise, fn: Callable, case: Case) -> Any:
+    """Observe ``fn`` on fresh copies of the inputs; complain if it changed them."""
+    args, kwargs = _clone(case.args), _clone(case.kwargs)
+    out = ex.observe(fn, case, args, kwargs)
+    for name, before, after in zip(ex.params, case.args, args):
+        if isinstance(before, Tensor) and not torch.equal(before, after):
+            raise _Mutated(f"your function changed its input {name} in place (e.g. "
+                           f"{name}.abs_() or {name}[...] = ...): work on a copy, such as "
+                           f"{name}.abs(), so that the caller's weights are never lost")
+    return out
+
+
+def _cannot_bind(fn: Callable, case: Case) -> str | None:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None  # a builtin without a signature: just call it
+    try:
+        sig.bind(*case.args, **case.kwargs)
+    except TypeError as exc:
+        return str(exc)
+    return None
+
+
+_LIBRARY = str(Path(__file__).resolve().parent)
+
+
+def _where(exc: BaseException) -> str:
+    """' (line 3 of twn_threshold)': the last frame of the student's code."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith(_LIBRARY) and "site-packages" not in f.filename]
+    return f" (line {frames[-1].lineno} of {frames[-1].name})" if frames else ""
+
+
+def check(ex: Exercise, fn: Callable, verbose: bool = True) -> bool:
+    """Run ``fn`` on every case of ``ex`` and print a verdict: ✓ when all pass, else the
+    first failing case, what was expected, what came back, and the hint of the catalogued
+    mistake that reproduces it (if one does). Returns whether all cases passed."""
+    say = print if verbose else (lambda *_: None)
+    title = f"check_{ex.name}"
+    if not callable(fn):
+        say(f"✗ {title}: pass your function itself, {title}({ex.name}), without calling it "
+            f"(no parentheses after {ex.name}); got {kind_of(fn)}.")
+        return False
+    cases = ex.cases()
+    for number, case in enumerate(cases, 1):
+        where = f"✗ {title}: case {number} of {len(cases)}, '{case.name}' ({_inputs(ex, case)})"
+        misfit = _cannot_bind(fn, case)
+        if misfit:
+            call = ", ".join([*ex.params[: len(case.args)], *(f"{k}=..." for k in case.kwargs)])
+            say(f"✗ {title}: your function cannot be called as {ex.name}({call}): {misfit}.\n"
+                f"  Expected: def {ex.signature}")
+            return False
+        try:
+            got = _run(ex, fn, case)
+        except NotImplementedError:
+            say(f"✎ {ex.name} is not implemented yet. Replace `raise NotImplementedError` with "
+                f"your code and run this cell again: the check will guide you.")
+            return False
+        except _Mutated as exc:
+            say(f"{where}\n  {exc}")
+            return False
+        except Exception as exc:
+            say(f"{where}\n  your function raised {type(exc).__name__}: "
+                f"{_short(str(exc), 300)}{_where(exc)}")
+            return False
+        expected = _run(ex, ex.reference, case)
+        try:
+            fail = ex.judge(expected, got, case)
+        except Exception as exc:  # a result so odd that comparing it failed
+            fail = Fail(f"could not compare your result ({type(exc).__name__}: {exc}); return "
+                        f"what `def {ex.signature}` asks for")
+        if fail:
+            hint = _hint(ex, fn, cases, case, fail.part, got)
+            say(f"{where}\n  {fail.message}" + (f"\n  Hint: {hint}" if hint else ""))
+            return False
+    say(f"✓ {title}: all {len(cases)} cases passed.")
+    return True
+
+
+def _hint(ex: Exercise, fn: Callable, cases: list[Case], case: Case, part: int | None,
+          got: Any) -> str | None:
+    """The hint of the catalogued mistake that reproduces the student's wrong result.
+
+    A variant must give the same (wrong part of the) result on the failing case; among
+    several, the one that agrees with the student on the most cases wins."""
+
+    def observe(f, c):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # the student's prints, once only
+                return ex.key(_run(ex, f, c), c)
+        except Exception:
+            return _Nothing()
+
+    try:
+        mine = _part(ex.key(got, case), part)
+    except Exception:
+        return None
+    found = [m for m, (variant, _) in ex.mistakes.items()
+             if _same(_part(observe(variant, case), part), mine)]
+    if len(found) > 1:
+        student = [observe(fn, c) for c in cases]
+        score = {m: sum(_same(observe(ex.mistakes[m][0], c), s) for c, s in zip(cases, student))
+                 for m in found}
+        found = [max(found, key=score.__getitem__)]
+    return ex.mistakes[found[0]][1] if found else None
+
+
+class _Nothing:
+    """A result that equals nothing (a variant that raised)."""
+
+
+def _part(obs: Any, part: int | None) -> Any:
+    if part is None:
+        return obs
+    return obs[part] if isinstance(obs, (tuple, list)) and len(obs) > part else _Nothing()
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Loose equality of two results, for matching a wrong variant (never raises)."""
+    if isinstance(a, _Nothing) or isinstance(b, _Nothing):
+        return False
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if a is None or b is None or isinstance(a, (bool, str)) or isinstance(b, (bool, str)):
+        return a is b or (type(a) is type(b) and a == b)
+    x, _ = as_tensor(a)
+    y, _ = as_tensor(b)
+    if x is None or y is None or (x.dtype == torch.bool) != (y.dtype == torch.bool):
+        return False
+    if x.numel() == y.numel() == 1:
+        x, y = x.reshape(()), y.reshape(())
+    if x.shape != y.shape:
+        return False
+    if x.dtype == torch.bool or not (x.is_floating_point() or y.is_floating_point()):
+        return bool(torch.equal(x.long(), y.long()))
+    return bool(torch.isclose(x.double(), y.double(), rtol=1e-4, atol=1e-6, equal_nan=True).all())
+
+
+# --------------------------------------------------------------------------- judging results
+
+
+def kind_of(x: Any) -> str:
+    if isinstance(x, Tensor):
+        return f"a tensor of shape {shape_of(x)}"
+    if isinstance(x, (tuple, list)):
+        return f"a {type(x).__name__} of {len(x)}"
+    if x is None:
+        return "None"
+    name = type(x).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+
+def as_tensor(x: Any) -> tuple[Tensor | None, str]:
+    """``(tensor, "")`` or ``(None, what is wrong)``; array-likes are converted."""
+    if isinstance(x, Tensor):
+        return x.detach().cpu(), ""
+    if x is None:
+        return None, "your function returned None: did you forget `return`?"
+    if isinstance(x, (bytes, bytearray)):
+        return torch.tensor(list(x), dtype=torch.uint8), ""
+    if not isinstance(x, (bool, int, float, list, tuple, np.ndarray, np.generic)):
+        return None, f"expected a torch.Tensor, got {kind_of(x)}"
+    try:
+        return torch.as_tensor(np.asarray(x) if isinstance(x, np.generic) else x), ""
+    except (TypeError, ValueError, RuntimeError) as exc:
+        return None, f"expected a torch.Tensor; your {type(x).__name__} cannot be converted ({exc})"
+
+
+def shape_of(t: Tensor) -> str:
+    return "() (one number)" if t.dim() == 0 else str(tuple(t.shape))
+
+
+def fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def show(t: Tensor, limit: int = 8) -> str:
+    if t.dim() == 0:
+        return fmt(t.item())
+    flat = t.flatten().tolist()
+    body = ", ".join(fmt(v) for v in flat[:limit]) + (", …" if len(flat) > limit else "")
+    return f"[{body}]" + (f" (shape {tuple(t.shape)})" if t.dim() > 1 or len(flat) > limit else "")
+
+
+def _short(text: str, n: int = 120) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _inputs(ex: Exercise, case: Case) -> str:
+    def brief(v):
+        if isinstance(v, Tensor):
+            return show(v) if v.numel() <= 8 else f"a tensor of shape {tuple(v.shape)}"
+        return fmt(v)
+
+    named = [*zip(ex.params, case.args), *case.kwargs.items()]
+    return ", ".join(f"{k}={brief(v)}" for k, v in named)
+
+
+def tensor_problem(expected: Tensor, got: Any, *, rtol: float = 1e-5, atol: float = 1e-7,
+                    name: str = "", values: bool = True) -> str | None:
+    """What is wrong with ``got`` (type, dtype, shape, NaN, then values unless ``values`` is
+    False), or None if it is right.
+
+    Float results may come back in any real dtype; integer and bool ones must match."""
+    label = f"{name}: " if name else ""
+    t, why = as_tensor(got)
+    if t is None:
+        return label + why
+    exact = not expected.is_floating_point()
+    if exact and t.dtype != expected.dtype:
+        return (f"{label}expected dtype {expected.dtype}, got {t.dtype} (convert with "
+                f".to({expected.dtype}))")
+    if not exact:
+        if t.dtype == torch.bool or t.is_complex():
+            return f"{label}expected real numbers (a float tensor), got dtype {t.dtype}"
+        if expected.dim() == 0 and t.numel() == 1:
+            t = t.reshape(())
+    if t.shape != expected.shape:
+        return f"{label}expected shape {shape_of(expected)}, got shape {shape_of(t)}"
+    if exact:
+        close = t == expected
+    else:
+        t, e = t.double(), expected.double()
+        broken = ~torch.isfinite(t) & torch.isfinite(e)
+        if bool(broken.any()):
+            return (f"{label}your result contains NaN or inf ({int(broken.sum())} of "
+                    f"{t.numel()} values): {show(t)}")
+        if not values:
+            return None
+        close = torch.isclose(t, e, rtol=rtol, atol=atol, equal_nan=True)
+    if bool(close.all()):
+        return None
+    return label + _difference(expected, t, close)
+
+
+def _difference(expected: Tensor, got: Tensor, close: Tensor) -> str:
+    gap = ""
+    if got.is_floating_point():
+        gap = f" (max |difference| {float((got - expected.double()).abs().max()):.2g})"
+    if expected.numel() <= 8:
+        same_print = show(expected) == show(got)
+        return f"expected {show(expected)}, got {show(got)}" + (gap if same_print else "")
+    bad = (~close).flatten()
+    i = int(bad.nonzero()[0])
+    index = tuple(int(v) for v in np.unravel_index(i, tuple(expected.shape)))
+    return (f"{int(bad.sum())} of {bad.numel()} values differ; the first at index {index}: "
+            f"expected {fmt(expected.flatten()[i].item())}, got {fmt(got.flatten()[i].item())}"
+            + gap)
+
+
+def judge_tensor(rtol: float = 1e-5, atol: float = 1e-7) -> Callable:
+    def judge(expected: Tensor, got: Any, case: Case) -> Fail | None:
+        problem = tensor_problem(expected, got, rtol=rtol, atol=atol)
+        return Fail(problem) if problem else None
+
+    return judge
+
+
+def judge_tuple(names: tuple[str, ...], rtol: float, atol: float) -> Callable:
+    def judge(expected: tuple, got: Any, case: Case) -> Fail | None:
+        if not isinstance(got, (tuple, list)) or len(got) != len(names):
+            return Fail(f"return a tuple of {len(names)}, ({', '.join(names)}); got {kind_of(got)}")
+        for part, (name, e, g) in enumerate(zip(names, expected, got)):
+            problem = tensor_problem(e, g, rtol=rtol, atol=atol, name=name)
+            if problem:
+                return Fail(problem, part)
+        return None
+
+    return judge
+
+
+def one_number(got: Any) -> tuple[Tensor | None, str]:
+    t, why = as_tensor(got)
+    if t is None:
+        return None, why
+    if t.numel() != 1 or t.dtype == torch.bool:
+        return None, f"expected one number (a 0-d tensor), got {kind_of(t)} of dtype {t.dtype}"
+    t = t.reshape(()).double()
+    return (t, "") if bool(torch.isfinite(t)) else (None, f"your result is {t.item()}")

@@ -1,0 +1,282 @@
+"""Save a whole training run and resume it exactly, without pickle.
+
+A checkpoint is two files in a run directory::
+
+    checkpoint-000007.safetensors   every tensor: weights, W_p / W_n, INQ masks, optimizer
+                                    moments, the shuffling generator, torch's RNG state
+    checkpoint-000007.json          everything else: the step, history, scheduler and INQ
+                                    position, optimizer hyper-parameters, python / numpy
+                                    RNG states, and the tensor file's name and SHA-256
+
+    ckpt = ttqlab.checkpoint
+    ckpt.save("runs/a", 7, model=model, optimizer=opt, scheduler=sched, history={...})
+    state = ckpt.load("runs/a", model=model, optimizer=opt, scheduler=sched)
+    state["step"], state["history"]          # 7, the plain values saved alongside
+
+Objects with ``state_dict()`` / ``load_state_dict()`` (models, optimizers, schedulers,
+``ttqlab.INQ``) and ``torch.Generator`` s are restored in place by ``load``; anything else
+(numbers, strings, lists, dicts, tensors) comes back in the returned dict.
+
+Writes are atomic: each file goes to a temporary name, is flushed to disk and then
+renamed over (``os.replace``), the tensor file first and the .json last. A checkpoint
+counts only once its .json exists and the tensor file matches the SHA-256 recorded
+there, so an interruption at any moment leaves the previous checkpoint usable; older
+checkpoints are removed only after the new one is complete.
+
+Only ``safetensors`` and ``json`` are read back: no pickle, so a checkpoint from someone
+else cannot run code on your machine. Non-JSON Python values (tuples, bytes, dicts with
+int keys, ``Counter`` s, numpy arrays) are written as small tagged JSON objects.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import random
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+__all__ = ["CheckpointError", "latest", "list_checkpoints", "load", "save"]
+
+FORMAT = "ttqlab-checkpoint"
+VERSION = 1
+_NAME = re.compile(r"^checkpoint-(\d+)\.json$")
+_TAGS = ("__tensor__", "__tuple__", "__bytes__", "__items__", "__counter__", "__ndarray__")
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint, or one that does not fit the objects it is loaded into."""
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """``obj`` as JSON, with every tensor moved to ``tensors`` under its path."""
+    if isinstance(obj, torch.Tensor):
+        if path in tensors:
+            raise CheckpointError(f"two values map to the tensor name {path!r}")
+        tensors[path] = obj.detach().to("cpu", copy=True).contiguous()
+        return {"__tensor__": path}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return {"__ndarray__": obj.tolist(), "dtype": str(obj.dtype)}
+    if isinstance(obj, bytes):
+        return {"__bytes__": obj.hex()}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_encode(v, f"{path}/{i}", tensors) for i, v in enumerate(obj)]
+    if isinstance(obj, Mapping):
+        items = [[_encode(k, f"{path}/key{i}", tensors), _encode(v, f"{path}/{k}", tensors)]
+                 for i, (k, v) in enumerate(obj.items())]
+        if isinstance(obj, collections.Counter):
+            return {"__counter__": items}
+        if all(isinstance(k, str) and k not in _TAGS for k in obj):
+            return {k: v for k, v in zip(obj, (v for _, v in items))}
+        return {"__items__": items}  # int keys (optimizer state) and the like
+    raise CheckpointError(f"cannot save a value of type {type(obj).__name__} at {path!r}: "
+                          f"checkpoints hold tensors, numbers, strings, bytes, lists, "
+                          f"tuples, dicts and numpy arrays (no pickle)")
+
+
+def _decode(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        return tensors[obj["__tensor__"]]
+    if "__tuple__" in obj:
+        return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+    if "__bytes__" in obj:
+        return bytes.fromhex(obj["__bytes__"])
+    if "__ndarray__" in obj:
+        return np.asarray(obj["__ndarray__"], dtype=obj["dtype"])
+    if "__items__" in obj or "__counter__" in obj:
+        pairs = ((_decode(k, tensors), _decode(v, tensors))
+                 for k, v in obj.get("__items__", obj.get("__counter__")))
+        return collections.Counter(dict(pairs)) if "__counter__" in obj else dict(pairs)
+    return {k: _decode(v, tensors) for k, v in obj.items()}
+
+
+def _state_of(obj: Any) -> Any:
+    if isinstance(obj, torch.Generator):
+        return obj.get_state()
+    if hasattr(obj, "state_dict") and callable(obj.state_dict):
+        return obj.state_dict()
+    return obj
+
+
+def _rng_state() -> dict:
+    """Python's, numpy's and torch's global random states (CUDA's too when in use)."""
+    # numpy's legacy global state is what other libraries (mnist1d, sklearn) draw from
+    state = {"python": random.getstate(), "numpy": np.random.get_state(),  # noqa: NPY002
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` is either the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, Path]]:
+    """``(step, json path)`` of every checkpoint in ``directory``, oldest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def _read(meta_path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The checkpoint's JSON and its verified tensors; ``CheckpointError`` if incomplete."""
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{meta_path} is not a readable checkpoint: {e}") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path} is not a ttqlab checkpoint")
+    tensor_path = meta_path.with_name(meta["tensors"])
+    try:
+        blob = tensor_path.read_bytes()
+    except OSError:
+        raise CheckpointError(f"{tensor_path} is missing") from None
+    if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
+        raise CheckpointError(f"{tensor_path} does not match the SHA-256 in {meta_path.name}")
+    return meta, st_load(blob)
+
+
+def latest(directory: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint (its .json) in ``directory``, or None."""
+    for _, path in reversed(list_checkpoints(directory)):
+        try:
+            _read(path)
+        except CheckpointError:
+            continue
+        return path
+    return None
+
+
+# --------------------------------------------------------------------------- API
+
+
+def save(directory: str | os.PathLike, step: int, *, keep: int = 1, rng: bool = True,
+         **objects: Any) -> Path:
+    """Write checkpoint number ``step`` into ``directory``; return its .json path.
+
+    Args:
+        directory: the run directory (created if needed).
+        step: a non-negative integer, usually the epoch just finished.
+        keep: how many checkpoints to keep (older ones are deleted after this one is
+            complete; at least 1).
+        rng: also save the global python, numpy and torch random states.
+        **objects: what to save, by name: modules, optimizers, schedulers, ``INQ``,
+            ``torch.Generator`` s (their state), or plain values and tensors.
+    """
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be an int >= 0, got {step!r}")
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"keep must be an int >= 1, got {keep!r}")
+    if "step" in objects or "rng" in objects:
+        raise ValueError("'step' and 'rng' are reserved names; choose another")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    state = {name: _state_of(obj) for name, obj in objects.items()}
+    if rng:
+        state["rng"] = _rng_state()
+    encoded = _encode(state, "", tensors)
+    blob = st_save(tensors)
+    stem = f"checkpoint-{step:06d}"
+    _write_atomic(directory / f"{stem}.safetensors", blob)
+    meta = {"format": FORMAT, "version": VERSION, "step": step,
+            "tensors": f"{stem}.safetensors", "sha256": hashlib.sha256(blob).hexdigest(),
+            "state": encoded}
+    meta_path = directory / f"{stem}.json"
+    _write_atomic(meta_path, json.dumps(meta, indent=1).encode())
+    for old_step, old in list_checkpoints(directory)[:-keep]:
+        if old_step != step:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".safetensors").unlink(missing_ok=True)
+    return meta_path
+
+
+def load(path: str | os.PathLike, *, rng: bool = True, strict: bool = True,
+         **objects: Any) -> dict[str, Any]:
+    """Restore a checkpoint into ``objects`` (in place) and return the other values.
+
+    Args:
+        path: a run directory (its newest complete checkpoint is used) or one
+            checkpoint's .json file.
+        rng: also restore the global python, numpy and torch random states.
+        strict: passed to ``model.load_state_dict``.
+        **objects: the same names that were given to ``save``; each is restored with
+            ``load_state_dict`` (or ``set_state`` for a ``torch.Generator``).
+
+    Returns:
+        ``{"step": ..., name: value}`` for every saved value not restored in place.
+
+    Raises:
+        CheckpointError: no complete checkpoint, or a name that was not saved.
+    """
+    path = Path(path)
+    meta_path = latest(path) if path.is_dir() else path
+    if meta_path is None:
+        raise CheckpointError(f"no complete checkpoint in {path}")
+    meta, tensors = _read(meta_path)
+    state = _decode(meta["state"], tensors)
+    missing = sorted(set(objects) - set(state))
+    if missing:
+        raise CheckpointError(f"{meta_path.name} holds no {missing}; it has "
+                              f"{sorted(k for k in state if k != 'rng')}")
+    for name, obj in objects.items():
+        saved = state.pop(name)
+        if isinstance(obj, torch.Generator):
+            obj.set_state(saved)
+        elif isinstance(obj, torch.nn.Module):
+            obj.load_state_dict(saved, strict=strict)
+        elif hasattr(obj, "load_state_dict"):
+            obj.load_state_dict(saved)
+        else:
+            raise CheckpointError(f"cannot restore {name!r} in place: a "
+                                  f"{type(obj).__name__} has no load_state_dict")
+    rng_state = state.pop("rng", None)
+    if rng and rng_state is not None:
+        _set_rng_state(rng_state)
+    return {"step": meta["step"], **state}

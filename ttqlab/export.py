@@ -1,0 +1,625 @@
+"""Packed model files: really ~16x (2-bit) or ~20x (base-3) smaller, safe to load.
+
+    ttqlab.export.save(model, "model.ttq.safetensors", packing="base3")
+    plain = ttqlab.export.load("model.ttq.safetensors")       # built-in models: file alone
+    plain = ttqlab.export.load(path, MyNet())                  # your own architecture
+    print(ttqlab.export.report(path))                          # bytes per layer, ratios
+
+File layout: one `safetensors <https://github.com/huggingface/safetensors>`_ file (an
+8-byte header length, a JSON header, then raw little-endian tensor bytes; no pickle, no
+code). Its tensors:
+
+* ``ttqlab.codes`` (uint8, 1-D): the packed codes of every quantized layer, concatenated
+  in manifest order, each layer starting on a byte boundary. Ternary layers (twn, ttq,
+  2-bit inq) use the file's ``packing`` (``"2bit"``: 4 weights per byte, ``"base3"``: 5
+  per byte), binary layers 1 bit per weight, INQ layers ``bits`` bits of sign + level
+  index; see ``ttqlab.packing`` for the bit layouts. (One tensor for all layers, because
+  each safetensors tensor costs ~80 bytes of header, 17% of the 461 bytes of a 16x16x3x3
+  conv layer in base 3.)
+* ``ttqlab.scales`` (the model's float dtype, 1-D): each quantized layer's scales in
+  manifest order: binary and twn ``alpha`` (one per output channel with
+  ``per_channel``), ttq ``W_p, W_n``, inq none (its ``n1`` is in the manifest).
+* every other ``state_dict`` entry under its own name, stored as it is: layers kept in
+  full precision (first / last), biases, BatchNorm weights and running statistics.
+  BatchNorm's ``num_batches_tracked`` counters are left out (training bookkeeping that
+  inference never reads). The latent float weights of quantized layers are not stored:
+  that is what makes the file small.
+
+The manifest is JSON in the safetensors metadata under the key ``"ttqlab"``::
+
+    {"format": "ttqlab", "version": 1, "ttqlab": "0.1.0", "packing": "base3",
+     "architecture": {"name": "lenet5", "kwargs": {"input_shape": [1, 8, 8]}},  # or null
+     "quantized": [{"method": "ttq",
+                    "options": {"t": 0.05, "sparsity": null, "reduce": "sum", "init": "mean"},
+                    "layers": {"conv2": [64, 32, 5, 5], "fc1": [512, 256]}},
+                   {"method": "inq", "options": {"bits": 5},
+                    "layers": {...}, "n1": {"conv2": -5, ...}}]}
+
+Layers sharing a method and options form one group, so a model quantized in one call
+pays for its options once. ``version`` is the format version (:data:`FORMAT_VERSION`);
+a reader refuses files from a newer version and asks for an upgrade.
+
+``load`` validates the manifest, every tensor's dtype and length, and every code
+(``ttqlab.packing`` rejects out-of-range codes and non-zero padding) before it builds or
+touches any model, and raises :class:`FormatError` naming the layer or field at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from . import models
+from .convert import METHODS, QuantizedWeight, bake, extract, quantizable_layers, quantized_layers
+from .packing import nbytes as packed_length
+from .packing import pack as pack_codes
+from .packing import unpack as unpack_codes
+from .stats import PACKINGS, Table
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "FormatError", "load", "pack", "read", "report",
+           "save", "size_report", "unpack", "write"]
+
+FORMAT = "ttqlab"
+#: the file format version this ttqlab writes and the newest it reads
+FORMAT_VERSION = 1
+CODES, SCALES = "ttqlab.codes", "ttqlab.scales"
+_METADATA_KEY = "ttqlab"
+_SKIPPED = "num_batches_tracked"
+
+
+class FormatError(ValueError):
+    """A packed file is truncated, tampered with, from a newer ttqlab, or does not fit
+    the architecture it is loaded into. The message names the field or layer."""
+
+
+# --------------------------------------------------------------------------- layout rules
+
+
+def _scheme(method: str, bits: int, packing_name: str) -> tuple[str, int | None]:
+    """Which ``ttqlab.packing`` scheme stores a layer: binary 1 bit, ternary the file's
+    packing, INQ with ``bits >= 3`` sign + level index (the same rule as
+    ``ttqlab.stats.packed_nbytes``)."""
+    if method == "binary":
+        return "binary", None
+    if method in ("twn", "ttq") or bits == 2:
+        return packing_name, None
+    return "pow2", bits
+
+
+def _scale_names(method: str) -> tuple[str, ...]:
+    return {"binary": ("alpha",), "twn": ("alpha",), "ttq": ("wp", "wn"), "inq": ()}[method]
+
+
+def _n_scales(method: str, options: Mapping, shape: list[int]) -> int:
+    if method == "twn" and options.get("per_channel"):
+        return shape[0]
+    return len(_scale_names(method))
+
+
+def _weight_key(layer: str) -> str:
+    """The state_dict key of a layer's weight (a bare ``nn.Linear`` model is layer "")."""
+    return f"{layer}.weight" if layer else "weight"
+
+
+def _skipped(key: str) -> bool:
+    return key == _SKIPPED or key.endswith("." + _SKIPPED)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def pack(model: nn.Module, packing: str = "base3") -> tuple[dict[str, Tensor], dict]:
+    """The tensors and the manifest that :func:`save` writes for ``model``.
+
+    INQ layers must be fully frozen (``inq.step()`` returned 1.0). A model with no
+    quantized layer is stored all in float (and gains nothing).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if packing not in PACKINGS:
+        raise ValueError(f"packing must be one of {sorted(PACKINGS)} ('base3': 1.6 bits per "
+                         f"ternary weight, '2bit': 2 bits), got {packing!r}")
+    qws = extract(model) if any(True for _ in quantized_layers(model)) else {}
+    groups: dict[str, dict] = {}
+    for name, qw in qws.items():
+        key = json.dumps([qw.method, qw.options], sort_keys=True)
+        group = groups.setdefault(key, {"method": qw.method, "options": dict(qw.options),
+                                        "layers": {}})
+        group["layers"][name] = list(qw.shape)
+        if qw.method == "inq":
+            group.setdefault("n1", {})[name] = int(qw.scales["n1"])
+    codes, scales = [], []
+    for group in groups.values():
+        for name in group["layers"]:
+            qw = qws[name]
+            scheme, bits = _scheme(qw.method, qw.bits, packing)
+            codes.append(pack_codes(qw.codes, scheme, bits))
+            s = [qw.scales[k].detach().reshape(-1) for k in _scale_names(qw.method)]
+            scales += s
+            if s and not bool(torch.isfinite(torch.cat(s)).all()):
+                raise ValueError(f"layer {name!r} has a NaN or inf scale; the training run "
+                                 f"diverged, so there is no model worth saving")
+    dtypes = {s.dtype for s in scales}
+    if len(dtypes) > 1:
+        raise ValueError(f"the quantized layers' scales have mixed dtypes "
+                         f"{sorted(map(str, dtypes))}; convert the model to one dtype first "
+                         f"(model.float())")
+    tensors = {CODES: torch.cat(codes) if codes else torch.zeros(0, dtype=torch.uint8),
+               SCALES: torch.cat(scales) if scales else torch.zeros(0)}
+    weights = {_weight_key(name) for name in qws}
+    for key, value in bake(model).state_dict().items():
+        if key in (CODES, SCALES):
+            raise ValueError(f"the model has a tensor named {key!r}, a name ttqlab's file "
+                             f"format reserves; rename that module")
+        if key not in weights and not _skipped(key):
+            tensors[key] = value.detach().cpu().contiguous().clone()
+    manifest = {"format": FORMAT, "version": FORMAT_VERSION, "ttqlab": _version(),
+                "packing": packing, "architecture": _spec_of(model),
+                "quantized": list(groups.values())}
+    return tensors, manifest
+
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def _spec_of(model: nn.Module) -> dict | None:
+    spec = getattr(model, "ttqlab_spec", None)
+    if not isinstance(spec, dict) or spec.get("name") not in models.MODELS:
+        return None
+    try:
+        return json.loads(json.dumps(spec))
+    except (TypeError, ValueError):
+        return None
+
+
+def write(path: str | os.PathLike, tensors: Mapping[str, Tensor], manifest: dict) -> int:
+    """Write ``tensors`` and ``manifest`` as one safetensors file; return its size in bytes.
+
+    The file is written next to ``path`` and then renamed over it, so a failed write
+    never leaves a half-written file (or destroys an older one).
+    """
+    path = Path(path)
+    meta = {_METADATA_KEY: json.dumps(manifest, separators=(",", ":"))}
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        save_file(dict(tensors), tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path.stat().st_size
+
+
+def save(model: nn.Module, path: str | os.PathLike, packing: str = "base3") -> int:
+    """Save ``model`` packed: quantized layers as 2-bit / base-3 / n-bit codes plus their
+    scales, everything else as it is (see the module docstring for the layout).
+
+    Args:
+        model: a model quantized with ``ttqlab.quantize`` (INQ: fully frozen), trained.
+        path: the file to write; ``.ttq.safetensors`` is a good suffix (it is a valid
+            safetensors file).
+        packing: ``"base3"`` (5 ternary weights per byte, 1.6 bits each: ~20x smaller
+            than fp32) or ``"2bit"`` (4 per byte: 16x).
+
+    Returns:
+        The size of the file in bytes.
+    """
+    tensors, manifest = pack(model, packing)
+    return write(path, tensors, manifest)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
+    """The raw tensors and manifest of a packed file (nothing validated beyond the
+    container; :func:`unpack` checks the rest). Never unpickles, never runs code."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as e:
+        raise FormatError(f"{path} is not a complete safetensors file (truncated or not a "
+                          f"ttqlab file): {e}") from None
+    if _METADATA_KEY not in metadata:
+        raise FormatError(f"{path} is a safetensors file without a ttqlab manifest; load a "
+                          f"plain state_dict with safetensors.torch.load_file instead")
+    try:
+        manifest = json.loads(metadata[_METADATA_KEY])
+    except json.JSONDecodeError as e:
+        raise FormatError(f"{path}: the manifest is not valid JSON ({e})") from None
+    return tensors, manifest
+
+
+def _fail(msg: str) -> FormatError:
+    return FormatError(f"manifest: {msg}")
+
+
+def _check_header(manifest) -> None:
+    if not isinstance(manifest, dict):
+        raise _fail(f"must be a JSON object, got {type(manifest).__name__}")
+    if manifest.get("format") != FORMAT:
+        raise _fail(f"field 'format' must be {FORMAT!r}, got {manifest.get('format')!r}")
+    version = manifest.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise _fail(f"field 'version' must be a positive integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise FormatError(f"the file uses format version {version}, written by ttqlab "
+                          f"{manifest.get('ttqlab', '?')}; this ttqlab ({_version()}) reads "
+                          f"versions up to {FORMAT_VERSION}: upgrade ttqlab "
+                          f"(pip install -U ttqlab)")
+    if manifest.get("packing") not in PACKINGS:
+        raise _fail(f"field 'packing' must be one of {sorted(PACKINGS)}, "
+                    f"got {manifest.get('packing')!r}")
+    if not isinstance(manifest.get("quantized"), list):
+        raise _fail("field 'quantized' must be a list of layer groups")
+    arch = manifest.get("architecture")
+    if arch is not None and not (isinstance(arch, dict) and isinstance(arch.get("name"), str)
+                                 and isinstance(arch.get("kwargs", {}), dict)):
+        raise _fail(f"field 'architecture' must be null or {{'name': ..., 'kwargs': {{...}}}}, "
+                    f"got {arch!r}")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+#: option -> check of its value (the options that change the layout are required)
+_OPTION_CHECKS = {
+    "factor": _is_number,
+    "per_channel": lambda v: isinstance(v, bool),
+    "t": _is_number,
+    "sparsity": lambda v: v is None or _is_number(v),
+    "reduce": lambda v: v in ("sum", "mean"),
+    "init": lambda v: v == "mean" or _is_number(v),
+    "bits": lambda v: isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 8,
+}
+_REQUIRED = {"twn": ("per_channel",), "inq": ("bits",)}
+
+
+def _check_group(i: int, group) -> tuple[str, dict, dict]:
+    where = f"quantized[{i}]"
+    if not isinstance(group, dict):
+        raise _fail(f"{where} must be an object, got {type(group).__name__}")
+    method, options, layers = group.get("method"), group.get("options", {}), group.get("layers")
+    if method not in METHODS:
+        raise _fail(f"{where}: unknown method {method!r}; expected one of {sorted(METHODS)}")
+    if not isinstance(options, dict):
+        raise _fail(f"{where}: 'options' must be an object")
+    for key, value in options.items():
+        if key not in METHODS[method]:
+            raise _fail(f"{where}: unknown option {key!r} for method {method!r}")
+        check = _OPTION_CHECKS.get(key)
+        if check is not None and not check(value):
+            raise _fail(f"{where}: option {key!r} has an invalid value {value!r}")
+    for key in _REQUIRED.get(method, ()):
+        if key not in options:
+            raise _fail(f"{where}: method {method!r} needs option {key!r}")
+    if not isinstance(layers, dict):
+        raise _fail(f"{where}: 'layers' must map layer names to shapes")
+    for name, shape in layers.items():
+        if not isinstance(shape, list) or not 2 <= len(shape) <= 5 or any(
+                isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape):
+            raise _fail(f"layer {name!r}: shape must be a list of 2 to 5 non-negative "
+                        f"integers (a Linear or Conv weight), got {shape!r}")
+    if method == "inq":
+        n1 = group.get("n1")
+        if not isinstance(n1, dict) or set(n1) != set(layers):
+            raise _fail(f"{where}: 'n1' must give every INQ layer's largest exponent")
+        bits = options["bits"]
+        for name, v in n1.items():
+            n2 = v + 1 - 2 ** (bits - 1) // 2 if isinstance(v, int) else None
+            if isinstance(v, bool) or n2 is None or v > 127 or n2 < -126:
+                raise _fail(f"layer {name!r}: n1 must be an integer with 2^n1 and 2^n2 in "
+                            f"float32's range, got {v!r}")
+    return method, options, layers
+
+
+class _Layer(NamedTuple):
+    """One quantized layer as the manifest describes it, and where its bytes are."""
+
+    name: str
+    method: str
+    options: dict
+    bits: int
+    shape: list[int]
+    n: int
+    scheme: str
+    sbits: int | None
+    nbytes: int
+    nscales: int
+
+
+def unpack(tensors: Mapping[str, Tensor], manifest: dict,
+           ) -> tuple[dict[str, QuantizedWeight], dict[str, Tensor]]:
+    """Validate a file's contents and decode them.
+
+    Returns ``(quantized, floats)``: ``{layer: QuantizedWeight}`` (as ``ttqlab.extract``
+    gives; ``.dequantize()`` is the weight) and ``{state_dict key: tensor}`` for the rest.
+    Raises :class:`FormatError` naming the field or layer at fault.
+    """
+    _check_header(manifest)
+    packing_name = manifest["packing"]
+    layers: list[_Layer] = []
+    for i, group in enumerate(manifest["quantized"]):
+        method, options, group_layers = _check_group(i, group)
+        bits = options.get("bits", 1 if method == "binary" else 2)
+        scheme, sbits = _scheme(method, bits, packing_name)
+        for name, shape in group_layers.items():
+            if any(layer.name == name for layer in layers):
+                raise _fail(f"layer {name!r} appears twice")
+            n = math.prod(shape)
+            layers.append(_Layer(name, method, options, bits, shape, n, scheme, sbits,
+                                 packed_length(n, scheme, sbits),
+                                 _n_scales(method, options, shape)))
+    for key in (CODES, SCALES):
+        if key not in tensors:
+            raise FormatError(f"tensor {key!r} is missing from the file")
+    codes, scales = tensors[CODES], tensors[SCALES]
+    need = sum(layer.nbytes for layer in layers)
+    if codes.dtype != torch.uint8 or codes.dim() != 1 or codes.numel() != need:
+        raise FormatError(f"tensor {CODES!r} must be {need} uint8 bytes for the layers in the "
+                          f"manifest, got {codes.numel()} {codes.dtype} (tampered or mismatched)")
+    need = sum(layer.nscales for layer in layers)
+    if not scales.is_floating_point() or scales.dim() != 1 or scales.numel() != need:
+        raise FormatError(f"tensor {SCALES!r} must hold {need} float scales for the layers in "
+                          f"the manifest, got {scales.numel()} {scales.dtype}")
+    if not bool(torch.isfinite(scales).all()):
+        raise FormatError(f"tensor {SCALES!r} contains NaN or inf")
+    quantized, at, sat = {}, 0, 0
+    n1 = {k: v for g in manifest["quantized"] for k, v in g.get("n1", {}).items()}
+    for layer in layers:
+        try:
+            c = unpack_codes(codes[at:at + layer.nbytes], layer.n, layer.scheme, layer.sbits)
+        except ValueError as e:
+            raise FormatError(f"layer {layer.name!r}: {e}") from None
+        at += layer.nbytes
+        values = scales[sat:sat + layer.nscales]
+        sat += layer.nscales
+        if layer.method == "inq":
+            sc = {"n1": torch.tensor(n1[layer.name]), "bits": torch.tensor(layer.bits)}
+        elif layer.method == "twn" and layer.options["per_channel"]:  # shaped to broadcast
+            sc = {"alpha": values.clone().reshape(-1, *[1] * (len(layer.shape) - 1))}
+        else:
+            sc = {k: values[j].clone() for j, k in enumerate(_scale_names(layer.method))}
+        quantized[layer.name] = QuantizedWeight(layer.method, c.reshape(layer.shape), sc,
+                                                dict(layer.options), layer.bits)
+    floats = {}
+    for key, value in tensors.items():
+        if key in (CODES, SCALES):
+            continue
+        if key.startswith(FORMAT + "."):
+            raise FormatError(f"unexpected tensor {key!r} (the prefix 'ttqlab.' is reserved)")
+        floats[key] = value
+    for name in quantized:
+        if _weight_key(name) in floats:
+            raise FormatError(f"layer {name!r} is stored both quantized and as a float tensor "
+                              f"{_weight_key(name)!r}")
+    return quantized, floats
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _build(spec: dict) -> nn.Module:
+    try:
+        return models.get(spec["name"], **spec.get("kwargs", {}))
+    except (TypeError, ValueError, RuntimeError, MemoryError) as e:
+        raise FormatError(f"manifest: cannot rebuild architecture {spec!r}: {e}") from None
+
+
+def _check_fits(model: nn.Module, quantized: Mapping[str, QuantizedWeight],
+                floats: Mapping[str, Tensor]) -> None:
+    """Every file entry has a place of the right shape and dtype in ``model``, and every
+    tensor ``model`` needs is in the file."""
+    layers = dict(quantizable_layers(model))
+    for name, qw in quantized.items():
+        if name not in layers:
+            raise FormatError(f"layer {name!r} in the file is not a Linear/Conv layer of the "
+                              f"architecture (its layers: {sorted(layers)})")
+        have = tuple(layers[name].weight.shape)
+        if have != tuple(qw.shape):
+            raise FormatError(f"layer {name!r}: the file holds a weight of shape "
+                              f"{tuple(qw.shape)}, the architecture has {have}")
+    state = model.state_dict()
+    expected = {k for k in state if not _skipped(k)} - {_weight_key(n) for n in quantized}
+    missing = sorted(expected - set(floats))
+    if missing:
+        raise FormatError(f"the file lacks {missing[:5]} that the architecture needs "
+                          f"(different architecture, or a tampered file)")
+    extra = sorted(set(floats) - expected)
+    if extra:
+        raise FormatError(f"the file holds {extra[:5]} that the architecture does not have")
+    for key, value in floats.items():
+        want = state[key]
+        if tuple(value.shape) != tuple(want.shape) or value.dtype != want.dtype:
+            raise FormatError(f"tensor {key!r}: the file has {tuple(value.shape)} "
+                              f"{value.dtype}, the architecture {tuple(want.shape)} "
+                              f"{want.dtype}")
+
+
+def _architecture(model, manifest: dict, quantized, floats) -> nn.Module:
+    spec = manifest.get("architecture")
+    if isinstance(model, nn.Module):
+        if any(True for _ in quantized_layers(model)):
+            raise ValueError("model is quantized (parametrized); pass a plain float model "
+                             "of the same architecture (e.g. ttqlab.unquantize(model))")
+        _check_fits(model, quantized, floats)
+        return model
+    if isinstance(model, str):
+        if model not in models.MODELS:
+            raise ValueError(f"unknown model {model!r}; pass a name from {sorted(models.MODELS)} "
+                             f"or an nn.Module instance")
+        if spec is None or spec["name"] != model:
+            spec = {"name": model, "kwargs": {}}
+    elif model is not None:
+        raise TypeError(f"model must be None, a model name or an nn.Module instance, got "
+                        f"{type(model).__name__}")
+    elif spec is None:
+        raise ValueError("the file was saved from a custom architecture (not one of "
+                         "ttqlab.models); pass an instance: load(path, MyModel())")
+    elif spec["name"] not in models.MODELS:
+        raise _fail(f"architecture {spec['name']!r} is not one of {sorted(models.MODELS)}")
+    built = _build(spec)
+    _check_fits(built, quantized, floats)
+    return built
+
+
+@torch.no_grad()
+def load(path: str | os.PathLike, model: nn.Module | str | None = None) -> nn.Module:
+    """Load a packed file as a plain float model with the quantized weights baked in.
+
+    Args:
+        path: a file written by :func:`save`.
+        model: where to load it: ``None`` rebuilds the architecture recorded in the file
+            (any model from ``ttqlab.models``); a name from ``ttqlab.models`` builds that
+            model (with the file's recorded arguments when the names agree); an
+            ``nn.Module`` instance (a plain float model of the saved architecture) is
+            filled in place.
+
+    Returns:
+        The model, in eval mode. Its outputs equal the saved quantized model's exactly
+        (``torch.equal``) on the same input, device and dtype: each weight is rebuilt
+        bit for bit (codes times the stored float scale, or an exact power of two),
+        every other tensor is stored unchanged, and the arithmetic that follows is the
+        same. (Across devices or thread counts the usual float round-off applies.)
+
+    Everything in the file is validated before ``model`` is touched. Raises
+    :class:`FormatError` (a ``ValueError``) for a truncated or tampered file, a newer
+    format version, codes out of range, or a file that does not fit the architecture.
+    """
+    tensors, manifest = read(path)
+    quantized, floats = unpack(tensors, manifest)
+    target = _architecture(model, manifest, quantized, floats)
+    layers = dict(quantizable_layers(target))
+    for name, qw in quantized.items():
+        layers[name].weight.copy_(qw.dequantize())
+    target.load_state_dict(floats, strict=False)
+    return target.eval()
+
+
+# --------------------------------------------------------------------------- size report
+
+
+def _header_bytes(path: Path) -> int:
+    with open(path, "rb") as f:
+        return 8 + int.from_bytes(f.read(8), "little")
+
+
+def size_report(path: str | os.PathLike) -> Table:
+    """Bytes on disk per layer of a packed file, next to the fp32 bytes.
+
+    Rows: each quantized layer (codes + scales), each Linear/Conv weight kept in float,
+    ``(other)`` (biases, BatchNorm), ``(header)`` (safetensors header with the
+    manifest) and ``(total)``, whose packed bytes are the file's size on disk. "fp32
+    bytes" counts 4 bytes per weight (the raw tensors, without any container).
+    """
+    path = Path(path)
+    tensors, manifest = read(path)
+    quantized, floats = unpack(tensors, manifest)
+    scales_item = tensors[SCALES].element_size()
+    rows = []
+    for name, qw in quantized.items():
+        n = qw.codes.numel()
+        scheme, bits = _scheme(qw.method, qw.bits, manifest["packing"])
+        code_bytes = packed_length(n, scheme, bits)
+        scale_bytes = scales_item * _n_scales(qw.method, qw.options, list(qw.shape))
+        packed = code_bytes + scale_bytes
+        rows.append({"layer": name, "method": qw.method, "shape": tuple(qw.shape), "params": n,
+                     "bits/weight": 8 * code_bytes / max(1, n), "fp32 bytes": 4 * n,
+                     "packed bytes": packed, "ratio": 4 * n / packed if packed else math.nan})
+    other = {"layer": "(other)", "method": "float", "params": 0, "fp32 bytes": 0,
+             "packed bytes": 0}
+    for key, value in floats.items():
+        n, size = value.numel(), value.numel() * value.element_size()
+        fp32 = 4 * n if value.is_floating_point() else size
+        if key.endswith(".weight") and value.dim() >= 2:
+            rows.append({"layer": key[: -len(".weight")], "method": str(value.dtype)[6:],
+                         "shape": tuple(value.shape), "params": n,
+                         "bits/weight": 8.0 * value.element_size(), "fp32 bytes": fp32,
+                         "packed bytes": size, "ratio": fp32 / size if size else math.nan})
+        else:
+            other["params"] += n
+            other["fp32 bytes"] += fp32
+            other["packed bytes"] += size
+    other["ratio"] = other["fp32 bytes"] / other["packed bytes"] if other["packed bytes"] \
+        else math.nan
+    rows.append(other)
+    rows.append({"layer": "(header)", "method": "json", "fp32 bytes": 0,
+                 "packed bytes": _header_bytes(path)})
+    fp32 = sum(r["fp32 bytes"] for r in rows)
+    total = path.stat().st_size
+    params = sum(r.get("params", 0) for r in rows)
+    rows.append({"layer": "(total)", "params": params, "bits/weight": 8 * total / max(1, params),
+                 "fp32 bytes": fp32, "packed bytes": total, "ratio": fp32 / total})
+    cols = ["layer", "method", "shape", "params", "bits/weight", "fp32 bytes", "packed bytes",
+            "ratio"]
+    return Table(rows, cols, title=f"{path.name}: bytes on disk (packing={manifest['packing']})")
+
+
+def report(path: str | os.PathLike) -> str:
+    """A readable description of a packed file: manifest summary, :func:`size_report`
+    and the compression of the quantized layers and of the whole file."""
+    path = Path(path)
+    _, manifest = read(path)
+    table = size_report(path)
+    arch = manifest.get("architecture")
+    lines = [f"{path}: ttqlab packed file, format version {manifest['version']}, written by "
+             f"ttqlab {manifest.get('ttqlab', '?')}, packing {manifest['packing']}",
+             "architecture: " + (f"{arch['name']} {json.dumps(arch.get('kwargs', {}))}" if arch
+                                 else "custom (load it with ttqlab.export.load(path, MyModel()))")]
+    for g in manifest["quantized"]:
+        opts = ", ".join(f"{k}={v}" for k, v in g.get("options", {}).items())
+        lines.append(f"{g['method']} ({opts}): {', '.join(g['layers'])}")
+    lines += ["", str(table), ""]
+    q = [r for r in table.rows if r.get("method") in METHODS]
+    if q:
+        n, fp32, packed = (sum(r[k] for r in q) for k in ("params", "fp32 bytes",
+                                                            "packed bytes"))
+        lines.append(f"quantized layers: {n:,} weights, {fp32:,} bytes as fp32 -> {packed:,} "
+                     f"bytes packed ({fp32 / packed:.2f}x smaller)")
+    total = table.rows[-1]
+    lines.append(f"whole file: {total['packed bytes']:,} bytes on disk for {total['fp32 bytes']:,} "
+                 f"bytes of fp32 tensors ({total['ratio']:.2f}x smaller)")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def add_parser(sub, train) -> None:
+    """Register ``ttqlab export`` (``train``'s options plus ``--out`` and ``--packing``;
+    ``cli.cmd_train`` saves when ``args.out`` is set) and ``ttqlab report FILE``."""
+    e = sub.add_parser("export", parents=[train], conflict_handler="resolve",
+                       help="train like `ttqlab train`, then save the model packed and print "
+                            "the file's size report")
+    e.add_argument("--out", type=Path, required=True,
+                   help="file to write, e.g. model.ttq.safetensors")
+    e.add_argument("--packing", default="base3", choices=sorted(PACKINGS),
+                   help="ternary packing: base3 (1.6 bits per weight, default) or 2bit")
+    r = sub.add_parser("report", help="print what a packed file holds and its bytes per layer")
+    r.add_argument("file", type=Path, help="a file written by ttqlab export / ttqlab.export.save")
+    r.set_defaults(func=cmd_report)
+
+
+def cmd_report(args) -> int:
+    """``ttqlab report FILE``."""
+    if not Path(args.file).is_file():
+        raise ValueError(f"no such file: {args.file}")
+    print(report(args.file))
+    return 0

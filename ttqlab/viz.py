@@ -1,0 +1,644 @@
+"""Static matplotlib figures for the course (and for readers who only look).
+
+Every function returns a ``matplotlib.figure.Figure`` with a title and labelled axes
+(units in brackets), already closed in pyplot so that a notebook shows it exactly once:
+as the last expression of a cell, or with ``display(fig)``; ``fig.savefig(path)`` works
+anywhere. matplotlib is imported on first use, so ``import ttqlab`` stays light.
+
+    from ttqlab import viz
+    viz.ternary_histogram(layer.weight)            # the three regions of TWN's threshold
+    viz.learning_curves({"fp32": h1, "twn": h2})   # loss and accuracy over epochs
+    viz.ttq_scales(history)                        # W_p, W_n per layer over training
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from . import quantizers as Q
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+    from .train import History
+
+__all__ = [
+    "COLORS",
+    "LABELS",
+    "REGION_COLORS",
+    "accuracy_vs_sparsity",
+    "inq_partition",
+    "kernel_grid",
+    "layer_bars",
+    "layer_curves",
+    "learning_curves",
+    "method_bars",
+    "pow2_histogram",
+    "ste_plot",
+    "ternary_error_curve",
+    "ternary_fit",
+    "ternary_histogram",
+    "tradeoff",
+    "ttq_scales",
+]
+
+#: colour of each method in every figure
+COLORS = {"fp32": "#333333", "binary": "#9467bd", "twn": "#ff7f0e", "ttq": "#1f77b4",
+          "inq": "#2ca02c"}
+#: colour of the negative / zero / positive region of a ternary weight
+REGION_COLORS = {"negative": "#d62728", "zero": "#b0b0b0", "positive": "#1f77b4"}
+#: axis label (with unit) of each quantity the figures plot
+LABELS = {
+    "test_acc": "test accuracy (%)",
+    "train_acc": "train accuracy (%)",
+    "sparsity": "sparsity (% of weights that are zero)",
+    "model bytes": "model size (bytes)",
+    "energy (nJ)": "energy per inference (nJ, 45 nm estimate)",
+    "bits/weight": "bits per weight",
+    "t": "TTQ threshold factor t (fraction of max|w|)",
+    "bits": "bit width b",
+    "wp": "W_p (scale, weight units)",
+    "wn": "W_n (scale, weight units)",
+    "alpha": "α (scale, weight units)",
+    "flips": "weights whose code changed (count)",
+    "frozen": "weights frozen (%)",
+    "scale": "value (weight units)",
+    "entropy (bits/weight)": "entropy of the codes (bits per weight)",
+    "entropy-coded bytes": "model size, codes entropy-coded (bytes)",
+}
+_PERCENT = {"test_acc", "train_acc", "sparsity", "frozen"}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _plt():
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - exercised only without matplotlib
+        raise ImportError("ttqlab.viz needs matplotlib: pip install matplotlib "
+                          "(or pip install 'ttqlab[notebooks]')") from None
+    return plt
+
+
+def _figure(nrows: int = 1, ncols: int = 1, *, width: float = 6.4, height: float = 4.0,
+            **kwargs):
+    plt = _plt()
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows),
+                             layout="constrained", squeeze=False, **kwargs)
+    return fig, axes
+
+
+def _done(fig) -> Figure:
+    """Close the figure in pyplot (so Jupyter's inline backend does not show it a second
+    time) and return it."""
+    _plt().close(fig)
+    return fig
+
+
+def _flat(w) -> np.ndarray:
+    """A 1-D float64 numpy copy of a tensor / array / sequence."""
+    if isinstance(w, torch.Tensor):
+        w = w.detach().cpu().double().numpy()
+    a = np.asarray(w, dtype=np.float64).ravel()
+    if a.size == 0:
+        raise ValueError("got an empty weight tensor; pass a layer's weight, e.g. "
+                         "model.conv2.weight")
+    if not np.isfinite(a).all():
+        raise ValueError("the weights contain NaN or inf; check the training run")
+    return a
+
+
+def _integer_epochs(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _label(key: str) -> str:
+    return LABELS.get(key, key)
+
+
+def _scaled(key: str, values) -> list[float]:
+    f = 100.0 if key in _PERCENT else 1.0
+    return [math.nan if v is None else f * float(v) for v in values]
+
+
+def ternary_fit(w, delta: float) -> dict[str, float]:
+    """Sparsity, L2-optimal scale and relative error of ternarizing ``w`` at ``delta``.
+
+    ``alpha = mean of |W_i| over {|W_i| > delta}`` (TWN Eq. 8) and
+    ``error = ||W - alpha T||^2 / ||W||^2``.
+    """
+    a = np.abs(_flat(w))
+    keep = a > delta
+    k = int(keep.sum())
+    s = float(a[keep].sum())
+    total = float((a * a).sum())
+    alpha = s / k if k else 0.0
+    err = (total - (s * s / k if k else 0.0)) / total if total else 0.0
+    return {"delta": float(delta), "alpha": alpha, "sparsity": 1.0 - k / a.size,
+            "error": err, "kept": k}
+
+
+def _error_curve(w, deltas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Relative L2 error and sparsity of the best-scaled ternary fit at each delta."""
+    a = np.sort(np.abs(_flat(w)))[::-1]
+    cs = np.concatenate([[0.0], np.cumsum(a)])
+    total = float((a * a).sum())
+    k = np.searchsorted(-a, -np.asarray(deltas), side="left")  # count of |W| > delta
+    s = cs[k]
+    err = np.where(k > 0, (total - s * s / np.maximum(k, 1)) / total, 1.0)
+    return err, 1.0 - k / a.size
+
+
+# --------------------------------------------------------------------------- ternary
+
+
+def ternary_histogram(w, delta: float | None = None, *, marks: Mapping[str, float] | None = None,
+                      bins: int = 80, title: str | None = None) -> Figure:
+    """Histogram of ``w`` with the three regions of a ternary threshold coloured.
+
+    ``T_i = -1`` (red) where ``W_i < -delta``, ``0`` (grey) where ``|W_i| <= delta``,
+    ``+1`` (blue) where ``W_i > delta``. ``delta`` defaults to TWN's ``0.7 E|W|``.
+    ``marks`` adds dashed lines at other thresholds, e.g. ``{"optimal": d_opt}``.
+    """
+    a = _flat(w)
+    if delta is None:
+        delta = 0.7 * float(np.abs(a).mean())
+    fit = ternary_fit(a, delta)
+    counts, edges = np.histogram(a, bins=bins)
+    centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    fig, axes = _figure(width=7.5)
+    ax = axes[0, 0]
+    regions = {"negative": centers < -delta, "zero": np.abs(centers) <= delta,
+               "positive": centers > delta}
+    names = {"negative": "T = -1", "zero": "T = 0", "positive": "T = +1"}
+    for region, sel in regions.items():
+        ax.bar(centers[sel], counts[sel], width=width[sel], color=REGION_COLORS[region],
+               label=names[region], edgecolor="none")
+    ax.axvline(delta, color="black", lw=1.5, label=f"±Δ = {delta:.3g}")
+    ax.axvline(-delta, color="black", lw=1.5)
+    for (name, d), style in zip((marks or {}).items(), ("--", ":", "-.", (0, (5, 1)))):
+        ax.axvline(d, color="#2ca02c" if "opt" in name else "#ff7f0e", ls=style, lw=1.5,
+                   label=f"{name}: ±{d:.3g}")
+        ax.axvline(-d, color="#2ca02c" if "opt" in name else "#ff7f0e", ls=style, lw=1.5)
+    ax.text(0.02, 0.97, f"sparsity {100 * fit['sparsity']:.1f}%\nα = {fit['alpha']:.3g}\n"
+            f"error ||W-αT||²/||W||² = {100 * fit['error']:.1f}%",
+            transform=ax.transAxes, va="top", fontsize=9,
+            bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "#cccccc"})
+    ax.set_xlabel("weight value")
+    ax.set_ylabel("count (weights per bin)")
+    ax.set_title(title or f"Ternary regions of {a.size:,} weights at threshold Δ = {delta:.3g}")
+    ax.legend(fontsize=8, loc="upper right")
+    return _done(fig)
+
+
+def ternary_error_curve(w, *, max_factor: float = 2.5, num: int = 400,
+                        title: str | None = None) -> Figure:
+    """Relative L2 error ``||W - alpha T||^2 / ||W||^2`` (with the best alpha for each
+    threshold) and the sparsity, against the threshold in multiples of ``E|W|``.
+
+    Marks TWN's ``0.7 E|W|`` (authors' code), ``0.75 E|W|`` (latest arXiv version) and
+    the exact optimum (:func:`ttqlab.quantizers.optimal_ternary_params`).
+    """
+    a = _flat(w)
+    mean = float(np.abs(a).mean())
+    factors = np.linspace(0.0, max_factor, num)
+    err, sparsity = _error_curve(a, factors * mean)
+    d_opt, _, _ = Q.optimal_ternary_params(torch.as_tensor(a))
+    f_opt = float(d_opt) / mean
+    fig, axes = _figure(width=7.5)
+    ax = axes[0, 0]
+    ax.plot(factors, 100 * err, color="black", label="error (left axis)")
+    ax2 = ax.twinx()
+    ax2.plot(factors, 100 * sparsity, color="#7f7f7f", ls="--", label="sparsity (right axis)")
+    ax2.set_ylabel("sparsity (% of weights that are zero)")
+    ax2.set_ylim(0, 100)
+    marks = ((0.7, "TWN 0.7 E|W|", "#ff7f0e"), (0.75, "arXiv v2 0.75 E|W|", "#bcbd22"),
+             (f_opt, f"exact optimum {f_opt:.3f} E|W|", "#2ca02c"))
+    for f, name, color in marks:
+        e = float(_error_curve(a, np.array([f * mean]))[0][0])
+        ax.plot([f], [100 * e], "o", color=color, label=f"{name}: {100 * e:.2f}%")
+    ax.set_xlabel("threshold Δ / E|W| (multiples of the mean |weight|)")
+    ax.set_ylabel("relative error ||W-αT||²/||W||² (%)")
+    ax.set_title(title or "Ternary reconstruction error against the threshold")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="upper left")
+    return _done(fig)
+
+
+def ste_plot(delta: float = 0.5, alpha: float = 1.0, *, title: str | None = None) -> Figure:
+    """The straight-through estimator: the forward staircase ``q(w) = alpha T(w)`` and the
+    two candidate backward rules, the true derivative (0 almost everywhere) and the
+    STE's ``dq/dw := 1``."""
+    w = np.linspace(-2 * max(delta, alpha), 2 * max(delta, alpha), 801)
+    q = np.where(w > delta, alpha, np.where(w < -delta, -alpha, 0.0))
+    fig, axes = _figure(1, 2, width=5.2)
+    ax = axes[0, 0]
+    ax.plot(w, w, color="#aaaaaa", ls="--", label="identity q = w")
+    ax.plot(w, q, color="#1f77b4", lw=2, label=f"q(w) = α·T(w), Δ = {delta:g}, α = {alpha:g}")
+    ax.set_xlabel("latent weight w")
+    ax.set_ylabel("quantized weight q(w)")
+    ax.set_title("Forward: a staircase")
+    ax.legend(fontsize=8)
+    ax = axes[0, 1]
+    ax.plot(w, np.zeros_like(w), color="#d62728", lw=2, label="true dq/dw: 0 (undefined at ±Δ)")
+    for d in (-delta, delta):
+        ax.annotate("", xy=(d, 1.35), xytext=(d, 0.0),
+                    arrowprops={"arrowstyle": "->", "color": "#d62728"})
+    ax.plot(w, np.ones_like(w), color="#2ca02c", lw=2, label="straight-through: dq/dw := 1")
+    ax.set_ylim(-0.2, 1.5)
+    ax.set_xlabel("latent weight w")
+    ax.set_ylabel("dq/dw used by the backward pass")
+    ax.set_title("Backward: the STE pretends q(w) = w")
+    ax.legend(fontsize=8, loc="center right")
+    fig.suptitle(title or "The straight-through estimator (STE)")
+    return _done(fig)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _histories(histories) -> dict[str, History]:
+    from .train import History
+
+    if isinstance(histories, History):
+        return {"model": histories}
+    if isinstance(histories, Mapping) and all(isinstance(h, History) for h in histories.values()):
+        return dict(histories)
+    raise TypeError("pass a ttqlab History or a dict {label: History}, e.g. "
+                    "{'fp32': h1, 'twn': h2}")
+
+
+_TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+          "#7f7f7f", "#bcbd22", "#17becf")
+
+
+def _color(label: str, i: int) -> str:
+    """A method's own colour, else the i-th of matplotlib's tab10 (as hex, for plotly)."""
+    return COLORS.get(str(label).lower(), _TAB10[i % 10])
+
+
+def learning_curves(histories, *, title: str | None = None) -> Figure:
+    """Loss (log axis) and accuracy over epochs, test (solid) and train (dashed), one colour
+    per run. The accuracy axis zooms in on epochs >= 1 (epoch 0 is the untrained model).
+
+    ``histories``: a ``History`` or ``{label: History}``.
+    """
+    runs = _histories(histories)
+    fig, axes = _figure(1, 2, width=5.6)
+    for i, (label, h) in enumerate(runs.items()):
+        c = _color(label, i)
+        ep = h["epoch"]
+        axes[0, 0].plot(ep, h["test_loss"], color=c, marker=".", label=f"{label} test")
+        axes[0, 0].plot(ep, h["train_loss"], color=c, ls="--", alpha=0.7, label=f"{label} train")
+        axes[0, 1].plot(ep, _scaled("test_acc", h["test_acc"]), color=c, marker=".",
+                        label=f"{label} test")
+        axes[0, 1].plot(ep, _scaled("train_acc", h["train_acc"]), color=c, ls="--", alpha=0.7,
+                        label=f"{label} train")
+    axes[0, 0].set_yscale("log")
+    axes[0, 0].set_ylabel("cross-entropy loss (nats per sample, log axis)")
+    axes[0, 0].set_title("Loss")
+    trained = [100 * a for h in runs.values() for key in ("test_acc", "train_acc")
+               for e, a in zip(h["epoch"], h[key]) if e > 0 and not math.isnan(a)]
+    if trained:  # zoom in on the trained epochs (epoch 0, at chance, may fall below)
+        axes[0, 1].set_ylim(max(0.0, min(trained) - 2.0), 100.5)
+    axes[0, 1].set_ylabel("accuracy (%)")
+    axes[0, 1].set_title("Accuracy (zoomed to the trained epochs)" if trained else "Accuracy")
+    for ax in axes[0]:
+        ax.set_xlabel("epoch")
+        _integer_epochs(ax)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or "Learning curves")
+    return _done(fig)
+
+
+def layer_curves(history: History, key: str = "sparsity", *, title: str | None = None,
+                 ylabel: str | None = None) -> Figure:
+    """One line per quantized layer: ``history.layer(name, key)`` over epochs.
+
+    ``key``: ``"sparsity"`` (plotted in %), ``"flips"``, ``"alpha"``, ``"wp"``, ``"wn"``,
+    ``"frozen"``.
+    """
+    names = history.layer_names
+    if not names:
+        raise ValueError("the history has no quantized layers; train a model quantized "
+                         "with ttqlab.quantize(...)")
+    fig, axes = _figure(width=7)
+    ax = axes[0, 0]
+    for i, name in enumerate(names):
+        ep = history.layer(name, "epoch")
+        ax.plot(ep, _scaled(key, history.layer(name, key)), marker=".", color=f"C{i % 10}",
+                label=name)
+    ax.set_xlabel("epoch")
+    _integer_epochs(ax)
+    ax.set_ylabel(ylabel or _label(key))
+    ax.set_title(title or f"{key} per layer over training")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return _done(fig)
+
+
+def ttq_scales(history: History, *, title: str | None = None) -> Figure:
+    """TTQ's learned scales per layer over epochs: W_p solid, W_n dashed.
+
+    A scale at or below zero (the region flips sign: a known TTQ failure) is marked with
+    a red cross and listed under the title; the zero line is drawn.
+    """
+    import textwrap
+
+    names = [n for n in history.layer_names if history.layer(n, "wp")[0] is not None]
+    if not names:
+        raise ValueError("the history has no TTQ layers (no 'wp' column); train a model "
+                         "quantized with ttqlab.quantize(model, 'ttq')")
+    fig, axes = _figure(width=8.5)
+    ax = axes[0, 0]
+    negative = []
+    for i, name in enumerate(names):
+        ep = history.layer(name, "epoch")
+        for key, ls in (("wp", "-"), ("wn", "--")):
+            label = f"{name} {'W_p' if key == 'wp' else 'W_n'}"
+            v = history.layer(name, key)
+            ax.plot(ep, v, color=_TAB10[i % 10], ls=ls, marker=".", label=label)
+            bad = [(e, x) for e, x in zip(ep, v) if x <= 0]
+            if bad:
+                ax.plot(*zip(*bad), "x", color="red", ms=10, mew=2)
+                negative.append(f"{label} at epoch {bad[0][0]}")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlabel("epoch")
+    _integer_epochs(ax)
+    ax.set_ylabel("scale value (weight units)")
+    text = title or "TTQ scales W_p (solid) and W_n (dashed) per layer"
+    if negative:
+        note = "scale <= 0 (sign flipped): " + ", ".join(negative)
+        text += "\n" + "\n".join(textwrap.wrap(note, 90))
+    ax.set_title(text)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(alpha=0.3)
+    return _done(fig)
+
+
+def kernel_grid(kernels, *, max_kernels: int = 16, title: str | None = None) -> Figure:
+    """Convolution kernels as images: one row per tensor (e.g. ``{"float": w0,
+    "TTQ": w1}``), one column per output channel (input channel 0), shared colour scale
+    per row (red positive, blue negative)."""
+    if isinstance(kernels, torch.Tensor | np.ndarray):
+        kernels = {"weights": kernels}
+    rows = {}
+    for name, k in kernels.items():
+        k = torch.as_tensor(k).detach().cpu().float()
+        if k.dim() == 3:
+            k = k[:, :, None, :]
+        if k.dim() != 4:
+            raise ValueError(f"kernel_grid expects Conv weights [out, in, kh, kw] (or Conv1d "
+                             f"[out, in, k]); {name!r} has shape {tuple(k.shape)}")
+        rows[name] = k[:max_kernels, 0].numpy()
+    n = max(r.shape[0] for r in rows.values())
+    plt = _plt()
+    fig = plt.figure(figsize=(min(1.0 * n + 1.5, 18), 1.25 * len(rows) + 1.0),
+                     layout="constrained")
+    grid = fig.subplots(len(rows), n, squeeze=False)
+    for r, (name, ks) in enumerate(rows.items()):
+        vmax = float(np.abs(ks).max()) or 1.0
+        for c in range(n):
+            ax = grid[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= ks.shape[0]:
+                ax.axis("off")
+                continue
+            im = ax.imshow(ks[c], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+            if r == len(rows) - 1:
+                ax.set_xlabel(f"#{c}", fontsize=8)
+        grid[r, 0].set_ylabel(name, fontsize=9)
+        fig.colorbar(im, ax=grid[r, :].tolist(), shrink=0.9, label="weight value")
+    kh, kw = next(iter(rows.values())).shape[1:]
+    fig.supxlabel(f"output channel (each tile: {kh}×{kw} kernel pixels, input channel 0)")
+    fig.supylabel("weights")
+    fig.suptitle(title or "Convolution kernels")
+    return _done(fig)
+
+
+# --------------------------------------------------------------------------- INQ
+
+
+def pow2_histogram(w, bits: int = 5, *, n1: int | None = None, bins: int = 100,
+                   title: str | None = None) -> Figure:
+    """INQ's power-of-two levels ``P_l = {+-2^n1, ..., +-2^n2, 0}`` over the weights.
+
+    Left: the weight histogram on a linear axis with the levels as vertical lines.
+    Right: ``|W|`` on a log2 axis, where the levels are evenly spaced; weights below
+    ``2^(n2-1)`` (shaded) round to zero.
+    """
+    a = _flat(w)
+    t = torch.as_tensor(a)
+    if n1 is None:
+        n1, n2 = Q.inq_exponent_range(t, bits)
+    else:
+        n2 = n1 + 1 - 2 ** (bits - 1) // 2
+    levels = Q.pow2_levels(t, bits, n1).numpy()
+    q = Q.quantize_pow2(t, bits, n1).numpy()
+    err = float(((a - q) ** 2).sum() / max((a * a).sum(), 1e-30))
+    fig, axes = _figure(1, 2, width=5.8)
+    ax = axes[0, 0]
+    ax.hist(a, bins=bins, color="#b0b0b0", label="weights")
+    for i, lv in enumerate(levels):
+        ax.axvline(lv, color="#2ca02c", lw=0.9, alpha=0.8, label="levels" if i == 0 else None)
+    ax.set_xlabel("weight value")
+    ax.set_ylabel("count (weights per bin)")
+    ax.set_title(f"{len(levels)} levels on a linear axis")
+    ax.legend(fontsize=8)
+    ax = axes[0, 1]
+    nz = np.abs(a[a != 0])
+    lo = min(2.0 ** (n2 - 3), float(np.quantile(nz, 0.01)))
+    nz = np.clip(nz, lo, None)  # the smallest 1% (or fewer) are counted in the first bin
+    edges = np.logspace(np.log2(lo), np.log2(max(float(nz.max()), 2.0**n1) * 1.05), bins,
+                        base=2)
+    ax.hist(nz, bins=edges, color="#b0b0b0", label="|weights|")
+    for i, n in enumerate(range(n2, n1 + 1)):
+        ax.axvline(2.0**n, color="#2ca02c", lw=1.2, label="levels 2^n" if i == 0 else None)
+    ax.axvspan(lo, 2.0 ** (n2 - 1), color="#d62728", alpha=0.15, label="rounds to 0")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("|weight value| (log2 axis)")
+    ax.set_ylabel("count (weights per bin)")
+    ax.set_title(f"n1 = {n1}, n2 = {n2}: evenly spaced in log2")
+    ax.legend(fontsize=8)
+    fig.suptitle(title or f"INQ power-of-two levels, b = {bits} bits "
+                          f"(zeroed {100 * float((q == 0).mean()):.1f}%, "
+                          f"error {100 * err:.2f}%)")
+    return _done(fig)
+
+
+def inq_partition(w, frozen_mask, *, frozen_values=None, max_rows: int = 32,
+                  max_cols: int = 64, title: str | None = None) -> Figure:
+    """Which weights INQ has frozen: a map of the layer (frozen cells coloured by their
+    power-of-two value, free cells grey) and the histogram of free vs frozen weights.
+
+    With the magnitude partition the frozen weights are the histogram's tails; with the
+    random partition they are spread everywhere.
+    """
+    w = torch.as_tensor(w).detach().cpu().float()
+    mask = torch.as_tensor(frozen_mask).detach().cpu().bool()
+    if mask.shape != w.shape:
+        raise ValueError(f"frozen_mask has shape {tuple(mask.shape)} but the weight has "
+                         f"{tuple(w.shape)}; pass the layer's quantizer.frozen_mask")
+    values = w if frozen_values is None else torch.as_tensor(frozen_values).float()
+    w2 = w.reshape(w.shape[0], -1) if w.dim() > 1 else w.reshape(1, -1)
+    m2, v2 = mask.reshape(w2.shape), values.reshape(w2.shape)
+    w2, m2, v2 = (x[:max_rows, :max_cols].numpy() for x in (w2, m2, v2))
+    frac = float(mask.float().mean())
+    fig, axes = _figure(1, 2, width=6.0)
+    ax = axes[0, 0]
+    vmax = float(np.abs(v2).max()) or 1.0
+    from matplotlib.colors import ListedColormap
+
+    ax.imshow(np.where(m2, np.nan, 1.0), cmap=ListedColormap([REGION_COLORS["zero"]]),
+              aspect="auto", interpolation="nearest")
+    im = ax.imshow(np.where(m2, v2, np.nan), cmap="RdBu_r", vmin=-vmax, vmax=vmax,
+                   aspect="auto", interpolation="nearest")
+    fig.colorbar(im, ax=ax, label="frozen power-of-two value")
+    ax.set_xlabel(f"input index (flattened, first {w2.shape[1]})")
+    ax.set_ylabel(f"output channel (first {w2.shape[0]})")
+    ax.set_title("frozen (colour) and free (grey) weights")
+    ax = axes[0, 1]
+    flat_w, flat_m = w.flatten().numpy(), mask.flatten().numpy()
+    edges = np.histogram_bin_edges(flat_w, bins=60)
+    ax.hist([flat_w[~flat_m], flat_w[flat_m]], bins=edges, stacked=True,
+            color=["#b0b0b0", "#1f77b4"], label=["free (re-trained)", "frozen (power of two)"])
+    ax.set_xlabel("latent weight value")
+    ax.set_ylabel("count (weights per bin)")
+    ax.set_title("which weights are frozen")
+    ax.legend(fontsize=8)
+    fig.suptitle(title or f"INQ partition: {100 * frac:.1f}% of the weights frozen")
+    return _done(fig)
+
+
+# --------------------------------------------------------------------------- trade-offs
+
+
+def _tradeoff_ax(ax, rows, x, y, group, annotate):
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(str(r.get(group, "")) if group else "", []).append(r)
+    for i, (g, rs) in enumerate(groups.items()):
+        rs = sorted(rs, key=lambda r: r[x])
+        xs, ys = _scaled(x, [r[x] for r in rs]), _scaled(y, [r[y] for r in rs])
+        ax.plot(xs, ys, marker="o", color=_color(g, i), label=g or None)
+        if annotate:
+            for r, xv, yv in zip(rs, xs, ys):
+                if r.get(annotate) is not None:
+                    ax.annotate(f"{r[annotate]:g}" if isinstance(r[annotate], float)
+                                else str(r[annotate]), (xv, yv), textcoords="offset points",
+                                xytext=(3, 4), fontsize=7)
+    ax.set_xlabel(_label(x))
+    ax.set_ylabel(_label(y))
+    ax.grid(alpha=0.3)
+    if group:
+        ax.legend(fontsize=8)
+
+
+def _check_rows(rows, keys):
+    rows = list(rows)
+    if not rows:
+        raise ValueError("no results to plot; pass a list of dicts such as "
+                         "{'sparsity': 0.5, 'test_acc': 0.98}")
+    missing = [k for k in keys if k and any(k not in r for r in rows)]
+    if missing:
+        raise KeyError(f"every row needs the keys {missing}; the rows have "
+                       f"{sorted(rows[0])}")
+    return rows
+
+
+def tradeoff(rows: Sequence[Mapping], x: str = "sparsity", y: str = "test_acc", *,
+             group: str | None = None, annotate: str | None = None,
+             title: str | None = None) -> Figure:
+    """``y`` against ``x`` for a list of result rows, one line per value of ``group``;
+    ``annotate`` writes each point's value of that key (e.g. ``"t"``) next to it.
+    Accuracies and sparsities (0..1) are plotted in %."""
+    rows = _check_rows(rows, [x, y])
+    fig, axes = _figure(width=7)
+    _tradeoff_ax(axes[0, 0], rows, x, y, group, annotate)
+    axes[0, 0].set_title(title or f"{_label(y)} against {_label(x)}")
+    return _done(fig)
+
+
+def accuracy_vs_sparsity(rows: Sequence[Mapping], *, group: str | None = None,
+                         annotate: str | None = None,
+                         xs: Sequence[str] = ("sparsity", "model bytes", "energy (nJ)"),
+                         title: str | None = None) -> Figure:
+    """One panel per x quantity: test accuracy against sparsity, model size (bytes) and
+    energy per inference (nJ) by default, for rows with keys ``test_acc`` and those in
+    ``xs`` (quantities missing from some row are skipped)."""
+    rows = _check_rows(rows, ["test_acc", "sparsity"])
+    xs = [k for k in xs if all(k in r for r in rows)]
+    fig, axes = _figure(1, len(xs), width=4.8)
+    for ax, x in zip(axes[0], xs):
+        _tradeoff_ax(ax, rows, x, "test_acc", group, annotate)
+        ax.set_title(f"accuracy vs {x.split(' (')[0]}")
+    fig.suptitle(title or "Accuracy against sparsity, size and energy")
+    return _done(fig)
+
+
+def method_bars(rows: Sequence[Mapping], *, title: str | None = None) -> Figure:
+    """Side-by-side bars per method: test accuracy (%) and model size (bytes, log axis).
+
+    ``rows``: dicts with ``method``, ``test_acc`` and ``model bytes`` (e.g. the rows of
+    ``ttqlab.experiments.compare``'s table)."""
+    rows = _check_rows(rows, ["method", "test_acc", "model bytes"])
+    labels = [str(r["method"]) for r in rows]
+    colors = [_color(m, i) for i, m in enumerate(labels)]
+    fig, axes = _figure(1, 2, width=5.0)
+    acc = _scaled("test_acc", [r["test_acc"] for r in rows])
+    ax = axes[0, 0]
+    ax.bar(labels, acc, color=colors)
+    lo = min(acc)
+    ax.set_ylim(max(0.0, lo - 5), 100)
+    for i, v in enumerate(acc):
+        ax.text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xlabel("method")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy")
+    ax = axes[0, 1]
+    size = [float(r["model bytes"]) for r in rows]
+    ax.bar(labels, size, color=colors)
+    ax.set_yscale("log")
+    for i, v in enumerate(size):
+        ax.text(i, v, f"{v / 1024:.0f} KiB", ha="center", va="bottom", fontsize=8)
+    ax.set_xlabel("method")
+    ax.set_ylabel("model size (bytes, log axis)")
+    ax.set_title("Size (packed)")
+    fig.suptitle(title or "Methods compared")
+    return _done(fig)
+
+
+def layer_bars(values: Mapping[str, Mapping[str, float]], key: str = "sparsity", *,
+               title: str | None = None) -> Figure:
+    """Grouped bars: one group per layer, one bar per run.
+
+    ``values``: ``{run label: {layer name: value}}``, e.g. per-layer sparsity of two
+    models. ``key`` chooses the axis label (and % scaling for sparsity)."""
+    if not values:
+        raise ValueError("no runs to plot; pass {run label: {layer: value}}")
+    layers = list(dict.fromkeys(n for v in values.values() for n in v))
+    fig, axes = _figure(width=max(6.0, 1.2 * len(layers) * max(1, len(values)) / 2))
+    ax = axes[0, 0]
+    width = 0.8 / len(values)
+    for i, (run, v) in enumerate(values.items()):
+        xs = [j + (i - (len(values) - 1) / 2) * width for j in range(len(layers))]
+        ax.bar(xs, _scaled(key, [v.get(n) for n in layers]), width=width,
+               color=_color(run, i), label=run)
+    ax.set_xticks(range(len(layers)), layers)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(_label(key))
+    ax.set_title(title or f"{key} per layer")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    return _done(fig)

@@ -1,0 +1,634 @@
+"""Interactive explorers and a live training dashboard (ipywidgets + plotly).
+
+Each function returns an object that shows itself in Jupyter (last expression of a cell,
+or ``display(obj)``) and exposes its controls and figure as attributes, so that code can
+drive it too::
+
+    from ttqlab import widgets
+    ex = widgets.threshold_explorer(model.conv2.weight)
+    ex.slider.value = 1.2            # the histogram, lines and numbers update
+    ex.state["sparsity"]             # what the readout shows
+
+    dash = widgets.training_dashboard()
+    display(dash)
+    ttqlab.fit(model, data, callbacks=[dash])   # curves update after every epoch
+
+Needs ipywidgets >= 8, plotly >= 6 and anywidget (``pip install 'ttqlab[notebooks]'``);
+without them every function prints what is missing and returns the static matplotlib
+figure of ``ttqlab.viz`` instead (the dashboard prints one line per epoch).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import quantizers as Q
+from . import viz
+
+__all__ = [
+    "Explorer",
+    "LevelsExplorer",
+    "PartitionExplorer",
+    "StaticDashboard",
+    "ThresholdExplorer",
+    "TradeoffExplorer",
+    "TrainingDashboard",
+    "levels_explorer",
+    "missing_dependencies",
+    "partition_explorer",
+    "threshold_explorer",
+    "tradeoff_explorer",
+    "training_dashboard",
+]
+
+_HEIGHT = 400
+
+
+def missing_dependencies() -> str | None:
+    """What the interactive widgets need and is not installed (None when all is there)."""
+    missing = []
+    for name in ("ipywidgets", "plotly", "anywidget"):
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if not missing:
+        import ipywidgets
+        import plotly
+
+        if int(plotly.__version__.split(".")[0]) < 6:
+            missing.append(f"plotly>=6 (found {plotly.__version__})")
+        if int(ipywidgets.__version__.split(".")[0]) < 8:
+            missing.append(f"ipywidgets>=8 (found {ipywidgets.__version__})")
+    if not missing:
+        return None
+    return (f"ttqlab.widgets: the interactive version needs {', '.join(missing)} "
+            f"(pip install 'ttqlab[notebooks]'); showing a static matplotlib figure instead.")
+
+
+def _static(make_figure):
+    """Print why the widget is unavailable; return ``make_figure()`` or None."""
+    reason = missing_dependencies()
+    if reason is None:
+        return None
+    print(reason)
+    return make_figure()
+
+
+def _go():
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    return go, make_subplots
+
+
+def _figure(rows: int, cols: int, titles: Sequence[str], title: str, **kwargs):
+    go, make_subplots = _go()
+    fig = go.FigureWidget(make_subplots(rows=rows, cols=cols, subplot_titles=list(titles),
+                                        **kwargs))
+    fig.update_layout(title=title, template="plotly_white", height=_HEIGHT,
+                      margin={"l": 60, "r": 20, "t": 80, "b": 50},
+                      legend={"font": {"size": 10}})
+    return fig
+
+
+def _json_safe(values) -> list:
+    """A (nested) list with NaN replaced by None: plotly draws a gap for both, but only
+    None survives the JSON message to the browser."""
+    a = np.asarray(values, dtype=float)
+    return np.where(np.isnan(a), None, a).tolist()
+
+
+def _vlines(xs: Sequence[float], top: float) -> tuple[list, list]:
+    """x, y of vertical segments from 0 to ``top`` at each x (None-separated)."""
+    x, y = [], []
+    for v in xs:
+        x += [v, v, None]
+        y += [0, top, None]
+    return x, y
+
+
+class Explorer:
+    """A plotly figure with ipywidgets controls above it and a text readout.
+
+    Attributes: ``figure`` (a ``plotly.graph_objects.FigureWidget``), ``controls``
+    (name -> widget), ``readout`` (an ``ipywidgets.HTML``), ``state`` (the numbers the
+    readout shows), ``box`` (the whole layout, what Jupyter displays).
+    """
+
+    def __init__(self, figure, controls: Mapping[str, object]):
+        import ipywidgets as W
+
+        self.figure = figure
+        self.controls = dict(controls)
+        self.readout = W.HTML()
+        self.state: dict = {}
+        self.box = W.VBox([W.HBox(list(self.controls.values())), self.readout, figure])
+        for control in self.controls.values():
+            control.observe(self._changed, names="value")
+
+    def _changed(self, change=None) -> None:
+        self.update()
+
+    def update(self) -> None:
+        """Redraw from the current control values."""
+        raise NotImplementedError
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.box._repr_mimebundle_(**kwargs)
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{k}={getattr(c, 'value', None)!r}" for k, c in self.controls.items())
+        return f"{type(self).__name__}({values})"
+
+
+# --------------------------------------------------------------------------- TWN threshold
+
+
+class ThresholdExplorer(Explorer):
+    """Slide the ternary threshold ``Delta = factor * E|W|`` over a weight histogram.
+
+    Left: the histogram with the regions ``T = -1 / 0 / +1`` coloured, the current
+    ``+-Delta`` (black), TWN's ``0.7 E|W|`` (orange) and the exact L2 optimum (green).
+    Right: the relative error ``||W - alpha T||^2 / ||W||^2`` against the threshold.
+    Attributes: ``slider`` (the factor), ``figure``, ``readout``, ``state``.
+    """
+
+    def __init__(self, w, factor: float = 0.7, *, max_factor: float = 2.5, bins: int = 80,
+                 title: str | None = None):
+        import ipywidgets as W
+
+        go, _ = _go()
+        a = viz._flat(w)
+        self.weights = a
+        self.mean = float(np.abs(a).mean())
+        counts, edges = np.histogram(a, bins=bins)
+        self.centers = (edges[:-1] + edges[1:]) / 2
+        self.counts = counts
+        d_opt, _, _ = Q.optimal_ternary_params(torch.as_tensor(a))
+        self.optimal = float(d_opt) / self.mean
+        self.factors = np.linspace(0.0, max_factor, 251)
+        err, _ = viz._error_curve(a, self.factors * self.mean)
+        top = float(counts.max()) * 1.05
+        self.slider = W.FloatSlider(value=factor, min=0.0, max=max_factor, step=0.01,
+                                    description="Δ / E|W|", continuous_update=True,
+                                    readout_format=".2f")
+        fig = _figure(1, 2, ["weight histogram", "reconstruction error"],
+                      title or f"Ternary threshold explorer ({a.size:,} weights)",
+                      column_widths=[0.62, 0.38])
+        width = float(edges[1] - edges[0])
+        for region, name in (("negative", "T = -1"), ("zero", "T = 0"),
+                             ("positive", "T = +1")):
+            fig.add_trace(go.Bar(x=self.centers, y=counts, width=width, name=name,
+                                 marker_color=viz.REGION_COLORS[region],
+                                 marker_line_width=0), row=1, col=1)
+        for name, f, color, dash in (("±Δ (slider)", factor, "black", "solid"),
+                                     ("TWN 0.7 E|W|", 0.7, "#ff7f0e", "dash"),
+                                     ("exact optimum", self.optimal, "#2ca02c", "dot")):
+            x, y = _vlines([-f * self.mean, f * self.mean], top)
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=name,
+                                     line={"color": color, "dash": dash}), row=1, col=1)
+        fig.add_trace(go.Scatter(x=self.factors, y=100 * err, mode="lines", name="error",
+                                 line={"color": "black"}, showlegend=False), row=1, col=2)
+        for name, f, color in (("TWN", 0.7, "#ff7f0e"), ("optimum", self.optimal, "#2ca02c")):
+            e = float(viz._error_curve(a, np.array([f * self.mean]))[0][0])
+            fig.add_trace(go.Scatter(x=[f], y=[100 * e], mode="markers", name=name,
+                                     marker={"color": color, "size": 9}, showlegend=False),
+                          row=1, col=2)
+        fig.add_trace(go.Scatter(x=[factor], y=[0], mode="markers", name="slider",
+                                 marker={"color": "black", "size": 12, "symbol": "x"},
+                                 showlegend=False), row=1, col=2)
+        fig.update_layout(barmode="overlay", bargap=0)
+        fig.update_xaxes(title_text="weight value", row=1, col=1)
+        fig.update_yaxes(title_text="count (weights per bin)", row=1, col=1)
+        fig.update_xaxes(title_text="threshold Δ / E|W| (multiples of mean |weight|)",
+                         row=1, col=2)
+        fig.update_yaxes(title_text="relative error ||W-αT||²/||W||² (%)", row=1, col=2)
+        super().__init__(fig, {"slider": self.slider})
+        self.update()
+
+    def update(self) -> None:
+        f = float(self.slider.value)
+        delta = f * self.mean
+        fit = viz.ternary_fit(self.weights, delta)
+        c = self.centers
+        masks = (c < -delta, np.abs(c) <= delta, c > delta)
+        top = float(self.counts.max()) * 1.05
+        with self.figure.batch_update():
+            for trace, sel in zip(self.figure.data[:3], masks):
+                trace.y = np.where(sel, self.counts, 0)
+            self.figure.data[3].x, self.figure.data[3].y = _vlines([-delta, delta], top)
+            self.figure.data[-1].x, self.figure.data[-1].y = [f], [100 * fit["error"]]
+        self.state = {"factor": f, **fit, "twn_factor": 0.7, "optimal_factor": self.optimal}
+        self.readout.value = (
+            f"Δ = {f:.2f}·E|W| = {delta:.4g} &nbsp;|&nbsp; sparsity "
+            f"<b>{100 * fit['sparsity']:.1f}%</b> &nbsp;|&nbsp; α = {fit['alpha']:.4g} "
+            f"&nbsp;|&nbsp; error <b>{100 * fit['error']:.2f}%</b> &nbsp;|&nbsp; "
+            f"TWN: 0.70·E|W|, exact optimum: {self.optimal:.3f}·E|W|")
+
+
+def threshold_explorer(w, factor: float = 0.7, **kwargs) -> ThresholdExplorer:
+    """Interactive ternary threshold on the weights ``w`` (see :class:`ThresholdExplorer`);
+    static fallback: ``viz.ternary_histogram``."""
+    fallback = _static(lambda: viz.ternary_histogram(
+        w, factor * float(np.abs(viz._flat(w)).mean())))
+    return fallback if fallback is not None else ThresholdExplorer(w, factor, **kwargs)
+
+
+# --------------------------------------------------------------------------- INQ levels
+
+
+class LevelsExplorer(Explorer):
+    """INQ's power-of-two levels for a bit width chosen with a slider.
+
+    Left: the weight histogram with the levels ``{+-2^n1, ..., +-2^n2, 0}`` as lines.
+    Right: how many weights round to each level (its signed index, 0 = zero).
+    Attributes: ``slider`` (bits, 2..8), ``figure``, ``readout``, ``state``.
+    """
+
+    def __init__(self, w, bits: int = 5, *, bins: int = 100, title: str | None = None):
+        import ipywidgets as W
+
+        go, _ = _go()
+        a = viz._flat(w)
+        self.weights = torch.as_tensor(a)
+        counts, edges = np.histogram(a, bins=bins)
+        self.top = float(counts.max()) * 1.05
+        self.slider = W.IntSlider(value=bits, min=2, max=8, description="bits b",
+                                  continuous_update=True)
+        fig = _figure(1, 2, ["weights and levels", "weights per level after rounding"],
+                      title or f"INQ power-of-two levels ({a.size:,} weights)")
+        fig.add_trace(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, name="weights",
+                             marker_color="#b0b0b0", marker_line_width=0,
+                             width=float(edges[1] - edges[0])), row=1, col=1)
+        fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name="levels",
+                                 line={"color": "#2ca02c", "width": 1}), row=1, col=1)
+        fig.add_trace(go.Bar(x=[], y=[], name="after rounding", marker_color="#2ca02c",
+                             showlegend=False), row=1, col=2)
+        fig.update_layout(bargap=0)
+        fig.update_xaxes(title_text="weight value", row=1, col=1)
+        fig.update_yaxes(title_text="count (weights per bin)", row=1, col=1)
+        fig.update_xaxes(title_text="level index sign(W)·(n − n2 + 1) (0 = zero)", row=1,
+                         col=2)
+        fig.update_yaxes(title_text="count (weights)", row=1, col=2)
+        super().__init__(fig, {"slider": self.slider})
+        self.update()
+
+    def update(self) -> None:
+        bits = int(self.slider.value)
+        n1, n2 = Q.inq_exponent_range(self.weights, bits)
+        levels = Q.pow2_levels(self.weights, bits).numpy()
+        codes = Q.pow2_exponents(self.weights, bits).numpy().astype(int)
+        q = Q.pow2_from_codes(torch.as_tensor(codes), bits, n1).double().numpy()
+        a = self.weights.numpy()
+        idx, per_level = np.unique(codes, return_counts=True)
+        full = dict.fromkeys(range(-(n1 - n2 + 1), n1 - n2 + 2), 0)
+        full.update(zip(idx.tolist(), per_level.tolist()))
+        err = float(((a - q) ** 2).sum() / max(float((a * a).sum()), 1e-30))
+        with self.figure.batch_update():
+            self.figure.data[1].x, self.figure.data[1].y = _vlines(levels.tolist(), self.top)
+            self.figure.data[2].x = list(full)
+            self.figure.data[2].y = list(full.values())
+            self.figure.data[2].hovertext = [f"level {v:+.4g}" for v in
+                                             [0.0 if i == 0 else math.copysign(
+                                                 2.0 ** (n2 + abs(i) - 1), i) for i in full]]
+        zeroed = float((codes == 0).mean())
+        self.state = {"bits": bits, "n1": n1, "n2": n2, "levels": len(levels),
+                      "zeroed": zeroed, "error": err}
+        self.readout.value = (
+            f"b = {bits}: n1 = {n1}, n2 = {n2}, <b>{len(levels)} levels</b> "
+            f"(±2^{n2} … ±2^{n1} and 0) &nbsp;|&nbsp; rounded to zero: {100 * zeroed:.1f}% "
+            f"&nbsp;|&nbsp; error ||W−Q(W)||²/||W||²: <b>{100 * err:.2f}%</b>")
+
+
+def levels_explorer(w, bits: int = 5, **kwargs) -> LevelsExplorer:
+    """Interactive INQ levels for ``w`` (see :class:`LevelsExplorer`); static fallback:
+    ``viz.pow2_histogram``."""
+    fallback = _static(lambda: viz.pow2_histogram(w, bits))
+    return fallback if fallback is not None else LevelsExplorer(w, bits, **kwargs)
+
+
+# --------------------------------------------------------------------------- INQ partition
+
+
+def inq_partitions(w, bits: int = 5, schedule: Sequence[float] = (0.5, 0.75, 0.875, 1.0),
+                   strategy: str = "magnitude", seed: int = 0) -> list[tuple[torch.Tensor,
+                                                                             torch.Tensor]]:
+    """``(frozen_mask, frozen_values)`` after each step of ``ttqlab.INQ`` on the weight
+    ``w`` alone (without re-training in between; step 0 = nothing frozen)."""
+    from .inq import INQ
+
+    w = torch.as_tensor(w).detach().float()
+    w2 = w.reshape(w.shape[0], -1) if w.dim() > 1 else w.reshape(1, -1)
+    layer = nn.Linear(w2.shape[1], w2.shape[0], bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(w2)
+    model = nn.Sequential(layer)
+    inq = INQ(model, bits=bits, schedule=schedule, strategy=strategy, seed=seed,
+              keep_first_last=False)
+    q = inq.layers[0][2]
+    out = [(q.frozen_mask.clone().reshape(w.shape), q.frozen_values.clone().reshape(w.shape))]
+    while not inq.done:
+        inq.step()
+        out.append((q.frozen_mask.clone().reshape(w.shape),
+                    q.frozen_values.clone().reshape(w.shape)))
+    return out
+
+
+class PartitionExplorer(Explorer):
+    """Step through INQ's partition of one layer: which weights are frozen at each step,
+    largest-magnitude first (the paper) or at random (its ablation).
+
+    Left: a map of the layer's weights (first ``max_rows`` x ``max_cols``), frozen cells
+    coloured by their power-of-two value, free cells grey. Right: histogram of the free
+    and the frozen weights. Attributes: ``slider`` (step), ``strategy``
+    (``"magnitude"`` / ``"random"``), ``figure``, ``readout``, ``state``.
+    """
+
+    def __init__(self, w, bits: int = 5, schedule: Sequence[float] = (0.5, 0.75, 0.875, 1.0),
+                 *, strategy: str = "magnitude", seed: int = 0, max_rows: int = 32,
+                 max_cols: int = 64, bins: int = 60, title: str | None = None):
+        import ipywidgets as W
+
+        go, _ = _go()
+        w = torch.as_tensor(w).detach().float()
+        viz._flat(w)
+        self.schedule = tuple(schedule)
+        self.steps = {s: inq_partitions(w, bits, schedule, s, seed)
+                      for s in ("magnitude", "random")}
+        rows = w.shape[0] if w.dim() > 1 else 1
+        self._map = lambda t: t.reshape(rows, -1)[:max_rows, :max_cols].numpy()
+        self.w_flat = w.flatten().numpy()
+        self.w_map = self._map(w)
+        self.edges = np.histogram_bin_edges(self.w_flat, bins=bins)
+        self.slider = W.IntSlider(value=1, min=0, max=len(self.schedule), description="step")
+        if strategy not in self.steps:
+            raise ValueError(f"strategy must be 'magnitude' or 'random', got {strategy!r}")
+        self.strategy = W.ToggleButtons(options=["magnitude", "random"], value=strategy,
+                                        description="partition")
+        fig = _figure(1, 2, ["frozen (colour) and free (grey) weights", "weight histogram"],
+                      title or f"INQ partition explorer, b = {bits} bits, "
+                               f"schedule {self.schedule}", horizontal_spacing=0.2)
+        vmax = float(np.abs(self.w_map).max()) or 1.0
+        fig.add_trace(go.Heatmap(z=np.ones_like(self.w_map), colorscale=[[0, "#bdbdbd"],
+                                                                           [1, "#bdbdbd"]],
+                                 showscale=False, name="free"), row=1, col=1)
+        fig.add_trace(go.Heatmap(z=self.w_map, colorscale="RdBu", reversescale=True,
+                                 zmin=-vmax, zmax=vmax, name="frozen",
+                                 colorbar={"title": {"text": "frozen value", "side": "right"},
+                                           "x": 0.41, "thickness": 12}),
+                      row=1, col=1)
+        centers = (self.edges[:-1] + self.edges[1:]) / 2
+        width = float(self.edges[1] - self.edges[0])
+        fig.add_trace(go.Bar(x=centers, y=[], width=width, name="free (re-trained)",
+                             marker_color="#b0b0b0", marker_line_width=0), row=1, col=2)
+        fig.add_trace(go.Bar(x=centers, y=[], width=width, name="frozen (power of two)",
+                             marker_color="#1f77b4", marker_line_width=0), row=1, col=2)
+        fig.update_layout(barmode="stack", bargap=0)
+        fig.update_yaxes(autorange="reversed", row=1, col=1)
+        fig.update_xaxes(title_text=f"input index (flattened, first {self.w_map.shape[1]})",
+                         row=1, col=1)
+        fig.update_yaxes(title_text=f"output channel (first {self.w_map.shape[0]})", row=1,
+                         col=1)
+        fig.update_xaxes(title_text="latent weight value", row=1, col=2)
+        fig.update_yaxes(title_text="count (weights per bin)", row=1, col=2)
+        super().__init__(fig, {"slider": self.slider, "strategy": self.strategy})
+        self.update()
+
+    def update(self) -> None:
+        step = int(self.slider.value)
+        mask, values = self.steps[self.strategy.value][step]
+        m2, v2 = self._map(mask), self._map(values)
+        flat = mask.flatten().numpy()
+        free_counts, _ = np.histogram(self.w_flat[~flat], bins=self.edges)
+        frozen_counts, _ = np.histogram(self.w_flat[flat], bins=self.edges)
+        with self.figure.batch_update():
+            self.figure.data[0].z = _json_safe(np.where(m2, np.nan, 1.0))
+            self.figure.data[1].z = _json_safe(np.where(m2, v2, np.nan))
+            self.figure.data[2].y = free_counts
+            self.figure.data[3].y = frozen_counts
+        frac = float(flat.mean())
+        a = np.abs(self.w_flat)
+        self.state = {"step": step, "strategy": self.strategy.value, "frozen": frac,
+                      "mean |W| frozen": float(a[flat].mean()) if flat.any() else math.nan,
+                      "mean |W| free": float(a[~flat].mean()) if (~flat).any() else math.nan}
+        target = self.schedule[step - 1] if step else 0.0
+        self.readout.value = (
+            f"step {step} of {len(self.schedule)} ({self.strategy.value} partition): "
+            f"<b>{100 * frac:.1f}%</b> frozen (schedule: {100 * target:g}%) &nbsp;|&nbsp; "
+            f"mean |W| frozen {self.state['mean |W| frozen']:.3g}, "
+            f"free {self.state['mean |W| free']:.3g}")
+
+
+def partition_explorer(w, bits: int = 5, schedule: Sequence[float] = (0.5, 0.75, 0.875, 1.0),
+                       **kwargs) -> PartitionExplorer:
+    """Interactive INQ partition of ``w`` (see :class:`PartitionExplorer`); static
+    fallback: ``viz.inq_partition`` after the first step."""
+    def static():
+        mask, values = inq_partitions(w, bits, schedule, kwargs.get("strategy", "magnitude"),
+                                      kwargs.get("seed", 0))[1]
+        return viz.inq_partition(w, mask, frozen_values=values)
+    fallback = _static(static)
+    return fallback if fallback is not None else PartitionExplorer(w, bits, schedule, **kwargs)
+
+
+# --------------------------------------------------------------------------- trade-offs
+
+
+class TradeoffExplorer(Explorer):
+    """Accuracy of a set of runs against a quantity chosen from a dropdown, and the
+    per-layer sparsity of the run chosen with a slider.
+
+    ``rows``: dicts with at least ``test_acc`` and the x quantities (e.g. ``sparsity``,
+    ``model bytes``, ``energy (nJ)``), optionally ``label`` and ``layers``
+    (``{layer: sparsity}``); ``group`` names the key that splits them into lines.
+    Attributes: ``x`` (dropdown), ``slider`` (run index), ``figure``, ``readout``,
+    ``state``.
+    """
+
+    def __init__(self, rows: Sequence[Mapping], x: str = "sparsity", *,
+                 group: str | None = None, y: str = "test_acc", title: str | None = None):
+        import ipywidgets as W
+
+        go, _ = _go()
+        self.rows = viz._check_rows(rows, [y])
+        numeric = [k for k in self.rows[0] if k != y and all(
+            isinstance(r.get(k), int | float) and not isinstance(r.get(k), bool)
+            for r in self.rows)]
+        if x not in numeric:
+            raise ValueError(f"x={x!r} is not a numeric key of every row; choose from "
+                             f"{numeric}")
+        self.y, self.group = y, group
+        self.x = W.Dropdown(options=numeric, value=x, description="x axis")
+        self.slider = W.IntSlider(value=0, min=0, max=len(self.rows) - 1, description="run")
+        fig = _figure(1, 2, ["accuracy trade-off", "per-layer sparsity of the chosen run"],
+                      title or "Trade-off explorer", column_widths=[0.6, 0.4])
+        self.groups: dict[str, list[int]] = {}
+        for i, r in enumerate(self.rows):
+            self.groups.setdefault(str(r.get(group, "")) if group else "runs", []).append(i)
+        for k, (g, idx) in enumerate(self.groups.items()):
+            fig.add_trace(go.Scatter(x=[], y=[], mode="lines+markers", name=g,
+                                     line={"color": viz._color(g, k)},
+                                     text=[self._label(i) for i in idx]), row=1, col=1)
+        fig.add_trace(go.Scatter(x=[], y=[], mode="markers", name="chosen run",
+                                 marker={"size": 16, "color": "rgba(0,0,0,0)",
+                                         "line": {"color": "red", "width": 2}}), row=1, col=1)
+        fig.add_trace(go.Bar(x=[], y=[], name="sparsity", marker_color="#1f77b4",
+                             showlegend=False), row=1, col=2)
+        fig.update_yaxes(title_text=viz._label(y), row=1, col=1)
+        fig.update_xaxes(title_text="layer", row=1, col=2)
+        fig.update_yaxes(title_text="sparsity (% of weights that are zero)", range=[0, 100],
+                         row=1, col=2)
+        super().__init__(fig, {"x": self.x, "slider": self.slider})
+        self.update()
+
+    def _label(self, i: int) -> str:
+        r = self.rows[i]
+        return str(r.get("label", f"run {i}"))
+
+    def update(self) -> None:
+        xkey = self.x.value
+        chosen = self.rows[int(self.slider.value)]
+
+        def sx(r):
+            return viz._scaled(xkey, [r[xkey]])[0]
+
+        def sy(r):
+            return viz._scaled(self.y, [r[self.y]])[0]
+
+        layers = chosen.get("layers") or {}
+        with self.figure.batch_update():
+            for trace, idx in zip(self.figure.data, self.groups.values()):
+                order = sorted(idx, key=lambda i: self.rows[i][xkey])
+                trace.x = _json_safe([sx(self.rows[i]) for i in order])
+                trace.y = _json_safe([sy(self.rows[i]) for i in order])
+                trace.text = [self._label(i) for i in order]
+            hi = self.figure.data[len(self.groups)]
+            hi.x, hi.y = [sx(chosen)], [sy(chosen)]
+            bars = self.figure.data[len(self.groups) + 1]
+            bars.x, bars.y = list(layers), [100 * float(v) for v in layers.values()]
+            self.figure.layout.xaxis.title.text = viz._label(xkey)
+        self.state = {"x": xkey, "run": int(self.slider.value),
+                      **{k: v for k, v in chosen.items() if k != "layers"}}
+        shown = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
+                          for k, v in chosen.items() if k != "layers")
+        self.readout.value = f"run {int(self.slider.value)}: {shown}"
+
+
+def tradeoff_explorer(rows: Sequence[Mapping], x: str = "sparsity", **kwargs) -> TradeoffExplorer:
+    """Interactive accuracy trade-off over result rows (see :class:`TradeoffExplorer`);
+    static fallback: ``viz.tradeoff``."""
+    fallback = _static(lambda: viz.tradeoff(rows, x, kwargs.get("y", "test_acc"),
+                                            group=kwargs.get("group")))
+    return fallback if fallback is not None else TradeoffExplorer(rows, x, **kwargs)
+
+
+# --------------------------------------------------------------------------- dashboard
+
+
+class TrainingDashboard:
+    """Live loss, accuracy and per-layer curves, updated by ``fit`` after every epoch.
+
+    Pass it as a callback: ``ttqlab.fit(model, data, callbacks=[dash])`` (it is callable
+    as ``dash(history, model)``; ``dash.callback`` is the same). ``layer_key`` picks the
+    per-layer column of the history (``"sparsity"``, ``"flips"``, ``"wp"``, ``"wn"``,
+    ``"alpha"``, ``"frozen"``). Attributes: ``figure``, ``readout``, ``history``.
+    """
+
+    def __init__(self, layer_key: str = "sparsity", *, title: str | None = None):
+        import ipywidgets as W
+
+        go, _ = _go()
+        self.layer_key = layer_key
+        self.history = None
+        self.figure = _figure(1, 3, ["loss", "accuracy", f"{layer_key} per layer"],
+                              title or "Training dashboard")
+        for col, key in ((1, "loss"), (2, "acc")):
+            for split, dash in (("train", "dash"), ("test", "solid")):
+                self.figure.add_trace(go.Scatter(
+                    x=[], y=[], mode="lines+markers", name=f"{split} {key}",
+                    line={"dash": dash, "color": "#1f77b4" if split == "test" else "#ff7f0e"}),
+                    row=1, col=col)
+        for col in (1, 2, 3):
+            self.figure.update_xaxes(title_text="epoch", row=1, col=col)
+        self.figure.update_yaxes(title_text="cross-entropy loss (nats per sample)", row=1,
+                                 col=1)
+        self.figure.update_yaxes(title_text="accuracy (%)", row=1, col=2)
+        self.figure.update_yaxes(title_text=viz._label(layer_key), row=1, col=3)
+        self.readout = W.HTML("waiting for the first epoch …")
+        self.box = W.VBox([self.readout, self.figure])
+
+    @property
+    def callback(self):
+        return self
+
+    def __call__(self, history, model=None) -> None:
+        go, _ = _go()
+        self.history = history
+        ep = history["epoch"]
+        series = [history["train_loss"], history["test_loss"],
+                  viz._scaled("train_acc", history["train_acc"]),
+                  viz._scaled("test_acc", history["test_acc"])]
+        names = history.layer_names
+        with self.figure.batch_update():
+            for trace, ys in zip(self.figure.data[:4], series):
+                trace.x, trace.y = ep, _json_safe(ys)
+            have = {t.name for t in self.figure.data[4:]}
+            for i, name in enumerate(names):
+                if name not in have:
+                    color = viz._color("", i + 2)
+                    self.figure.add_trace(go.Scatter(x=[], y=[], mode="lines+markers",
+                                                     name=name, line={"color": color}),
+                                          row=1, col=3)
+            for trace in self.figure.data[4:]:
+                trace.x = history.layer(trace.name, "epoch")
+                trace.y = _json_safe(viz._scaled(self.layer_key,
+                                                 history.layer(trace.name, self.layer_key)))
+        last = history.last
+        self.readout.value = (f"epoch {last['epoch']}: train loss {last['train_loss']:.4f}, "
+                              f"test loss {last['test_loss']:.4f}, test accuracy "
+                              f"<b>{100 * last['test_acc']:.2f}%</b>")
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.box._repr_mimebundle_(**kwargs)
+
+
+class StaticDashboard:
+    """The dashboard without ipywidgets / plotly: prints one line per epoch; ``figure``
+    draws ``viz.learning_curves`` of the last history it saw."""
+
+    def __init__(self, layer_key: str = "sparsity", *, title: str | None = None):
+        self.layer_key, self.title, self.history = layer_key, title, None
+
+    @property
+    def callback(self):
+        return self
+
+    def __call__(self, history, model=None) -> None:
+        self.history = history
+        last = history.last
+        print(f"epoch {last['epoch']}: train loss {last['train_loss']:.4f}, test loss "
+              f"{last['test_loss']:.4f}, test accuracy {100 * last['test_acc']:.2f}%")
+
+    @property
+    def figure(self):
+        if self.history is None:
+            raise ValueError("no epoch yet; pass the dashboard to fit(callbacks=[dash])")
+        return viz.learning_curves(self.history, title=self.title)
+
+
+def training_dashboard(layer_key: str = "sparsity", *,
+                       title: str | None = None) -> TrainingDashboard | StaticDashboard:
+    """A live training dashboard to pass to ``fit(callbacks=[dash])`` and display (see
+    :class:`TrainingDashboard`); without the widget libraries a :class:`StaticDashboard`."""
+    reason = missing_dependencies()
+    if reason is not None:
+        print(reason.replace("a static matplotlib figure", "one line per epoch"))
+        return StaticDashboard(layer_key, title=title)
+    return TrainingDashboard(layer_key, title=title)
+
