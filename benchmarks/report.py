@@ -286,7 +286,9 @@ def step_time_section(doc: dict) -> str:
             if m != "fp32":
                 ratio = v[m]["ratio"]
                 worst.append((ratio, f"{LABELS[m]} on {model}"))
-                cells.append(f"{ratio:.2f}" + ("" if ratio <= STEP_RATIO else " ✗"))
+                spread = v[m].get("ratio_spread")
+                cells.append(f"{ratio:.2f}" + (f" ± {spread:.2f}" if spread else "")
+                             + ("" if ratio <= STEP_RATIO else " ✗"))
         table.append(cells)
     ratio, where = max(worst)
     verdict = ("met" if ratio <= STEP_RATIO else
@@ -295,8 +297,10 @@ def step_time_section(doc: dict) -> str:
         "### Training-step time",
         "",
         "One training step (forward, cross-entropy, backward, Adam) of each method divided "
-        "by the full-precision step on the same model and batch; median over interleaved "
-        f"rounds.{_quick_note(doc['meta'])}",
+        "by the full-precision step on the same model and batch, timed in interleaved rounds "
+        "(fp32, binary, TWN, TTQ, INQ, fp32, ...): the median over rounds of each round's "
+        "ratio, ± half its range over the rounds (the machine's noise)."
+        f"{_quick_note(doc['meta'])}",
         "",
         _md(header, table),
         "",

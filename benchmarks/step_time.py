@@ -6,7 +6,8 @@
 One step = forward, cross-entropy, backward, optimizer (Adam) step. For each model the
 methods are timed in interleaved rounds (fp32, binary, twn, ttq, inq, fp32, ...) so
 that drift in machine speed hits all of them alike; the table reports the median step
-time over all rounds and its ratio to the full-precision median.
+time over all rounds and the median over rounds of each round's ratio to the full-precision
+run of the same round (so that drift between rounds cancels).
 """
 
 from __future__ import annotations
@@ -68,13 +69,16 @@ def bench(model_name: str, batch: int, rounds: int, steps: int, device: str) -> 
             if device == "cuda":
                 torch.cuda.synchronize()
             times[m].append((time.perf_counter() - t) / steps)
-    base = statistics.median(times["fp32"])
     rows = []
     for m in METHODS:
-        med = statistics.median(times[m])
+        # the ratio of each round to the fp32 run of the same round, then the median: a
+        # machine that speeds up or slows down between rounds cancels out
+        ratios = [t / b for t, b in zip(times[m], times["fp32"])]
         rows.append({"model": model_name, "method": m, "batch": batch, "device": device,
-                     "threads": torch.get_num_threads(), "step_ms": 1000 * med,
-                     "ratio": med / base})
+                     "threads": torch.get_num_threads(),
+                     "step_ms": 1000 * statistics.median(times[m]),
+                     "ratio": statistics.median(ratios),
+                     "ratio_spread": (max(ratios) - min(ratios)) / 2 if len(ratios) > 1 else 0.0})
     return rows
 
 
@@ -92,12 +96,12 @@ def main(argv=None):
     threads = args.threads or (1 if args.quick else None)
     if threads:
         torch.set_num_threads(threads)
-    rounds, steps = (2, 1) if args.quick else (7, 5)
+    rounds, steps = (2, 1) if args.quick else (15, 3)
     rows = []
     for name in args.models:
         for device in args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
             rows += bench(name, args.batch if not args.quick else 8, rounds, steps, device)
-    cols = ["model", "method", "batch", "device", "threads", "step_ms", "ratio"]
+    cols = ["model", "method", "batch", "device", "threads", "step_ms", "ratio", "ratio_spread"]
     print(ttqlab.stats.Table(rows, cols, title="training-step time (median), ratio to fp32"))
     write_results(args.out, "step_time", rows, argv)
     return rows

@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -22,3 +24,22 @@ def test_readme_has_setup_and_test_commands():
 def test_ci_runs_exactly_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert readme_commands()[1] in ci
+
+
+def test_the_use_it_on_your_own_model_example_runs(tmp_path, monkeypatch, capsys):
+    """The README's first Python example, as written (one epoch instead of ten)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Use it on your own model", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "epochs=10" in code
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code.replace("epochs=10", "epochs=1"), "README.md", "exec"), scope)
+    model, same, plain = scope["model"], scope["same"], scope["plain"]
+    x = scope["data"].test.tensors[0][:32]
+    for m in (model, same, plain):
+        m.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(same(x), model(x))
+        torch.testing.assert_close(plain(x), model(x))
+    assert "conv2" in capsys.readouterr().out

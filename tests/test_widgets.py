@@ -42,6 +42,19 @@ def assert_json_safe(fig):
         elif isinstance(v, float):
             assert np.isfinite(v), f"NaN/inf in {where}"
     walk([t.to_plotly_json() for t in fig.data], "data")
+    for i, trace in enumerate(fig.data):
+        arrays = _numpy_arrays(trace._props, f"data[{i}]")
+        assert not arrays, (
+            f"numpy arrays in trace data {arrays}: when the browser sends its trace deltas "
+            f"back, plotly's FigureWidget tests them for truth and raises; pass lists")
+
+
+def _numpy_arrays(v, where) -> list[str]:
+    if isinstance(v, np.ndarray):
+        return [where]
+    if isinstance(v, dict):
+        return [p for k, x in v.items() for p in _numpy_arrays(x, f"{where}.{k}")]
+    return []
 
 
 def changed(before, fig) -> bool:

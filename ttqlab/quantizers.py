@@ -258,14 +258,17 @@ def ttq_threshold(w: Tensor, t: float = 0.05, sparsity: float | None = None) -> 
     quantile that sets a fraction p of the weights to zero, and ``t`` is ignored.
     No gradient flows through delta.
     """
-    a = w.detach().abs()
+    w = w.detach()
     if sparsity is not None:
         _check_unit_interval(sparsity, "sparsity")
-        n = a.numel()
+        n = w.numel()
         k = max(1, min(n, round(sparsity * n)))
-        return a.flatten().kthvalue(k).values
+        return w.abs().flatten().kthvalue(k).values
     _check_unit_interval(t, "t")
-    return t * a.max() if a.numel() else a.new_zeros(())
+    if not w.numel():
+        return w.new_zeros(())
+    lo, hi = torch.aminmax(w)  # max|w| in one pass, without materialising |w|
+    return t * torch.maximum(hi, lo.neg())
 
 
 class _TTQFunction(torch.autograd.Function):

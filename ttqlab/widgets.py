@@ -184,7 +184,7 @@ class ThresholdExplorer(Explorer):
         width = float(edges[1] - edges[0])
         for region, name in (("negative", "T = -1"), ("zero", "T = 0"),
                              ("positive", "T = +1")):
-            fig.add_trace(go.Bar(x=self.centers, y=counts, width=width, name=name,
+            fig.add_trace(go.Bar(x=self.centers.tolist(), y=counts.tolist(), width=width, name=name,
                                  marker_color=viz.REGION_COLORS[region],
                                  marker_line_width=0), row=1, col=1)
         for name, f, color, dash in (("±Δ (slider)", factor, "black", "solid"),
@@ -193,8 +193,9 @@ class ThresholdExplorer(Explorer):
             x, y = _vlines([-f * self.mean, f * self.mean], top)
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=name,
                                      line={"color": color, "dash": dash}), row=1, col=1)
-        fig.add_trace(go.Scatter(x=self.factors, y=100 * err, mode="lines", name="error",
-                                 line={"color": "black"}, showlegend=False), row=1, col=2)
+        fig.add_trace(go.Scatter(x=self.factors.tolist(), y=(100 * err).tolist(),
+                                 mode="lines", name="error", line={"color": "black"},
+                                 showlegend=False), row=1, col=2)
         for name, f, color in (("TWN", 0.7, "#ff7f0e"), ("optimum", self.optimal, "#2ca02c")):
             e = float(viz._error_curve(a, np.array([f * self.mean]))[0][0])
             fig.add_trace(go.Scatter(x=[f], y=[100 * e], mode="markers", name=name,
@@ -221,7 +222,7 @@ class ThresholdExplorer(Explorer):
         top = float(self.counts.max()) * 1.05
         with self.figure.batch_update():
             for trace, sel in zip(self.figure.data[:3], masks):
-                trace.y = np.where(sel, self.counts, 0)
+                trace.y = np.where(sel, self.counts, 0).tolist()
             self.figure.data[3].x, self.figure.data[3].y = _vlines([-delta, delta], top)
             self.figure.data[-1].x, self.figure.data[-1].y = [f], [100 * fit["error"]]
         self.state = {"factor": f, **fit, "twn_factor": 0.7, "optimal_factor": self.optimal}
@@ -263,7 +264,8 @@ class LevelsExplorer(Explorer):
                                   continuous_update=True)
         fig = _figure(1, 2, ["weights and levels", "weights per level after rounding"],
                       title or f"INQ power-of-two levels ({a.size:,} weights)")
-        fig.add_trace(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=counts, name="weights",
+        fig.add_trace(go.Bar(x=((edges[:-1] + edges[1:]) / 2).tolist(), y=counts.tolist(),
+                             name="weights",
                              marker_color="#b0b0b0", marker_line_width=0,
                              width=float(edges[1] - edges[0])), row=1, col=1)
         fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name="levels",
@@ -373,17 +375,17 @@ class PartitionExplorer(Explorer):
                                         description="partition")
         fig = _figure(1, 2, ["frozen (colour) and free (grey) weights", "weight histogram"],
                       title or f"INQ partition explorer, b = {bits} bits, "
-                               f"schedule {self.schedule}", horizontal_spacing=0.2)
+                               f"schedule {self.schedule}", horizontal_spacing=0.3)
         vmax = float(np.abs(self.w_map).max()) or 1.0
-        fig.add_trace(go.Heatmap(z=np.ones_like(self.w_map), colorscale=[[0, "#bdbdbd"],
+        fig.add_trace(go.Heatmap(z=np.ones_like(self.w_map).tolist(), colorscale=[[0, "#bdbdbd"],
                                                                            [1, "#bdbdbd"]],
                                  showscale=False, name="free"), row=1, col=1)
-        fig.add_trace(go.Heatmap(z=self.w_map, colorscale="RdBu", reversescale=True,
+        fig.add_trace(go.Heatmap(z=self.w_map.tolist(), colorscale="RdBu", reversescale=True,
                                  zmin=-vmax, zmax=vmax, name="frozen",
                                  colorbar={"title": {"text": "frozen value", "side": "right"},
-                                           "x": 0.41, "thickness": 12}),
+                                           "x": 0.36, "xanchor": "left", "thickness": 12}),
                       row=1, col=1)
-        centers = (self.edges[:-1] + self.edges[1:]) / 2
+        centers = ((self.edges[:-1] + self.edges[1:]) / 2).tolist()
         width = float(self.edges[1] - self.edges[0])
         fig.add_trace(go.Bar(x=centers, y=[], width=width, name="free (re-trained)",
                              marker_color="#b0b0b0", marker_line_width=0), row=1, col=2)
@@ -410,8 +412,8 @@ class PartitionExplorer(Explorer):
         with self.figure.batch_update():
             self.figure.data[0].z = _json_safe(np.where(m2, np.nan, 1.0))
             self.figure.data[1].z = _json_safe(np.where(m2, v2, np.nan))
-            self.figure.data[2].y = free_counts
-            self.figure.data[3].y = frozen_counts
+            self.figure.data[2].y = free_counts.tolist()
+            self.figure.data[3].y = frozen_counts.tolist()
         frac = float(flat.mean())
         a = np.abs(self.w_flat)
         self.state = {"step": step, "strategy": self.strategy.value, "frozen": frac,
@@ -466,8 +468,9 @@ class TradeoffExplorer(Explorer):
         self.y, self.group = y, group
         self.x = W.Dropdown(options=numeric, value=x, description="x axis")
         self.slider = W.IntSlider(value=0, min=0, max=len(self.rows) - 1, description="run")
-        fig = _figure(1, 2, ["accuracy trade-off", "per-layer sparsity of the chosen run"],
-                      title or "Trade-off explorer", column_widths=[0.6, 0.4])
+        fig = _figure(1, 2, ["accuracy trade-off", "sparsity per layer (chosen run)"],
+                      title or "Trade-off explorer", column_widths=[0.6, 0.4],
+                      horizontal_spacing=0.16)
         self.groups: dict[str, list[int]] = {}
         for i, r in enumerate(self.rows):
             self.groups.setdefault(str(r.get(group, "")) if group else "runs", []).append(i)
@@ -482,8 +485,8 @@ class TradeoffExplorer(Explorer):
                              showlegend=False), row=1, col=2)
         fig.update_yaxes(title_text=viz._label(y), row=1, col=1)
         fig.update_xaxes(title_text="layer", row=1, col=2)
-        fig.update_yaxes(title_text="sparsity (% of weights that are zero)", range=[0, 100],
-                         row=1, col=2)
+        # range to 105: the "100" tick label then sits below the subplot title, not on it
+        fig.update_yaxes(title_text="zero weights (%)", range=[0, 105], row=1, col=2)
         super().__init__(fig, {"x": self.x, "slider": self.slider})
         self.update()
 
