@@ -165,7 +165,10 @@ def test_errors_are_reported_and_warnings_are_not(page, lab, scratch):
 @pytest.mark.browser
 @pytest.mark.binder
 def test_a_dead_kernel_is_reported(page, lab, scratch):
-    path = _notebook(scratch, "dies.ipynb", "x = 1", "import os, signal\n"
+    # the pause lets the kernel flush cell 1's reply first: a SIGKILL right after it can
+    # drop messages still queued in ZeroMQ, and the page would not know cell 1 ran
+    path = _notebook(scratch, "dies.ipynb", "x = 1", "import os, signal, time\n"
+                     "time.sleep(2)\n"
                      "os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does",
                      "print(x)")
     with pytest.raises(KernelDied, match="died while running code cell 2 of 3"):
