@@ -94,10 +94,38 @@ def test_readme_links_every_notebook_on_binder():
     assert readme.index(linked[0]) < readme.index("## Quick start"), "badge near the top"
 
 
-def test_postbuild_is_an_executable_script():
-    path = BINDER / "postBuild"
+@pytest.mark.parametrize("name", ["postBuild", "start"])
+def test_postbuild_and_start_are_executable_scripts(name):
+    path = BINDER / name
     assert path.read_text().startswith("#!/bin/bash\n")
-    assert path.stat().st_mode & 0o111, "chmod +x binder/postBuild"
+    assert path.stat().st_mode & 0o111, f"chmod +x binder/{name}"
+
+
+@pytest.mark.parametrize(("files", "given", "want"), [
+    ({"cpu.max": "100000 100000\n"}, None, "1"),            # cgroup v2, a 1-CPU quota
+    ({"cpu.max": "50000 100000\n"}, None, "1"),             # half a CPU rounds up to 1
+    ({"cpu.max": "max 100000\n"}, None, None),              # no quota: torch decides
+    ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, None, "1"),
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None, None),
+    ({"cpu.max": "100000 100000\n"}, "3", "3"),             # the user's choice wins
+    ({}, None, None),                                       # no cgroup files at all
+])
+def test_start_caps_torch_threads_at_the_cpu_quota(tmp_path, files, given, want):
+    """binder/start: a container that sees all the host's cores but has a 1-CPU quota must
+    not run one PyTorch thread per host core."""
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["TTQLAB_CGROUP_ROOT"] = str(tmp_path)
+    if given:
+        env["OMP_NUM_THREADS"] = given
+    if want == "1" and os.cpu_count() == 1:
+        want = None  # already at most the quota: nothing to cap
+    out = subprocess.run([str(BINDER / "start"), sys.executable, "-c",
+                          "import os; print(os.environ.get('OMP_NUM_THREADS'))"],
+                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str(want)
 
 
 # ------------------------------------------------------------------ the built environment
