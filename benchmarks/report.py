@@ -49,6 +49,16 @@ TERNARY_GAP = 1.5   # goal: ternary within 1.5 points of full precision
 STEP_RATIO = 1.10   # goal: training-step time at most 1.10x full precision
 
 
+
+def _save(fig, path: Path) -> None:
+    """Write a figure as PNG with no software stamp (the file only changes with its data)."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -258,10 +268,7 @@ def plot_accuracy(doc: dict, path: Path) -> bool:
     for ax in axes[0]:
         ax.legend(loc="best", fontsize=7)
     fig.suptitle("Test accuracy vs weight sparsity per method (mean ± std over seeds)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -371,10 +378,7 @@ def plot_file_size(doc: dict, path: Path) -> bool:
         ax.set_xlabel("storage (method, packing)")
         ax.set_title(f"{model}: whole-model file on disk")
     fig.suptitle("File size per method (labels: times smaller than the fp32 file)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
