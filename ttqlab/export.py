@@ -27,17 +27,33 @@ code). Its tensors:
 
 The manifest is JSON in the safetensors metadata under the key ``"ttqlab"``::
 
-    {"format": "ttqlab", "version": 1, "ttqlab": "0.1.0", "packing": "base3",
+    {"format": "ttqlab", "version": 2, "ttqlab": "0.1.0", "packing": "base3",
      "architecture": {"name": "lenet5", "kwargs": {"input_shape": [1, 8, 8]}},  # or null
      "quantized": [{"method": "ttq",
                     "options": {"t": 0.05, "sparsity": null, "reduce": "sum", "init": "mean"},
                     "layers": {"conv2": [64, 32, 5, 5], "fc1": [512, 256]}},
                    {"method": "inq", "options": {"bits": 5},
-                    "layers": {...}, "n1": {"conv2": -5, ...}}]}
+                    "layers": {...}, "n1": {"conv2": -5, ...}}],
+     "sha256": {"manifest": "9f2c...", "tensors": {"ttqlab.codes": "41d0...", ...}}}
 
 Layers sharing a method and options form one group, so a model quantized in one call
 pays for its options once. ``version`` is the format version (:data:`FORMAT_VERSION`);
 a reader refuses files from a newer version and asks for an upgrade.
+
+Integrity: ``sha256`` holds a SHA-256 of every tensor (its dtype, shape and raw bytes)
+and of the manifest itself (canonical JSON without the ``sha256`` field), so any
+damaged byte, in the codes, the scales, a float tensor or a number of the manifest such
+as INQ's ``n1``, is detected on load and named (range checks alone miss most flips: a
+flipped code bit usually gives another valid code). The checksums detect accidents
+(disk, transfer, editing), not a forger, who can recompute them. Version-1 files
+(ttqlab 0.1, before checksums) still load, with a warning, so that models saved earlier
+stay usable; their codes are still range-checked. Re-save them to add the checksums.
+
+``load`` also bounds memory and time before it builds a recorded architecture: the
+manifest may nest at most :data:`MAX_DEPTH` levels, and the architecture is first built
+on PyTorch's ``meta`` device (no storage, aborted once it registers far more tensors
+than the file holds), then checked against every tensor's shape; only a file that
+really contains the model's weights makes ``load`` allocate them.
 
 ``load`` validates the manifest, every tensor's dtype and length, and every code
 (``ttqlab.packing`` rejects out-of-range codes and non-zero padding) before it builds or
@@ -46,9 +62,13 @@ touches any model, and raises :class:`FormatError` naming the layer or field at 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import os
+import unicodedata
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -70,7 +90,9 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "FormatError", "load", "pack", "read", "r
 
 FORMAT = "ttqlab"
 #: the file format version this ttqlab writes and the newest it reads
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: the deepest nesting of JSON objects / lists a manifest may have
+MAX_DEPTH = 16
 CODES, SCALES = "ttqlab.codes", "ttqlab.scales"
 _METADATA_KEY = "ttqlab"
 _SKIPPED = "num_batches_tracked"
@@ -79,6 +101,82 @@ _SKIPPED = "num_batches_tracked"
 class FormatError(ValueError):
     """A packed file is truncated, tampered with, from a newer ttqlab, or does not fit
     the architecture it is loaded into. The message names the field or layer."""
+
+
+# --------------------------------------------------------------------------- checksums
+
+
+def _digest(tensor: Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and little-endian bytes (row-major)."""
+    h = hashlib.sha256(f"{str(tensor.dtype).removeprefix('torch.')}{list(tensor.shape)}"
+                       .encode())
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    if flat.numel():
+        h.update(flat.view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def _manifest_digest(manifest: Mapping) -> str:
+    """SHA-256 of the manifest without its ``sha256`` field, as canonical JSON."""
+    body = {k: v for k, v in manifest.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
+
+
+def _checksums(tensors: Mapping[str, Tensor], manifest: Mapping) -> dict:
+    return {"manifest": _manifest_digest(manifest),
+            "tensors": {k: _digest(v) for k, v in sorted(tensors.items())}}
+
+
+def _verify(tensors: Mapping[str, Tensor], manifest: dict) -> None:
+    """Compare the stored checksums with the contents; FormatError naming what differs.
+    A version-1 file has none: warn and go on (codes are still range-checked)."""
+    sums = manifest.get("sha256")
+    if sums is None:
+        if manifest.get("version") == 1:
+            warnings.warn("this file is format version 1 (ttqlab 0.1) and has no checksums: "
+                          "damaged bytes that still form valid codes cannot be detected. "
+                          "Re-save it with ttqlab.export.save to add them.", stacklevel=4)
+            return
+        raise FormatError("manifest: field 'sha256' (the checksums) is missing: the file is "
+                          "damaged or was edited")
+    if not (isinstance(sums, dict) and isinstance(sums.get("manifest"), str)
+            and isinstance(sums.get("tensors"), dict)):
+        raise FormatError("manifest: field 'sha256' must be {'manifest': hex, 'tensors': "
+                          "{name: hex}}")
+    if _manifest_digest(manifest) != sums["manifest"]:
+        raise FormatError("manifest: SHA-256 mismatch: the manifest (layer shapes, options, "
+                          "INQ's n1, ...) was damaged or edited after saving")
+    expected = sums["tensors"]
+    for name in sorted(set(expected) - set(tensors)):
+        raise FormatError(f"tensor {name!r} is missing from the file (its checksum is listed)")
+    for name in sorted(set(tensors) - set(expected)):
+        raise FormatError(f"tensor {name!r} has no checksum: it was added after saving")
+    for name in sorted(tensors):
+        if _digest(tensors[name]) != expected[name]:
+            raise FormatError(f"tensor {name!r}: SHA-256 mismatch: its bytes were damaged "
+                              f"or edited after saving")
+
+
+def _too_deep(obj, limit: int = MAX_DEPTH) -> bool:
+    """Whether JSON value ``obj`` nests deeper than ``limit`` (iteratively: no recursion)."""
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > limit:
+                return True
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((v, depth + 1) for v in items)
+    return False
+
+
+def _printable(text) -> str:
+    """``text`` with control characters (terminal escape sequences) shown escaped."""
+    text = str(text)
+    if all(unicodedata.category(c)[0] != "C" for c in text):
+        return text
+    return "".join(c if unicodedata.category(c)[0] != "C" else repr(c)[1:-1] for c in text)
 
 
 # --------------------------------------------------------------------------- layout rules
@@ -128,6 +226,7 @@ def pack(model: nn.Module, packing: str = "base3") -> tuple[dict[str, Tensor], d
     if packing not in PACKINGS:
         raise ValueError(f"packing must be one of {sorted(PACKINGS)} ('base3': 1.6 bits per "
                          f"ternary weight, '2bit': 2 bits), got {packing!r}")
+    _not_meta(model, "save")
     qws = extract(model) if any(True for _ in quantized_layers(model)) else {}
     groups: dict[str, dict] = {}
     for name, qw in qws.items():
@@ -169,6 +268,15 @@ def pack(model: nn.Module, packing: str = "base3") -> tuple[dict[str, Tensor], d
 
 
 
+def _not_meta(model: nn.Module, what: str) -> None:
+    meta = next((k for k, v in model.state_dict().items()
+                 if isinstance(v, Tensor) and v.is_meta), None)
+    if meta is not None:
+        raise ValueError(f"cannot {what} a model on the meta device (tensor {meta!r} has a "
+                         f"shape but no storage); build it on a real device, e.g. "
+                         f"model.to_empty(device='cpu') before loading into it")
+
+
 def _version() -> str:
     from . import __version__
     return __version__
@@ -188,18 +296,28 @@ def write(path: str | os.PathLike, tensors: Mapping[str, Tensor], manifest: dict
     """Write ``tensors`` and ``manifest`` as one safetensors file; return its size in bytes.
 
     The file is written next to ``path`` and then renamed over it, so a failed write
-    never leaves a half-written file (or destroys an older one).
+    never leaves a half-written file (or destroys an older one). Its permissions follow
+    the umask, like any new file. ``manifest["sha256"]`` is (re)computed from the
+    contents.
     """
     path = Path(path)
+    manifest = {**manifest, "sha256": _checksums(tensors, manifest)}
     meta = {_METADATA_KEY: json.dumps(manifest, separators=(",", ":"))}
     tmp = path.with_name(path.name + ".partial")
     try:
         save_file(dict(tensors), tmp, metadata=meta)
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates 0600; honour the umask
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path.stat().st_size
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save(model: nn.Module, path: str | os.PathLike, packing: str = "base3") -> int:
@@ -243,6 +361,11 @@ def read(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
         manifest = json.loads(metadata[_METADATA_KEY])
     except json.JSONDecodeError as e:
         raise FormatError(f"{path}: the manifest is not valid JSON ({e})") from None
+    except RecursionError:
+        manifest = [[]] * (MAX_DEPTH + 1)  # rejected just below
+    if _too_deep(manifest):
+        raise FormatError(f"{path}: the manifest nests deeper than {MAX_DEPTH} levels "
+                          f"(not a ttqlab file)")
     return tensors, manifest
 
 
@@ -253,6 +376,8 @@ def _fail(msg: str) -> FormatError:
 def _check_header(manifest) -> None:
     if not isinstance(manifest, dict):
         raise _fail(f"must be a JSON object, got {type(manifest).__name__}")
+    if _too_deep(manifest):
+        raise _fail(f"nests deeper than {MAX_DEPTH} levels")
     if manifest.get("format") != FORMAT:
         raise _fail(f"field 'format' must be {FORMAT!r}, got {manifest.get('format')!r}")
     version = manifest.get("version")
@@ -260,7 +385,7 @@ def _check_header(manifest) -> None:
         raise _fail(f"field 'version' must be a positive integer, got {version!r}")
     if version > FORMAT_VERSION:
         raise FormatError(f"the file uses format version {version}, written by ttqlab "
-                          f"{manifest.get('ttqlab', '?')}; this ttqlab ({_version()}) reads "
+                          f"{_printable(manifest.get('ttqlab', '?'))}; this ttqlab ({_version()}) reads "
                           f"versions up to {FORMAT_VERSION}: upgrade ttqlab "
                           f"(pip install -U ttqlab)")
     if manifest.get("packing") not in PACKINGS:
@@ -353,16 +478,22 @@ def unpack(tensors: Mapping[str, Tensor], manifest: dict,
     gives; ``.dequantize()`` is the weight) and ``{state_dict key: tensor}`` for the rest.
     Raises :class:`FormatError` naming the field or layer at fault.
     """
+    if isinstance(manifest, dict) and "sha256" in manifest:
+        _verify(tensors, manifest)  # first: a damaged file is reported as damaged
     _check_header(manifest)
+    if "sha256" not in manifest:
+        _verify(tensors, manifest)  # version 1: a warning; newer: an error
     packing_name = manifest["packing"]
     layers: list[_Layer] = []
+    seen: set[str] = set()
     for i, group in enumerate(manifest["quantized"]):
         method, options, group_layers = _check_group(i, group)
         bits = options.get("bits", 1 if method == "binary" else 2)
         scheme, sbits = _scheme(method, bits, packing_name)
         for name, shape in group_layers.items():
-            if any(layer.name == name for layer in layers):
+            if name in seen:
                 raise _fail(f"layer {name!r} appears twice")
+            seen.add(name)
             n = math.prod(shape)
             layers.append(_Layer(name, method, options, bits, shape, n, scheme, sbits,
                                  packed_length(n, scheme, sbits),
@@ -416,11 +547,46 @@ def unpack(tensors: Mapping[str, Tensor], manifest: dict,
 # --------------------------------------------------------------------------- loading
 
 
-def _build(spec: dict) -> nn.Module:
+class _OverBudget(Exception):
+    pass
+
+
+def _build(spec: dict, device: str | None = None, budget: int | None = None) -> nn.Module:
+    """Build ``spec``'s architecture (on ``device``); with a ``budget``, abort as soon as
+    it registers more parameters and buffers than that (on the meta device, tensors cost
+    no memory, only their number costs time)."""
+    handles, count = [], [0]
+    if budget is not None:
+        def hook(module, name, value):
+            if isinstance(value, Tensor):
+                count[0] += 1
+                if count[0] > budget:
+                    raise _OverBudget
+        from torch.nn.modules import module as nn_module
+        handles = [nn_module.register_module_parameter_registration_hook(hook),
+                   nn_module.register_module_buffer_registration_hook(hook)]
+    text = _printable(json.dumps(spec))[:300]
     try:
-        return models.get(spec["name"], **spec.get("kwargs", {}))
-    except (TypeError, ValueError, RuntimeError, MemoryError) as e:
-        raise FormatError(f"manifest: cannot rebuild architecture {spec!r}: {e}") from None
+        with torch.device(device) if device else contextlib.nullcontext():
+            return models.get(spec["name"], **spec.get("kwargs", {}))
+    except _OverBudget:
+        raise FormatError(f"manifest: architecture {text} has far more tensors than the "
+                          f"file holds ({budget}): the recorded arguments do not match the "
+                          f"file") from None
+    except RecursionError:
+        raise FormatError(f"manifest: cannot rebuild architecture {text}") from None
+    except Exception as e:  # hostile kwargs: whatever the builder raises is a format error
+        raise FormatError(f"manifest: cannot rebuild architecture {text}: "
+                          f"{_printable(e)[:300]}") from None
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _budget(quantized: Mapping[str, QuantizedWeight], floats: Mapping[str, Tensor]) -> int:
+    """How many tensors an architecture matching the file can register: the file's, plus
+    BatchNorm's ``num_batches_tracked`` counters that are not stored (and a margin)."""
+    return 2 * (len(quantized) + len(floats)) + 16
 
 
 def _check_fits(model: nn.Module, quantized: Mapping[str, QuantizedWeight],
@@ -456,6 +622,7 @@ def _check_fits(model: nn.Module, quantized: Mapping[str, QuantizedWeight],
 def _architecture(model, manifest: dict, quantized, floats) -> nn.Module:
     spec = manifest.get("architecture")
     if isinstance(model, nn.Module):
+        _not_meta(model, "load into")
         if any(True for _ in quantized_layers(model)):
             raise ValueError("model is quantized (parametrized); pass a plain float model "
                              "of the same architecture (e.g. ttqlab.unquantize(model))")
@@ -475,6 +642,9 @@ def _architecture(model, manifest: dict, quantized, floats) -> nn.Module:
                          "ttqlab.models); pass an instance: load(path, MyModel())")
     elif spec["name"] not in models.MODELS:
         raise _fail(f"architecture {spec['name']!r} is not one of {sorted(models.MODELS)}")
+    # a dry run on the meta device (no storage, bounded), checked against the file,
+    # before anything is allocated
+    _check_fits(_build(spec, "meta", _budget(quantized, floats)), quantized, floats)
     built = _build(spec)
     _check_fits(built, quantized, floats)
     return built
