@@ -160,23 +160,25 @@ def _verify(tensors: Mapping[str, Tensor], manifest: dict) -> None:
 
 def _too_deep(obj, limit: int = MAX_DEPTH) -> bool:
     """Whether JSON value ``obj`` nests deeper than ``limit`` (iteratively: no recursion)."""
+    if not isinstance(obj, (dict, list)):
+        return False
     stack = [(obj, 1)]
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, (dict, list)):
-            if depth > limit:
-                return True
-            items = value.values() if isinstance(value, dict) else value
-            stack.extend((v, depth + 1) for v in items)
+        if depth > limit:
+            return True
+        items = value.values() if isinstance(value, dict) else value
+        stack += [(v, depth + 1) for v in items if isinstance(v, (dict, list))]
     return False
 
 
 def _printable(text) -> str:
-    """``text`` with control characters (terminal escape sequences) shown escaped."""
+    """``text`` with control characters (terminal escape sequences) shown escaped, line
+    breaks kept."""
     text = str(text)
-    if all(unicodedata.category(c)[0] != "C" for c in text):
-        return text
-    return "".join(c if unicodedata.category(c)[0] != "C" else repr(c)[1:-1] for c in text)
+    ok = [c == "\n" or unicodedata.category(c)[0] != "C" for c in text]
+    return text if all(ok) else "".join(c if keep else repr(c)[1:-1]
+                                        for c, keep in zip(text, ok))
 
 
 # --------------------------------------------------------------------------- layout rules
@@ -235,7 +237,12 @@ def pack(model: nn.Module, packing: str = "base3") -> tuple[dict[str, Tensor], d
                                         "layers": {}})
         group["layers"][name] = list(qw.shape)
         if qw.method == "inq":
-            group.setdefault("n1", {})[name] = int(qw.scales["n1"])
+            n1 = int(qw.scales["n1"])
+            if n1 > 127 or n1 + 1 - 2 ** (qw.bits - 1) // 2 < -126:
+                raise ValueError(f"layer {name!r}: INQ's levels 2^n1 .. 2^n2 (n1 = {n1}) "
+                                 f"leave float32's range, so the file could not be loaded; "
+                                 f"the weights were far too large or too small when frozen")
+            group.setdefault("n1", {})[name] = n1
     codes, scales = [], []
     for group in groups.values():
         for name in group["layers"]:
@@ -243,6 +250,8 @@ def pack(model: nn.Module, packing: str = "base3") -> tuple[dict[str, Tensor], d
             scheme, bits = _scheme(qw.method, qw.bits, packing)
             codes.append(pack_codes(qw.codes, scheme, bits))
             s = [qw.scales[k].detach().reshape(-1) for k in _scale_names(qw.method)]
+            if qw.codes.numel() == 0:  # a zero-size layer: its scale (mean of nothing,
+                s = [torch.zeros_like(v) for v in s]  # NaN) is never used; store 0
             scales += s
             if s and not bool(torch.isfinite(torch.cat(s)).all()):
                 raise ValueError(f"layer {name!r} has a NaN or inf scale; the training run "
@@ -362,10 +371,8 @@ def read(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
     except json.JSONDecodeError as e:
         raise FormatError(f"{path}: the manifest is not valid JSON ({e})") from None
     except RecursionError:
-        manifest = [[]] * (MAX_DEPTH + 1)  # rejected just below
-    if _too_deep(manifest):
         raise FormatError(f"{path}: the manifest nests deeper than {MAX_DEPTH} levels "
-                          f"(not a ttqlab file)")
+                          f"(not a ttqlab file)") from None
     return tensors, manifest
 
 
@@ -385,7 +392,8 @@ def _check_header(manifest) -> None:
         raise _fail(f"field 'version' must be a positive integer, got {version!r}")
     if version > FORMAT_VERSION:
         raise FormatError(f"the file uses format version {version}, written by ttqlab "
-                          f"{_printable(manifest.get('ttqlab', '?'))}; this ttqlab ({_version()}) reads "
+                          f"{_printable(manifest.get('ttqlab', '?'))}; this ttqlab "
+                          f"({_version()}) reads "
                           f"versions up to {FORMAT_VERSION}: upgrade ttqlab "
                           f"(pip install -U ttqlab)")
     if manifest.get("packing") not in PACKINGS:
@@ -565,7 +573,7 @@ def _build(spec: dict, device: str | None = None, budget: int | None = None) -> 
         from torch.nn.modules import module as nn_module
         handles = [nn_module.register_module_parameter_registration_hook(hook),
                    nn_module.register_module_buffer_registration_hook(hook)]
-    text = _printable(json.dumps(spec))[:300]
+    text = _printable(json.dumps(spec)[:300])
     try:
         with torch.device(device) if device else contextlib.nullcontext():
             return models.get(spec["name"], **spec.get("kwargs", {}))
@@ -757,6 +765,7 @@ def report(path: str | os.PathLike) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in g.get("options", {}).items())
         lines.append(f"{g['method']} ({opts}): {', '.join(g['layers'])}")
     lines += ["", str(table), ""]
+    lines = [_printable(line) for line in lines]  # strings from the file: no escape codes
     q = [r for r in table.rows if r.get("method") in METHODS]
     if q:
         n, fp32, packed = (sum(r[k] for r in q) for k in ("params", "fp32 bytes",
