@@ -49,9 +49,9 @@ another valid code). ``tensors`` holds the first 8 hex digits of each tensor's S
 concatenated in name order, so that the error names the damaged tensor at 8 bytes per
 tensor (a full hash per tensor would make a ResNet-20 file 9% larger; this costs ~1%).
 The checksums detect accidents (disk, transfer, editing), not a forger, who can
-recompute them. Version-1 files
-(ttqlab 0.1, before checksums) still load, with a warning, so that models saved earlier
-stay usable; their codes are still range-checked. Re-save them to add the checksums.
+recompute them. Version-1 files (ttqlab 0.1, before checksums) still load, with a
+warning, so that models saved earlier stay usable; their codes are still range-checked.
+Re-save them to add the checksums.
 
 ``load`` also bounds memory and time before it builds a recorded architecture: the
 manifest may nest at most :data:`MAX_DEPTH` levels, and the architecture is first built
