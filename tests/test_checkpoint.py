@@ -262,3 +262,27 @@ def test_leftovers_of_a_killed_writer_are_cleaned(tmp_path):
     checkpoint.save(tmp_path, 3, x=1)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [alive.name, "checkpoint-000003.json", "checkpoint-000003.safetensors"]
+
+
+def test_another_optimizer_or_architecture_is_named_before_anything_changes(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(4, 3)).sum().backward()
+    sgd.step()
+    checkpoint.save(tmp_path, 1, model=model, optimizer=sgd)
+    fresh = torch.nn.Linear(3, 2)
+    before = fresh.weight.clone()
+    adam = torch.optim.Adam(fresh.parameters())
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"'optimizer'.*another optimizer.*this Adam"):
+        checkpoint.load(tmp_path, model=fresh, optimizer=adam)
+    assert torch.equal(fresh.weight, before)  # nothing was restored
+    wide = torch.nn.Linear(3, 5)
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"'model'.*'bias' has shape \(2,\).*\(5,\)"):
+        checkpoint.load(tmp_path, model=wide, optimizer=torch.optim.SGD(
+            wide.parameters(), lr=0.1, momentum=0.9))
+    quantized = ttqlab.quantize(torch.nn.Sequential(torch.nn.Linear(3, 2)), "twn",
+                                keep_first_last=False)
+    with pytest.raises(checkpoint.CheckpointError, match=r"'model'.*another architecture"):
+        checkpoint.load(tmp_path, model=quantized)

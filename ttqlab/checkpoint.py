@@ -302,6 +302,47 @@ def save(directory: str | os.PathLike, step: int, *, keep: int = 1, rng: bool = 
     return meta_path
 
 
+def _check_fits(meta_path: Path, name: str, obj: Any, saved: Any, strict: bool) -> None:
+    """``CheckpointError`` naming ``name`` if ``saved`` cannot be restored into ``obj``
+    (another architecture, another optimizer), before anything is changed."""
+    where = f"{meta_path.name}: {name!r}"
+    if isinstance(obj, torch.Generator):
+        if not isinstance(saved, torch.Tensor) or saved.shape != obj.get_state().shape:
+            raise CheckpointError(f"{where} is not a saved torch.Generator state")
+        return
+    if not hasattr(obj, "load_state_dict"):
+        raise CheckpointError(f"cannot restore {name!r} in place: a {type(obj).__name__} has "
+                              f"no load_state_dict")
+    if isinstance(obj, torch.nn.Module):
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{where} was not saved from a module")
+        mine = obj.state_dict()
+        if strict:
+            missing, extra = sorted(set(mine) - set(saved)), sorted(set(saved) - set(mine))
+            if missing or extra:
+                raise CheckpointError(f"{where}: the checkpoint's model differs (it lacks "
+                                      f"{missing[:5]}, has extra {extra[:5]}): another "
+                                      f"architecture or quantization method")
+        for k in sorted(set(mine) & set(saved)):
+            a, b = mine[k], saved[k]
+            if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape != b.shape:
+                raise CheckpointError(f"{where}: {k!r} has shape {tuple(b.shape)} in the "
+                                      f"checkpoint, {tuple(a.shape)} in the model")
+    elif isinstance(obj, torch.optim.Optimizer):
+        groups = saved.get("param_groups") if isinstance(saved, dict) else None
+        mine = obj.state_dict()["param_groups"]
+        if not isinstance(groups, list) or len(groups) != len(mine):
+            raise CheckpointError(f"{where}: the checkpoint's optimizer has "
+                                  f"{len(groups) if isinstance(groups, list) else 'no'} "
+                                  f"parameter groups, this {type(obj).__name__} {len(mine)}")
+        for g, m in zip(groups, mine):
+            if not isinstance(g, dict) or set(g) != set(m):
+                keys = sorted(set(g) - {"params"}) if isinstance(g, dict) else g
+                raise CheckpointError(
+                    f"{where}: the checkpoint was saved by another optimizer (hyper-parameters "
+                    f"{keys}); this {type(obj).__name__} has {sorted(set(m) - {'params'})}")
+
+
 def load(path: str | os.PathLike, *, rng: bool = True, strict: bool = True,
          **objects: Any) -> dict[str, Any]:
     """Restore a checkpoint into ``objects`` (in place) and return the other values.
@@ -336,17 +377,20 @@ def load(path: str | os.PathLike, *, rng: bool = True, strict: bool = True,
     if missing:
         raise CheckpointError(f"{meta_path.name} holds no {missing}; it has "
                               f"{sorted(k for k in state if k != 'rng')}")
+    for name, obj in objects.items():  # everything checked before anything is restored
+        _check_fits(meta_path, name, obj, state[name], strict)
     for name, obj in objects.items():
         saved = state.pop(name)
-        if isinstance(obj, torch.Generator):
-            obj.set_state(saved)
-        elif isinstance(obj, torch.nn.Module):
-            obj.load_state_dict(saved, strict=strict)
-        elif hasattr(obj, "load_state_dict"):
-            obj.load_state_dict(saved)
-        else:
-            raise CheckpointError(f"cannot restore {name!r} in place: a "
-                                  f"{type(obj).__name__} has no load_state_dict")
+        try:
+            if isinstance(obj, torch.Generator):
+                obj.set_state(saved)
+            elif isinstance(obj, torch.nn.Module):
+                obj.load_state_dict(saved, strict=strict)
+            else:
+                obj.load_state_dict(saved)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+            raise CheckpointError(f"{meta_path.name}: cannot restore {name!r} "
+                                  f"({type(obj).__name__}): {type(e).__name__}: {e}") from None
     rng_state = state.pop("rng", None)
     if rng and rng_state is not None:
         _set_rng_state(rng_state)
