@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,8 @@ from torch import nn
 import ttqlab
 from ttqlab import export, models
 from ttqlab.export import FormatError
+
+ROOT = str(Path(ttqlab.__file__).resolve().parents[1])
 
 
 def _lenet(method="ttq", **options):
@@ -89,7 +92,7 @@ def test_bomb_memory_is_bounded(tmp_path):
         print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, env={**os.environ, "PYTHONPATH": os.getcwd()})
+                         timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.split()[-1]) < 300  # MB (ru_maxrss is in KB on Linux)
 

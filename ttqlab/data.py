@@ -185,7 +185,9 @@ def load(name: str, *, root: str | os.PathLike[str] | None = None, download: boo
         seed: train/test split ("digits") or generation seed ("mnist1d", "synthetic");
             ``load("mnist1d", seed=42)`` is what ``mnist1d``'s own default args generate.
         **options: ``limit_train`` / ``limit_test`` (keep the first N samples, all datasets);
-            ``timeout`` in seconds (downloaded datasets); ``n_train``, ``n_test``,
+            ``timeout`` in seconds per connect and per read (downloaded datasets; the
+            whole download is also bounded by `DOWNLOAD_GRACE` + size / `MIN_RATE`, and
+            never reads more than the file's known size); ``n_train``, ``n_test``,
             ``num_classes``, ``noise`` ("synthetic").
 
     Raises:
