@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
+import math
 import sys
 import traceback
 import weakref
@@ -34,8 +35,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Case", "Exercise", "Fail", "as_tensor", "check", "fmt", "judge_tensor", "judge_tuple",
-           "kind_of", "one_number", "shape_of", "show", "tensor_problem"]
+__all__ = ["Case", "Exercise", "Fail", "as_tensor", "check", "check_number", "fmt",
+           "judge_tensor", "judge_tuple", "kind_of", "one_number", "shape_of", "show",
+           "tensor_problem"]
 
 
 @dataclass(frozen=True)
@@ -536,3 +538,33 @@ def one_number(got: Any) -> tuple[Tensor | None, str]:
         return None, f"expected one number (a 0-d tensor), got {kind_of(t)} of dtype {t.dtype}"
     t = t.reshape(()).double()
     return (t, "") if bool(torch.isfinite(t)) else (None, f"your result is {t.item()}")
+
+
+# --------------------------------------------------------------------------- numeric answers
+
+
+def check_number(title: str, answer: Any, expected: float, *, tol: float,
+                 low: float = -math.inf, high: float = math.inf, what: str = "a number",
+                 mistakes: dict[str, tuple[float, str]] | None = None,
+                 verbose: bool = True) -> bool:
+    """Check a reasoning exercise's numeric ``answer`` against ``expected`` within ``tol``
+    (absolute). ``mistakes``: ``{id: (the number that mistake gives, hint)}``; the nearest
+    one within ``tol`` of the answer is named. Prints a verdict; returns True / False."""
+    say = print if verbose else (lambda *_: None)
+    value, why = one_number(answer) if not isinstance(answer, bool) else (None, "")
+    if value is None:
+        say(f"✗ {title}: answer with {what} (a Python float such as 0.5), got "
+            f"{kind_of(answer)}{'' if not why else ': ' + why}.")
+        return False
+    v = float(value)
+    if not low <= v <= high:
+        say(f"✗ {title}: {fmt(v)} is outside [{fmt(low)}, {fmt(high)}]: answer with {what}.")
+        return False
+    if abs(v - expected) <= tol:
+        say(f"✓ {title}: {fmt(v)} is right (the measured value is {fmt(expected)}).")
+        return True
+    near = [(abs(v - m), hint) for m, hint in (mistakes or {}).values() if abs(v - m) <= tol]
+    hint = min(near)[1] if near else None
+    say(f"✗ {title}: {fmt(v)} is not it (off by more than {fmt(tol)})."
+        + (f"\n  Hint: {hint}" if hint else " Work it out again from the definition."))
+    return False

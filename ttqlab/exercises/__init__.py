@@ -29,6 +29,7 @@ from typing import Any
 
 from .deployment import ADD_ONLY_MATMUL, PACK_2BIT, check_add_only_matmul, check_pack_2bit
 from .inq import INQ_PARTITION, POW2_LEVELS, check_inq_partition, check_pow2_levels
+from .reasoning import check_inq_sparsity, check_laplace_threshold, inq_sparsity_layer
 from .sparsity import SPARSITY_THRESHOLD, check_sparsity_threshold
 from .ste import BINARIZE, STE, check_binarize, check_ste
 from .ttq import TTQ_BACKWARD, check_ttq_backward
@@ -47,6 +48,8 @@ __all__ = [
     "check_add_only_matmul",
     "check_binarize",
     "check_inq_partition",
+    "check_inq_sparsity",
+    "check_laplace_threshold",
     "check_optimal_ternary",
     "check_pack_2bit",
     "check_pow2_levels",
@@ -56,6 +59,7 @@ __all__ = [
     "check_twn_scale",
     "check_twn_threshold",
     "grade",
+    "inq_sparsity_layer",
 ]
 
 

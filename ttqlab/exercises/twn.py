@@ -118,6 +118,10 @@ TWN_SCALE = Exercise(
                    "positively."),
         "positive_only": (lambda w, delta: w[w > delta].mean(),
                           "keep both signs: I_Δ = {i : |W_i| > Δ} includes the weights below −Δ."),
+        "masked_mean": (lambda w, delta: (w.abs() * (w.abs() > delta)).mean(),
+                        "(|W| · (|W| > Δ)).mean() divides the kept magnitudes by all n weights: "
+                        "α divides by the number kept, |I_Δ|. Use .sum() / the count of kept "
+                        "weights (at least 1)."),
         "sum": (lambda w, delta: w.abs()[w.abs() > delta].sum(),
                 "α is the mean of the kept magnitudes, not their sum."),
         "nan": (_kept_mean_or_nan,
@@ -141,6 +145,7 @@ def check_twn_scale(fn: Callable, *, verbose: bool = True) -> bool:
 def _optimal_cases() -> list[Case]:
     return [
         Case("a small vector", (_t([1.0, -0.8, 0.6, -0.45, 0.4, 0.1, -0.05]),)),
+        Case("the same, shuffled", (_t([0.1, -0.8, 0.4, 1.0, -0.05, 0.6, -0.45]),)),
         Case("equal magnitudes: keep them all", (_t([0.5, -0.5, 0.5, -0.5]),)),
         Case("all zeros", (torch.zeros(6),)),
         Case("a single element", (_t([-0.3]),)),
@@ -182,7 +187,8 @@ def _ternary_top_k(w: Tensor, k: int, alpha: Tensor, signed: bool = True) -> Ten
 
 
 def _optimal_variant(objective: str = "S2/k", shift: int = 0, signed: bool = True,
-                     ascending: bool = False, per_all: bool = False) -> Callable:
+                     ascending: bool = False, per_all: bool = False,
+                     unsort: bool = True) -> Callable:
     """A wrong way to compute the exact optimum (for the hint catalogue)."""
 
     def fit(w: Tensor) -> Tensor:
@@ -195,6 +201,12 @@ def _optimal_variant(objective: str = "S2/k", shift: int = 0, signed: bool = Tru
         if not best:
             return torch.zeros_like(w)
         alpha = cs[best - 1] / (s.numel() if per_all else best)
+        if not unsort:  # the right values, left in the sorted order
+            flat = w.flatten()
+            order = torch.argsort(flat.abs(), descending=True, stable=True)[:best]
+            out = torch.zeros_like(flat)
+            out[:best] = alpha.to(w.dtype) * torch.where(flat[order] >= 0, 1.0, -1.0)
+            return out.reshape(w.shape)
         if ascending:  # keeps the k smallest magnitudes
             flat, out = w.flatten(), torch.zeros_like(w.flatten())
             idx = torch.argsort(flat.abs(), stable=True)[:best]
@@ -226,6 +238,10 @@ OPTIMAL_TERNARY = Exercise(
         "ascending": (_optimal_variant(ascending=True),
                       "sort |W| in decreasing order: a support of size k should hold the k "
                       "largest magnitudes."),
+        "not_unsorted": (_optimal_variant(unsort=False),
+                         "you returned the ternary values in sorted order: put each back at "
+                         "its weight's position (T[order[:k]] = sign(W)[order[:k]], with "
+                         "order the argsort of |W|)."),
         "alpha_over_n": (_optimal_variant(per_all=True),
                          "α = S_k / k, the mean of the kept magnitudes (not divided by all n)."),
     },
