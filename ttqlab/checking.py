@@ -180,6 +180,8 @@ def _names_library_answer(fn: Any, depth: int = 3, seen: set | None = None) -> s
                for obj in [vars(owner)[attr]]}
     answers.update({id(ex.reference): f"the exercise's reference answer ({ex.name})"
                     for ex in _EXERCISES.values()})
+    if id(fn) in answers:
+        return answers[id(fn)]
     refs = [fn.__globals__.get(n) for n in _all_names(code)]
     refs += [c.cell_contents for c in (fn.__closure__ or ()) if _filled(c)]
     for obj in refs:
