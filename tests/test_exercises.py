@@ -695,3 +695,13 @@ def test_inq_sparsity_default_layer(capsys):
     assert run(E.check_inq_sparsity, right, capsys)[0] is True
     assert run(E.check_inq_sparsity, torch.tensor(right), capsys)[0] is True
     assert run(E.check_inq_sparsity, True, capsys)[0] is False
+
+
+def test_the_worked_reasoning_answers_pass(capsys):
+    assert set(E.REASONING) == {"inq_sparsity", "laplace_threshold"}
+    assert run(E.check_laplace_threshold, S.laplace_threshold_ratio(), capsys)[0] is True
+    w = E.inq_sparsity_layer()
+    assert run(E.check_inq_sparsity, S.inq_sparsity(w), capsys)[0] is True
+    w4 = torch.randn(300, generator=torch.Generator().manual_seed(7))
+    assert run(lambda a: E.check_inq_sparsity(a, w4, bits=4), S.inq_sparsity(w4, 4),
+               capsys)[0] is True

@@ -45,6 +45,7 @@ from .twn import (
 __all__ = [
     "EXERCISES",
     "HINTS",
+    "REASONING",
     "check_add_only_matmul",
     "check_binarize",
     "check_inq_partition",
@@ -81,6 +82,12 @@ EXERCISES: dict[str, Callable[..., bool]] = {
     "inq_partition": check_inq_partition,
     "pack_2bit": check_pack_2bit,
     "add_only_matmul": check_add_only_matmul,
+}
+
+#: reasoning exercise (the student answers with a number) -> its check
+REASONING: dict[str, Callable[..., bool]] = {
+    "inq_sparsity": check_inq_sparsity,
+    "laplace_threshold": check_laplace_threshold,
 }
 
 #: exercise -> {mistake: the hint printed when a student's result reproduces it}
