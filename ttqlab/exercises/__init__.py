@@ -20,6 +20,16 @@ Return a ``torch.Tensor`` (NumPy arrays, numbers and lists of numbers are conver
 a tuple where the task asks for one. A function that raises ``NotImplementedError``, the
 notebooks' stub, gets a "not implemented yet" note and False.
 ``grade(namespace)`` runs the check of every exercise function that a module or dict defines.
+
+A function that hands back ttqlab's own answer (calls ``ttqlab.quantizers.*``,
+``ttqlab.methods.*``, ``ttqlab.packing.pack``, ... or an exercise's reference, directly,
+through a helper or imported by name) fails with a message asking the student to write
+it: while it runs, those functions are replaced by stand-ins that refuse to answer.
+
+Layout: one module per notebook, each check next to its catalogue of mistakes:
+``twn`` (1), ``ste`` (2), ``ttq`` (3), ``sparsity`` (4), ``inq`` (5), ``deployment`` (6),
+and ``reasoning`` (numeric predictions: ``check_inq_sparsity``,
+``check_laplace_threshold``; answers in docs/answer_key.md).
 """
 
 from __future__ import annotations
