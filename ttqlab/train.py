@@ -575,7 +575,7 @@ def _warn_negative_scales(run: _Run, name: str, row: dict, epoch: int) -> None:
             run.warned_negative.add((name, k))
             warnings.warn(f"TTQ scale {k} of layer {name!r} is {row[k]:.4g} <= 0 at "
                           f"epoch {epoch}: its ternary value has flipped sign. Try a "
-                          f"lower learning rate.", stacklevel=5)
+                          f"lower learning rate.", stacklevel=4)
 
 
 @contextlib.contextmanager
@@ -640,7 +640,8 @@ def _progress(total: int, enabled: bool):
 
     # disable=None: no bar when the output is not a terminal (a log file, a pipe, CI); in
     # a notebook tqdm.auto draws a widget, which is always shown.
-    disable = None if tqdm.__module__ != "tqdm.notebook" else False
+    in_notebook = any(c.__module__ == "tqdm.notebook" for c in tqdm.__mro__)
+    disable = False if in_notebook else None
     return tqdm(total=total, desc="fit", unit="batch", leave=False, disable=disable)
 
 
