@@ -257,7 +257,6 @@ class _Run:
     gen: torch.Generator
     aug_gen: torch.Generator
     transform: Callable | None
-    lr: float
     checkpoint: object
     run_state: dict
     config: dict
@@ -448,7 +447,7 @@ def _make_run(model, train, test, *, epochs, lr, optimizer, batch_size, weight_d
     run = _Run(model=model, net=net, opt=opt, sched=sched, per_iteration=per_iteration,
                device=device, train=train, test=test, batch_size=batch_size,
                min_batch=distributed.world_size() * (2 if has_bn else 1), gen=gen,
-               aug_gen=aug_gen, transform=transform, lr=lr, checkpoint=checkpoint,
+               aug_gen=aug_gen, transform=transform, checkpoint=checkpoint,
                run_state=run_state, config=config, callbacks=list(callbacks),
                history=history, prev_codes=_codes(model), first=first)
     if first == 1:
