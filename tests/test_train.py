@@ -223,19 +223,52 @@ def _compile_works() -> bool:
 
 
 @pytest.mark.parametrize("method", ["fp32", "ttq"])
-def test_fit_compile_trains_and_keeps_the_module(method, digits_small):
+def test_fit_compile_trains_and_keeps_the_module(method, digits_small, tmp_path):
     if not _compile_works():
         pytest.skip("torch.compile is not available here")
     torch._dynamo.reset()
     train, test = digits_small
-    m = ttqlab.models.lenet5(input_shape=(1, 8, 8), seed=0)
-    if method != "fp32":
-        ttqlab.quantize(m, method)
+
+    def model():
+        m = ttqlab.models.lenet5(input_shape=(1, 8, 8), seed=0)
+        return ttqlab.quantize(m, method) if method != "fp32" else m
+
+    m = model()
     keys = list(m.state_dict())
-    h = ttqlab.fit(m, train, test, epochs=3, progress=False, compile=True)
+    h = ttqlab.fit(m, train, test, epochs=3, progress=False, compile=True, checkpoint=tmp_path)
     assert h.epochs[-1]["train_loss"] < h.epochs[1]["train_loss"], h.table()
     assert h.last["test_acc"] > 0.5, h.table()  # chance is 0.1
     assert list(m.state_dict()) == keys and type(m).__name__ != "OptimizedModule"
+    # the checkpoint holds the ordinary module's keys: an uncompiled model loads it
+    fresh = model()
+    h2 = ttqlab.fit(fresh, train, test, epochs=3, progress=False, checkpoint=tmp_path,
+                    resume=True)
+    assert h2["test_acc"] == h["test_acc"] and h2["train_loss"][1:] == h["train_loss"][1:]
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, fresh.state_dict()[k]), k
+
+
+def test_deterministic_settings_are_restored_after_an_error(digits_small):
+    train, test = digits_small
+    before = torch.are_deterministic_algorithms_enabled()
+    m = ttqlab.models.mlp(input_shape=(1, 8, 8), seed=0)
+    with pytest.raises(FloatingPointError):
+        ttqlab.fit(m, train, test, epochs=1, lr=1e30, optimizer="sgd", progress=False,
+                   deterministic=True)
+    assert torch.are_deterministic_algorithms_enabled() == before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_deterministic_cuda_runs_are_bit_identical(digits_small):
+    train, test = digits_small
+    weights = []
+    for _ in range(2):
+        m = ttqlab.quantize(ttqlab.models.lenet5(input_shape=(1, 8, 8), seed=0), "ttq")
+        ttqlab.fit(m, train, test, epochs=2, progress=False, deterministic=True,
+                   device="cuda")
+        weights.append({k: v.cpu() for k, v in m.state_dict().items()})
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k
 
 
 def test_deterministic_runs_are_identical_and_settings_restored(digits_small):
