@@ -167,8 +167,14 @@ def test_read_only_folder_is_refused(tmp_path, no_work, capsys):
     FloatingPointError("loss is nan at epoch 3"),
     OSError(28, "No space left on device"),
     RuntimeError("CUDA out of memory"),
+    "SafetensorError",
 ])
 def test_runtime_failures_exit_1_with_one_line(error, monkeypatch, capsys):
+    if error == "SafetensorError":
+        from safetensors import SafetensorError
+
+        error = SafetensorError("Error while deserializing header: HeaderTooLarge")
+
     def fail(*a, **k):
         raise error
 

@@ -71,6 +71,8 @@ def test_one_version_everywhere(wheel):
     assert "version" in project["dynamic"] and "version" not in project
     assert "Framework :: Jupyter" in project["classifiers"]
     assert {"Documentation", "Issues", "Changelog"} <= set(project["urls"])
+    citation = (ROOT / "CITATION.cff").read_text()
+    assert f"\nversion: {ttqlab.__version__}\n" in citation, "CITATION.cff's version"
 
 
 def test_the_torch_floor_is_a_tested_version():
