@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = _parser(sub, "compare", help="train fp32, binary, TWN, TTQ and INQ; print a table",
                 description="Train full precision and every quantized method on the same "
-                            "network and data; print a comparison table.")
+                            "network and data;\nprint a comparison table.")
     _common(c)
     c.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS,
                    help="the methods to train (default all)")
@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = _parser(sub, "course", help="copy the course notebooks into a folder of yours",
                 description="Copy the course notebooks into DEST (created if needed) and say "
-                            "how to open them. Your changed copies are never overwritten "
+                            "how to open them.\nYour changed copies are never overwritten "
                             "without --force.")
     k.add_argument("dest", nargs="?", type=Path, default=Path("ttqlab-course"), metavar="DEST",
                    help="folder for the course (default ./ttqlab-course)")
