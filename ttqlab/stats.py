@@ -178,7 +178,7 @@ def op_counts(model: nn.Module, input_shape: Sequence[int]) -> Table:
     layers = quantizable_layers(model)
     if not layers:
         raise ValueError("model has no Linear or Conv layer to count")
-    methods = {name: q.method for name, _, q in quantized_layers(model)}
+    layer_methods = {name: q.method for name, _, q in quantized_layers(model)}
     positions: dict[str, int] = {}
 
     def hook(name):
@@ -201,17 +201,12 @@ def op_counts(model: nn.Module, input_shape: Sequence[int]) -> Table:
         w = module.weight.detach()
         n, outs, pos = w.numel(), w.shape[0], positions.get(name, 0)
         nonzero = int((w != 0).sum())
-        method = methods.get(name, "fp32")
-        mults = adds = shifts = 0
+        method = layer_methods.get(name, "fp32")
         if method == "fp32":
-            mults, adds = n * pos, n * pos
-        elif method in ("twn", "ttq"):
-            adds = nonzero * pos + outs * pos  # S+ and S- sums, then S+ - S- per output
-            mults = (2 if method == "ttq" else 1) * outs * pos
-        elif method == "binary":
-            adds, mults = n * pos + outs * pos, outs * pos
-        else:  # inq: x * 2^n is a shift, then an addition
-            adds, shifts = nonzero * pos, nonzero * pos
+            ops = {"mults": n * pos, "adds": n * pos, "shifts": 0}
+        else:
+            ops = methods.get(method).ops(n, nonzero, outs, pos)
+        mults, adds, shifts = ops["mults"], ops["adds"], ops["shifts"]
         energy = (mults * ENERGY_PJ["mult"] + adds * ENERGY_PJ["add"]
                   + shifts * ENERGY_PJ["shift"]) / 1000
         fp32 = n * pos * (ENERGY_PJ["mult"] + ENERGY_PJ["add"]) / 1000

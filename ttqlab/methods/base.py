@@ -144,6 +144,14 @@ class WeightQuantizer(nn.Module):
         """Codes to count flips between epochs, or None where they do not exist yet."""
         return self.codes(w)
 
+    @classmethod
+    def ops(cls, n: int, nonzero: int, outs: int, positions: int) -> dict[str, int]:
+        """Arithmetic of one inference of a layer with ``n`` weights (``nonzero`` of them
+        non-zero) and ``outs`` output channels at ``positions`` output positions, for
+        ``ttqlab.stats.op_counts``: ``{"mults", "adds", "shifts"}``. Default: a float
+        layer, one multiply and one add per weight per position."""
+        return {"mults": n * positions, "adds": n * positions, "shifts": 0}
+
     # ---- packing (``ttqlab.export``, ``ttqlab.stats.packed_nbytes``)
 
     @classmethod

@@ -112,6 +112,12 @@ class BinaryWeight(WeightQuantizer):
         return "binary", None
 
     @classmethod
+    def ops(cls, n: int, nonzero: int, outs: int, positions: int) -> dict[str, int]:
+        """Every weight adds or subtracts an input, then one multiply by alpha per output."""
+        return {"mults": outs * positions, "adds": n * positions + outs * positions,
+                "shifts": 0}
+
+    @classmethod
     def n_scales(cls, options: dict, shape: list[int]) -> int:
         return shape[0] if options.get("scale") == "channel" else 1
 

@@ -213,3 +213,8 @@ class INQWeight(WeightQuantizer):
     def scheme(cls, bits: int, packing: str) -> tuple[str, int | None]:
         """b = 2 is ternary ({-2^n1, 0, 2^n1}) and packs like TWN; else sign + index."""
         return (packing, None) if bits == 2 else ("pow2", bits)
+
+    @classmethod
+    def ops(cls, n: int, nonzero: int, outs: int, positions: int) -> dict[str, int]:
+        """``x * 2^n`` is a shift (an add to the float's exponent), then an addition."""
+        return {"mults": 0, "adds": nonzero * positions, "shifts": nonzero * positions}

@@ -211,3 +211,10 @@ class TTQWeight(WeightQuantizer):
     @classmethod
     def scheme(cls, bits: int, packing: str) -> tuple[str, int | None]:
         return packing, None
+
+    @classmethod
+    def ops(cls, n: int, nonzero: int, outs: int, positions: int) -> dict[str, int]:
+        """``W_p * S+ - W_n * S-``: an add per non-zero weight, a subtraction and two
+        multiplies per output."""
+        return {"mults": 2 * outs * positions,
+                "adds": nonzero * positions + outs * positions, "shifts": 0}

@@ -214,6 +214,13 @@ class TWNWeight(WeightQuantizer):
         return packing, None
 
     @classmethod
+    def ops(cls, n: int, nonzero: int, outs: int, positions: int) -> dict[str, int]:
+        """``alpha * (S+ - S-)``: an add per non-zero weight, a subtraction and one
+        multiply per output."""
+        return {"mults": outs * positions, "adds": nonzero * positions + outs * positions,
+                "shifts": 0}
+
+    @classmethod
     def n_scales(cls, options: dict, shape: list[int]) -> int:
         return shape[0] if options.get("per_channel") else 1
 
