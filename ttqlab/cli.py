@@ -91,18 +91,53 @@ def cmd_train(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    import time
+
+    from .experiments import check_seeds
+
+    seeds = check_seeds(list(range(args.seed, args.seed + args.seeds)) if args.seeds >= 1
+                        else [])
+    if args.json:  # checked before any training: a run is never lost to a bad path
+        _check_writable(args.json)
     data = datasets.load(args.dataset, seed=args.seed)
-    print(f"{data}\nmodel: {args.model}; training {', '.join(args.methods)} "
-          f"({args.epochs} epochs each, init={args.init})")
+    print(f"{data}\nmodel: {args.model}{_model_kwargs_text(args)}; training "
+          f"{', '.join(args.methods)} ({args.epochs} epochs each in total, init={args.init},"
+          f" seeds {', '.join(map(str, seeds))})", flush=True)
+    start = time.perf_counter()
     table, _ = compare(_build(args, data), data, epochs=args.epochs, methods=args.methods,
-                       init=args.init, seed=args.seed,
+                       init=args.init, seeds=seeds, pretrain_epochs=args.pretrain_epochs,
                        keep_first_last=not args.quantize_first_last,
                        progress=args.progress, **_fit_kwargs(args))
+    wall = time.perf_counter() - start
     print(table)
+    print(f"Wall time: {wall:.0f} s for {len(args.methods)} methods x {len(seeds)} seeds.")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(table.rows, indent=1))
+        args.json.write_text(json.dumps({**table.to_dict(), "dataset": args.dataset,
+                                         "model": args.model, "wall_seconds": wall},
+                                        indent=1))
+        print(f"Wrote {args.json}")
     return 0
+
+
+def _model_kwargs_text(args) -> str:
+    return ""
+
+
+def _check_writable(path: Path) -> None:
+    """Fail now, not after minutes of training, if ``path`` cannot be written."""
+    if path.is_dir():
+        raise ValueError(f"--json {path} is a directory; pass a file name such as "
+                         f"{path / 'compare.json'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        with open(path, "a"):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as e:
+        raise ValueError(f"cannot write --json {path}: {e.strerror or e}; pass a writable "
+                         f"path") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,8 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(c)
     c.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS)
     c.add_argument("--init", default="pretrained", choices=["pretrained", "scratch"],
-                   help="quantized methods start from the trained fp32 model (default) or "
-                        "from scratch")
+                   help="quantized methods start from the pre-trained fp32 model (default) "
+                        "or from scratch; every method trains --epochs epochs in total")
+    c.add_argument("--seeds", type=int, default=3,
+                   help="number of seeds, --seed, --seed+1, ... (default 3): mean +- std")
+    c.add_argument("--pretrain-epochs", type=int, default=None,
+                   help="full-precision pre-training epochs within --epochs (default half)")
     c.set_defaults(func=cmd_compare)
 
     from .reproduce import add_parser as add_reproduce  # ttqlab reproduce NAME ...
