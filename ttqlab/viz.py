@@ -657,6 +657,7 @@ def accuracy_intervals(rows: Sequence[Mapping], *, test_images: int | None = Non
         ax.annotate(f"{m:.2f}" + (f" ± {sd:.2f}" if len(runs) > 1 else ""), (m, yi),
                     textcoords="offset points", xytext=(0, 9), ha="center", fontsize=9)
     ax.set_yticks(y, labels)
+    ax.set_ylabel("method")
     ax.set_ylim(-0.7, len(rows) - 0.3)
     lo = min(min(s[2]) for s in stats)
     hi = max(max(s[2]) for s in stats)
@@ -685,6 +686,7 @@ def accuracy_intervals(rows: Sequence[Mapping], *, test_images: int | None = Non
                         ha="right" if lab == "fp32" else "center", fontsize=9)
         ax.axvline(0, color=COLORS["fp32"], lw=1)
         ax.set_yticks(y, labels)
+        ax.set_ylabel("method")
         ax.set_ylim(-0.7, len(rows) - 0.3)
         ax.set_xlabel("Δ test accuracy vs fp32 (points)")
         ax.set_title("Difference to full precision\n" + (
@@ -699,6 +701,7 @@ def accuracy_intervals(rows: Sequence[Mapping], *, test_images: int | None = Non
                         va="center", fontsize=9)
         ax.set_xlim(0, 1.3 * max(kib))
         ax.set_yticks(y, labels)
+        ax.set_ylabel("method")
         ax.set_xlabel("model size, packed (KiB, axis from 0)")
         ax.set_title("Size", fontsize=10)
         ax.grid(alpha=0.3, axis="x")

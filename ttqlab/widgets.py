@@ -394,15 +394,17 @@ class PartitionExplorer(Explorer):
                                         description="partition")
         fig = _figure(1, 2, ["frozen (colour) and free (grey) weights", "weight histogram"],
                       title or f"INQ partition explorer, b = {bits} bits, "
-                               f"schedule {self.schedule}", horizontal_spacing=0.3)
+                               f"schedule {self.schedule}", column_widths=[0.55, 0.45],
+                      horizontal_spacing=0.2)
         vmax = float(np.abs(self.w_map).max()) or 1.0
         fig.add_trace(go.Heatmap(z=np.ones_like(self.w_map).tolist(), colorscale=[[0, "#bdbdbd"],
                                                                            [1, "#bdbdbd"]],
                                  showscale=False, name="free"), row=1, col=1)
         fig.add_trace(go.Heatmap(z=self.w_map.tolist(), colorscale="RdBu", reversescale=True,
                                  zmin=-vmax, zmax=vmax, name="frozen",
-                                 colorbar={"title": {"text": "frozen value", "side": "right"},
-                                           "x": 0.36, "xanchor": "left", "thickness": 12}),
+                                 colorbar={"title": {"text": "frozen<br>value", "side": "top"},
+                                           "x": 0.46, "xanchor": "left", "thickness": 12,
+                                           "len": 0.8}),
                       row=1, col=1)
         centers = ((self.edges[:-1] + self.edges[1:]) / 2).tolist()
         width = float(self.edges[1] - self.edges[0])
@@ -486,7 +488,10 @@ class TradeoffExplorer(Explorer):
                              f"{numeric}")
         self.y, self.group = y, group
         self.x = W.Dropdown(options=numeric, value=x, description="x axis")
-        self.slider = W.IntSlider(value=0, min=0, max=len(self.rows) - 1, description="run")
+        # the slider names the run (its label), not a bare index; its value is the index
+        self.slider = W.SelectionSlider(options=[(self._label(i), i) for i in
+                                                 range(len(self.rows))], value=0,
+                                        description="run")
         fig = _figure(1, 2, ["accuracy trade-off", "sparsity per layer (chosen run)"],
                       title or "Trade-off explorer", column_widths=[0.6, 0.4],
                       horizontal_spacing=0.16)
@@ -537,9 +542,18 @@ class TradeoffExplorer(Explorer):
             self.figure.layout.xaxis.title.text = viz._label(xkey)
         self.state = {"x": xkey, "run": int(self.slider.value),
                       **{k: v for k, v in chosen.items() if k != "layers"}}
-        shown = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
-                          for k, v in chosen.items() if k != "layers")
-        self.readout.value = f"run {int(self.slider.value)}: {shown}"
+        self.readout.value = f"<b>{self._label(int(self.slider.value))}</b>: " + ", ".join(
+            _readout(k, v) for k, v in chosen.items() if k not in ("layers", "label"))
+
+
+def _readout(key: str, value) -> str:
+    """One labelled value: percentages in %, other numbers to 4 digits."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{key}: {value}"
+    if key in viz._PERCENT:
+        return f"{viz._label(key).split(' (')[0]} {100 * value:.2f}%"
+    return f"{viz._label(key)} {value:.4g}" if isinstance(value, float) else \
+        f"{viz._label(key)} {value:,}"
 
 
 def tradeoff_explorer(rows: Sequence[Mapping], x: str = "sparsity", **kwargs) -> TradeoffExplorer:
