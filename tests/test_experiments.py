@@ -108,3 +108,16 @@ def test_bad_budget_is_refused(tiny):
         compare(_build(tiny), tiny, epochs=4, pretrain_epochs=4)
     with pytest.raises(ValueError, match="epochs must be"):
         compare(_build(tiny), tiny, epochs=1)
+
+
+def test_layer_report_title_names_each_packing():
+    from ttqlab.stats import layer_report
+
+    net = ttqlab.models.mlp(input_shape=(1, 8, 8), hidden=(16, 16), seed=0)
+    inq = ttqlab.INQ(net, bits=5, schedule=(1.0,))
+    inq.step()
+    title = layer_report(net).title
+    assert "5-bit" in title and "2bit" not in title
+    net = ttqlab.quantize(ttqlab.models.mlp(input_shape=(1, 8, 8), hidden=(16, 16), seed=0),
+                          "ttq")
+    assert "ternary codes packed 2bit" in layer_report(net).title
