@@ -178,7 +178,7 @@ class Comparison(Table):
         has_delta = any(r["delta_vs_fp32_mean"] is not None for r in self.rows)
         head = ["method", "epochs", "test accuracy (%)"]
         head += ["Δ vs fp32 (points)"] if has_delta else []
-        head += ["zeros (%)", "bits/weight", "size (KiB)", "time (s)"]
+        head += ["zeros (%)", "bits/weight", "size (KiB)", "time (s/seed)"]
         n = len(self.meta.get("seeds", [])) or 1
         cells = []
         for r in self.rows:
@@ -195,9 +195,12 @@ class Comparison(Table):
         head, cells = self.text_rows()
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
         line = "  ".join(h.rjust(w) for h, w in zip(head, widths))
-        out = [self.title, line, "-" * len(line)]
+        import textwrap
+
+        width = max(len(line), 88)
+        out = [textwrap.fill(self.title, width), line, "-" * len(line)]
         out += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
-        return "\n".join([*out, "", *self.notes])
+        return "\n".join([*out, "", *(textwrap.fill(n, width) for n in self.notes)])
 
     __repr__ = __str__
 
@@ -227,8 +230,8 @@ LEGEND = ("epochs: all the training the model got, pre-training included; test a
           "mean ± std over seeds; Δ: mean ± std of the per-seed differences to fp32, in "
           "percentage points; zeros: fraction of quantized weights that are 0 (TTQ's "
           "threshold t * max|w| zeroes few); bits/weight: of the quantized layers; size: "
-          "whole model packed as ttqlab.export writes it; time: all of the method's training, "
-          "pre-training included.")
+          "whole model packed as ttqlab.export writes it; time: all of the method's training per "
+          "seed, pre-training included (shared, so counted in each row that starts from it).")
 
 
 def compare(
