@@ -36,7 +36,8 @@ def test_compare_runs_end_to_end_with_two_seeds(tmp_path, capsys):
     (["--seeds", "0"], "--seeds"), (["--seeds", "-2"], "--seeds"),
     (["--json", "{tmp}"], "is a directory"),
     (["--json", "{tmp}/file.txt/x.json"], "cannot write --json"),
-    (["--model", "lenet5", "--channels", "8"], "--channels")])
+    (["--model", "lenet5", "--channels", "8"], "--channels"),
+    (["--threads", "0"], "--threads")])
 def test_compare_bad_input_fails_before_training(argv, message, tmp_path, capsys,
                                                  monkeypatch):
     (tmp_path / "file.txt").write_text("")

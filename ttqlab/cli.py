@@ -102,6 +102,12 @@ def cmd_compare(args) -> int:
     if args.json:  # checked before any training: a run is never lost to a bad path
         _check_writable(args.json)
     model_kwargs = _compare_model(args)
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     data = datasets.load(args.dataset, seed=args.seed)  # seeds vary the init and the order
     _build(args, data)  # checks that the model fits the data
 
@@ -192,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--channels", type=int, default=None,
                    help="cnn1d's channel count (default 16 on mnist1d: a narrow model with "
                         "headroom; 64 is MNIST-1D's baseline)")
+    c.add_argument("--threads", type=int, default=1,
+                   help="PyTorch CPU threads (default 1: fastest for these small models, "
+                        "and not slowed down by a busy machine)")
     c.add_argument("--seeds", type=int, default=3,
                    help="number of seeds, --seed, --seed+1, ... (default 3): mean +- std")
     c.add_argument("--pretrain-epochs", type=int, default=None,
