@@ -551,11 +551,11 @@ def _tradeoff_ax(ax, rows, x, y, group, annotate):
         xs, ys = _scaled(x, [r[x] for r in rs]), _scaled(y, [r[y] for r in rs])
         ax.plot(xs, ys, marker="o", color=_color(g, i), label=g or None)
         if annotate:
-            for r, xv, yv in zip(rs, xs, ys):
-                if r.get(annotate) is not None:
+            for j, (r, xv, yv) in enumerate(zip(rs, xs, ys)):
+                if r.get(annotate) is not None:  # alternate above / below: neighbours
                     ax.annotate(f"{r[annotate]:g}" if isinstance(r[annotate], float)
                                 else str(r[annotate]), (xv, yv), textcoords="offset points",
-                                xytext=(3, 4), fontsize=7)
+                                xytext=(4, 6 if j % 2 == 0 else -13), fontsize=9)
     ax.set_xlabel(_label(x))
     ax.set_ylabel(_label(y))
     ax.grid(alpha=0.3)
@@ -739,6 +739,6 @@ def layer_bars(values: Mapping[str, Mapping[str, float]], key: str = "sparsity",
     ax.set_xlabel("layer")
     ax.set_ylabel(_label(key))
     ax.set_title(title or f"{key} per layer")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # never over a bar
     ax.grid(alpha=0.3, axis="y")
     return _done(fig)
