@@ -125,16 +125,24 @@ def test_evaluate_restores_training_mode(digits_small):
 def test_ttq_defaults_train_with_papers_sgd_and_adam(optimizer, lr, batch_norm):
     """quantize(model, "ttq") + an ordinary optimizer at the papers' settings just works,
     with or without BatchNorm (the scales start in units of the layer's own magnitude;
-    the authors' W_p = W_n = 1.0 makes plain SGD diverge on a model without BatchNorm)."""
+    the authors' W_p = W_n = 1.0 makes plain SGD diverge on a model without BatchNorm).
+
+    Robust by construction: three seeds, and a margin. Measured (torch 2.13, x86, 1
+    thread) the final test accuracies range 0.90-0.97 over these 12 runs; the test asks
+    0.85 of the median and 0.75 of the worst seed, and W_p, W_n positive at every epoch."""
     data = ttqlab.data.load("digits")
-    m = ttqlab.models.mlp(input_shape=(1, 8, 8), hidden=(128, 128, 128),
-                          batch_norm=batch_norm, seed=0)
-    ttqlab.quantize(m, "ttq")
-    h = ttqlab.fit(m, data, epochs=6, optimizer=optimizer, lr=lr, momentum=0.9,
-                   weight_decay=1e-4, lr_schedule="cosine", progress=False)
-    assert h.last["test_acc"] > 0.85, h.table()
-    for name in h.layer_names:
-        assert h.layer(name, "wp")[-1] > 0 and h.layer(name, "wn")[-1] > 0
+    finals = []
+    for seed in (0, 1, 2):
+        m = ttqlab.models.mlp(input_shape=(1, 8, 8), hidden=(128, 128, 128),
+                              batch_norm=batch_norm, seed=seed)
+        ttqlab.quantize(m, "ttq")
+        h = ttqlab.fit(m, data, epochs=6, optimizer=optimizer, lr=lr, momentum=0.9,
+                       weight_decay=1e-4, lr_schedule="cosine", progress=False, seed=seed)
+        finals.append(h.last["test_acc"])
+        for name in h.layer_names:
+            assert min(h.layer(name, "wp")) > 0 and min(h.layer(name, "wn")) > 0, h.table()
+    finals.sort()
+    assert finals[1] > 0.85 and finals[0] > 0.75, finals
 
 
 # ----------------------------------------------------------------- robustness (issue 15)

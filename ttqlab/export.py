@@ -82,7 +82,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from . import models
+from . import methods, models
 from .convert import METHODS, QuantizedWeight, bake, extract, quantizable_layers, quantized_layers
 from .packing import nbytes as packed_length
 from .packing import pack as pack_codes
@@ -207,21 +207,15 @@ def _scheme(method: str, bits: int, packing_name: str) -> tuple[str, int | None]
     """Which ``ttqlab.packing`` scheme stores a layer: binary 1 bit, ternary the file's
     packing, INQ with ``bits >= 3`` sign + level index (the same rule as
     ``ttqlab.stats.packed_nbytes``)."""
-    if method == "binary":
-        return "binary", None
-    if method in ("twn", "ttq") or bits == 2:
-        return packing_name, None
-    return "pow2", bits
+    return methods.get(method).scheme(bits, packing_name)
 
 
 def _scale_names(method: str) -> tuple[str, ...]:
-    return {"binary": ("alpha",), "twn": ("alpha",), "ttq": ("wp", "wn"), "inq": ()}[method]
+    return methods.get(method).scale_names
 
 
 def _n_scales(method: str, options: Mapping, shape: list[int]) -> int:
-    if method == "twn" and options.get("per_channel"):
-        return shape[0]
-    return len(_scale_names(method))
+    return methods.get(method).n_scales(dict(options), shape)
 
 
 def _weight_key(layer: str) -> str:
@@ -440,6 +434,7 @@ _OPTION_CHECKS = {
     "reduce": lambda v: v in ("sum", "mean"),
     "init": lambda v: v == "mean" or _is_number(v),
     "bits": lambda v: isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 8,
+    "scale": lambda v: v in ("layer", "channel", "none"),
 }
 _REQUIRED = {"twn": ("per_channel",), "inq": ("bits",)}
 
@@ -515,7 +510,7 @@ def unpack(tensors: Mapping[str, Tensor], manifest: dict,
     seen: set[str] = set()
     for i, group in enumerate(manifest["quantized"]):
         method, options, group_layers = _check_group(i, group)
-        bits = options.get("bits", 1 if method == "binary" else 2)
+        bits = options.get("bits", methods.get(method).bits)
         scheme, sbits = _scheme(method, bits, packing_name)
         for name, shape in group_layers.items():
             if name in seen:
@@ -551,10 +546,8 @@ def unpack(tensors: Mapping[str, Tensor], manifest: dict,
         sat += layer.nscales
         if layer.method == "inq":
             sc = {"n1": torch.tensor(n1[layer.name]), "bits": torch.tensor(layer.bits)}
-        elif layer.method == "twn" and layer.options["per_channel"]:  # shaped to broadcast
-            sc = {"alpha": values.clone().reshape(-1, *[1] * (len(layer.shape) - 1))}
         else:
-            sc = {k: values[j].clone() for j, k in enumerate(_scale_names(layer.method))}
+            sc = methods.get(layer.method).scales_from_file(values, layer.options, layer.shape)
         quantized[layer.name] = QuantizedWeight(layer.method, c.reshape(layer.shape), sc,
                                                 dict(layer.options), layer.bits)
     floats = {}

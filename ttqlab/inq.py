@@ -10,7 +10,7 @@ float weights are re-trained with the ordinary training loop::
         inq.step()                       # 0.5, 0.75, 0.875, 1.0
         ttqlab.fit(pretrained_model, train, test, epochs=2)
 
-The update rule ``W <- W - lr * dE/dW * T`` is enforced by ``ttqlab.layers.INQWeight``:
+The update rule ``W <- W - lr * dE/dW * T`` is enforced by ``ttqlab.methods.inq.INQWeight``:
 frozen positions read a buffer, so no optimizer (momentum, weight decay, Adam) moves them.
 """
 
@@ -25,7 +25,7 @@ from torch import nn
 
 from . import quantizers as Q
 from .convert import latent_weight, quantize, quantized_layers
-from .layers import INQWeight
+from .methods.inq import INQWeight
 
 __all__ = ["INQ", "SCHEDULES"]
 

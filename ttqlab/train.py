@@ -25,7 +25,6 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from . import checkpoint as checkpoint_lib
 from . import distributed
 from .convert import latent_weight, quantized_layers
-from .layers import INQWeight, TTQWeight
 
 __all__ = ["History", "evaluate", "fit", "layer_stats", "make_optimizer"]
 
@@ -111,13 +110,7 @@ def layer_stats(model: nn.Module) -> dict[str, dict]:
     for name, module, q in quantized_layers(model):
         w = module.weight
         row = {"method": q.method, "sparsity": float((w == 0).sum()) / max(1, w.numel())}
-        if isinstance(q, TTQWeight):
-            sc = q.scales()  # the effective W_p, W_n
-            row["wp"], row["wn"] = sc["wp"].item(), sc["wn"].item()
-        elif isinstance(q, INQWeight):
-            row["frozen"] = q.fraction_frozen
-        else:
-            row["alpha"] = float(q.scales(latent_weight(module))["alpha"].mean())
+        row.update(q.stats_row(latent_weight(module)))
         out[name] = row
     return out
 
@@ -126,8 +119,9 @@ def _codes(model: nn.Module) -> dict[str, Tensor]:
     codes = {}
     with torch.no_grad():
         for name, module, q in quantized_layers(model):
-            if not isinstance(q, INQWeight):
-                codes[name] = q.codes(latent_weight(module)).cpu()
+            c = q.history_codes(latent_weight(module))
+            if c is not None:
+                codes[name] = c.cpu()
     return codes
 
 
