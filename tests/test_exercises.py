@@ -552,7 +552,12 @@ def _exec_exercise_cells(nb, capsys):
         if meta.get("role") == "stub":
             exec(source, namespace)
         elif meta.get("role") == "check":
-            results[meta["exercise"]] = eval(source, namespace)
+            assigned = re.match(r"\s*(\w+)\s*=[^=]", source)  # passed_x = check_x(x)
+            if assigned:
+                exec(source, namespace)
+                results[meta["exercise"]] = namespace[assigned.group(1)]
+            else:
+                results[meta["exercise"]] = eval(source, namespace)
     return results, capsys.readouterr()
 
 
@@ -588,7 +593,9 @@ def test_nbgrader_source_notebooks(capsys):
             assert test["metadata"]["nbgrader"] == {
                 "grade": True, "grade_id": f"{name}-check", "locked": True, "points": 1,
                 "schema_version": 3, "solution": False, "task": False}
-            assert test["source"] == f"assert ttqlab.exercises.check_{name}({name})"
+            call = f"ttqlab.exercises.check_{name}({name})"
+            assert test["source"] == f"assert {call}" or re.fullmatch(
+                rf"(\w+) = {re.escape(call)}\nassert \1", test["source"]), test["source"]
             assert f"def {name}(" in answer["source"] and "### END SOLUTION" in answer["source"]
             namespace = {}
             exec("import torch\nimport ttqlab", namespace)
