@@ -347,6 +347,55 @@ WRONG["pow2_activation"] = {
     "floor": _pow2_act(rnd=torch.floor),
 }
 
+def _payload(per_byte=lambda packing: {"base3": 5, "2bit": 4}[packing], counters=False,
+             scales=8, once=False, latent=False):
+    """A student's payload count from the state_dict, with one rule written differently."""
+    def payload_bytes(model, packing):
+        weights, other = [], 0
+        for key, t in model.state_dict().items():
+            if key.endswith("parametrizations.weight.original"):
+                weights.append(t.numel())
+            if latent and "parametrizations" in key:
+                other += t.numel() * t.element_size()
+            elif "parametrizations" not in key and (counters or "num_batches" not in key):
+                other += t.numel() * t.element_size()
+        k = per_byte(packing)
+        codes = -(-sum(weights) // k) if once else sum(-(-n // k) for n in weights)
+        return codes + scales * len(weights) + other
+    return payload_bytes
+
+
+def _payload_by_modules(model, packing):
+    """The same count, walking the layers (ttqlab.quantized_layers) instead of the keys."""
+    import ttqlab
+
+    quantized = {name for name, _, _ in ttqlab.quantized_layers(model)}
+    total = 0
+    for name, module in model.named_modules():
+        if "parametrizations" in name.split("."):
+            continue  # inside a quantized layer: its latent weight and quantizer state
+        if name in quantized:
+            n = module.parametrizations.weight.original.numel()
+            total += math.ceil(n / (5 if packing == "base3" else 4)) + 8
+            tensors = [b for k, b in module.named_buffers(recurse=False)]
+            tensors += [p for k, p in module.named_parameters(recurse=False)]
+        else:
+            tensors = [t for k, t in [*module.named_parameters(recurse=False),
+                                      *module.named_buffers(recurse=False)]
+                       if k != "num_batches_tracked"]
+        total += sum(t.numel() * t.element_size() for t in tensors)
+    return total
+
+
+WRONG["payload_bytes"] = {
+    "num_batches_tracked": _payload(counters=True),
+    "no_scales": _payload(scales=0),
+    "rounded_once": _payload(once=True),
+    "latent_weights": _payload(latent=True),
+    "packing_swapped": _payload(per_byte=lambda packing: 4 if packing == "base3" else 5),
+}
+
+
 def _ascending(w):
     """Keeps the k* *smallest* magnitudes (sorted the wrong way), α their mean."""
     mags = sorted(w.abs().flatten().tolist())
@@ -669,6 +718,13 @@ DELEGATING = [
     ("ste", _DelegatingSTE.apply, "ttqlab.quantizers.ste"),
     ("pack_2bit", lambda codes: __import__("ttqlab").packing.pack(codes, "2bit"),
      "ttqlab.packing.pack"),
+    ("payload_bytes", lambda model, packing: __import__("ttqlab").export.save(
+        model, "unused.ttq.safetensors", packing), "ttqlab.export.save"),
+    ("payload_bytes", lambda model, packing: sum(
+        __import__("ttqlab").export.pack(model, packing)[0][k].numel() for k in ["x"]),
+     "ttqlab.export.pack"),
+    ("payload_bytes", lambda model, packing: int(__import__("ttqlab").layer_report(
+        model, packing).rows[-1]["bytes"]), "ttqlab.layer_report"),
 ]
 
 
@@ -693,6 +749,30 @@ def test_a_function_imported_from_ttqlab_by_name_is_recognised(capsys):
 
     ok, out = run(E.check_optimal_ternary, my_answer, capsys)
     assert ok is False and "ttqlab.quantizers.ternarize_optimal" in out, out
+
+
+def test_payload_bytes_lets_the_student_walk_the_model(capsys):
+    """The check hides ttqlab.export (and packing, stats), not the helpers the task names:
+    ttqlab.quantized_layers and the model's own modules work; the model passed is a copy."""
+    ok, out = run(E.check_payload_bytes, _payload_by_modules, capsys)
+    assert ok is True, out
+
+    def rewrites_the_model(model, packing):
+        __import__("ttqlab").unquantize(model)
+        return 0
+
+    ok, out = run(E.check_payload_bytes, rewrites_the_model, capsys)   # the file of the
+    assert ok is False and "expected 356 bytes, got 0" in out, out     # quantized model
+
+
+def test_payload_bytes_verdict_names_the_model_and_the_packing(capsys):
+    _, out = run(E.check_payload_bytes, WRONG["payload_bytes"]["no_scales"], capsys)
+    assert out.splitlines()[:2] == [
+        "✗ check_payload_bytes: case 1 of 6, 'an MLP 3-7-9-10 with BatchNorm, all 3 layers "
+        "ternary (21, 63, 90 weights), base3' (model=a Sequential, packing='base3')",
+        "  expected 356 bytes, got 332 (-24)"]
+    _, out = run(E.check_payload_bytes, lambda model, packing: 356.5, capsys)
+    assert "return the number of bytes as an int" in out, out
 
 
 # --------------------------------------------------------------------------- reasoning

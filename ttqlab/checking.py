@@ -78,6 +78,10 @@ class Exercise:
     * ``observe(fn, case, args, kwargs)``: how a function is run (default
       ``fn(*args, **kwargs)``; the STE check also back-propagates).
     * ``key(result, case)``: what of a result must equal a wrong variant's for its hint.
+    * ``answers``: the modules whose functions the student's function may not call
+      (e.g. ``("ttqlab.export",)``, with whatever the ``ttqlab`` package re-exports from
+      them); None: every module that computes an exercise's answer (quantizers, methods,
+      packing, ...).
     """
 
     name: str
@@ -88,6 +92,7 @@ class Exercise:
     mistakes: dict[str, tuple[Callable, str]]
     observe: Callable[[Callable, Case, tuple, dict], Any] = _call
     key: Callable[[Any, Case], Any] = _identity  # what to compare with a wrong variant
+    answers: tuple[str, ...] | None = None  # modules the student may not call
 
     def __post_init__(self) -> None:
         _EXERCISES[id(self)] = self  # so that a check can hide every reference answer
@@ -149,25 +154,33 @@ _ANSWER_MODULES = ("ttqlab", "ttqlab.quantizers", "ttqlab.layers", "ttqlab.conve
                    "ttqlab.inq", "ttqlab.packing", "ttqlab.ternary_matmul", "ttqlab.methods")
 
 
-def _answer_functions() -> list[tuple[Any, str, str]]:
+def _answer_functions(answers: tuple[str, ...] | None = None) -> list[tuple[Any, str, str]]:
     """(owner, attribute, public name) of every ttqlab function or class that could
-    compute an exercise's answer, in the modules imported so far."""
+    compute an exercise's answer, in the modules imported so far; with ``answers``, those
+    of these modules only (and the ``ttqlab`` package's names for them)."""
     found = []
     for modname, module in list(sys.modules.items()):
-        if module is None or not (modname in _ANSWER_MODULES
-                                  or modname.startswith("ttqlab.methods.")):
+        if module is None:
+            continue
+        if answers is None:
+            if not (modname in _ANSWER_MODULES or modname.startswith("ttqlab.methods.")):
+                continue
+        elif modname not in answers and modname != "ttqlab":
             continue
         for attr, obj in list(vars(module).items()):
             if attr.startswith("__"):
                 continue
             home = getattr(obj, "__module__", None) or ""
+            if answers is not None and modname not in answers and home not in answers:
+                continue  # a re-export in ``ttqlab`` of a function the student may call
             if (callable(obj) and not isinstance(obj, type(sys)) and home.startswith("ttqlab")
                     and not home.startswith(("ttqlab.exercises", "ttqlab.checking"))):
                 found.append((module, attr, f"{modname}.{attr}"))
     return found
 
 
-def _names_library_answer(fn: Any, depth: int = 3, seen: set | None = None) -> str | None:
+def _names_library_answer(fn: Any, depth: int = 3, seen: set | None = None,
+                          answers: tuple[str, ...] | None = None) -> str | None:
     """The ttqlab function that ``fn``'s code refers to by a global name or a closure
     (``from ttqlab.quantizers import twn_scale`` then ``twn_scale(w, d)``), following the
     student's own helper functions a few levels deep; None if there is none."""
@@ -176,21 +189,21 @@ def _names_library_answer(fn: Any, depth: int = 3, seen: set | None = None) -> s
     if code is None or id(fn) in seen or depth < 0:
         return None
     seen.add(id(fn))
-    answers = {id(obj): name for owner, attr, name in _answer_functions()
-               for obj in [vars(owner)[attr]]}
-    answers.update({id(ex.reference): f"the exercise's reference answer ({ex.name})"
-                    for ex in _EXERCISES.values()})
-    if id(fn) in answers:
-        return answers[id(fn)]
+    known = {id(obj): name for owner, attr, name in _answer_functions(answers)
+             for obj in [vars(owner)[attr]]}
+    known.update({id(ex.reference): f"the exercise's reference answer ({ex.name})"
+                  for ex in _EXERCISES.values()})
+    if id(fn) in known:
+        return known[id(fn)]
     refs = [fn.__globals__.get(n) for n in _all_names(code)]
     refs += [c.cell_contents for c in (fn.__closure__ or ()) if _filled(c)]
     for obj in refs:
-        if id(obj) in answers:
-            return answers[id(obj)]
+        if id(obj) in known:
+            return known[id(obj)]
     for obj in refs:
         home = getattr(obj, "__module__", "") or ""
         if inspect.isfunction(obj) and not home.startswith("ttqlab"):
-            found = _names_library_answer(obj, depth - 1, seen)
+            found = _names_library_answer(obj, depth - 1, seen, answers)
             if found:
                 return found
     return None
@@ -213,10 +226,11 @@ def _filled(cell) -> bool:
 
 
 @contextlib.contextmanager
-def _library_hidden():
-    """While the student's function runs, ttqlab's own quantizers and every exercise's
-    reference answer raise ``_Delegated`` when called."""
-    targets = _answer_functions()
+def _library_hidden(answers: tuple[str, ...] | None = None):
+    """While the student's function runs, ttqlab's own quantizers (or the functions of
+    the modules ``answers``) and every exercise's reference answer raise ``_Delegated``
+    when called."""
+    targets = _answer_functions(answers)
     saved = [(owner, attr, vars(owner)[attr]) for owner, attr, _ in targets]
     refs = [(ex, ex.reference) for ex in list(_EXERCISES.values())]
     try:
@@ -247,7 +261,7 @@ def _run(ex: Exercise, fn: Callable, case: Case, student: bool = False) -> Any:
     """Observe ``fn`` on fresh copies of the inputs; complain if it changed them. A
     student's function runs with ttqlab's answers hidden (see ``_library_hidden``)."""
     args, kwargs = _clone(case.args), _clone(case.kwargs)
-    with _library_hidden() if student else contextlib.nullcontext():
+    with _library_hidden(ex.answers) if student else contextlib.nullcontext():
         out = ex.observe(fn, case, args, kwargs)
     for name, before, after in zip(ex.params, case.args, args):
         if isinstance(before, Tensor) and not torch.equal(before, after):
@@ -291,7 +305,7 @@ def check(ex: Exercise, fn: Callable, verbose: bool = True) -> bool:
         say(f"✗ {title}: pass your function itself, {title}({ex.name}), without calling it "
             f"(no parentheses after {ex.name}); got {kind_of(fn)}.")
         return False
-    delegated = _names_library_answer(fn)
+    delegated = _names_library_answer(fn, answers=ex.answers)
     if delegated:
         say(_delegation_message(title, delegated))
         return False
@@ -453,7 +467,9 @@ def _inputs(ex: Exercise, case: Case) -> str:
     def brief(v):
         if isinstance(v, Tensor):
             return show(v) if v.numel() <= 8 else f"a tensor of shape {tuple(v.shape)}"
-        return fmt(v)
+        if isinstance(v, torch.nn.Module):
+            return f"a {type(v).__name__}"  # the case's name says which
+        return repr(v) if isinstance(v, str) else fmt(v)
 
     named = [*zip(ex.params, case.args), *case.kwargs.items()]
     return ", ".join(f"{k}={brief(v)}" for k, v in named)

@@ -170,3 +170,21 @@ def inq_sparsity(w, bits=2):
     n1 = math.floor(math.log2(4 * s / 3))
     n2 = n1 + 1 - 2 ** (bits - 1) // 2
     return (w.abs() < 2.0 ** (n2 - 1)).double().mean().item()
+
+
+# --------------------------------------------------------------------------- notebook 9
+
+
+def payload_bytes(model, packing):
+    """The tensor bytes of ttqlab.export.save(model, path, packing): per quantized layer
+    ceil(n / 5) (base3) or ceil(n / 4) (2bit) bytes of codes plus two float32 scales;
+    every other state_dict tensor at its size, except BatchNorm's num_batches_tracked and
+    the quantized layers' '.parametrizations.' entries (latent weights, quantizer state)."""
+    per_byte = {"base3": 5, "2bit": 4}[packing]
+    total = 0
+    for key, t in model.state_dict().items():
+        if key.endswith(".parametrizations.weight.original"):
+            total += math.ceil(t.numel() / per_byte) + 2 * 4   # codes, then W_p and W_n
+        elif ".parametrizations." not in key and not key.endswith("num_batches_tracked"):
+            total += t.numel() * t.element_size()
+    return total

@@ -22,13 +22,15 @@ notebooks' stub, gets a "not implemented yet" note and False.
 ``grade(namespace)`` runs the check of every exercise function that a module or dict defines.
 
 A function that hands back ttqlab's own answer (calls ``ttqlab.quantizers.*``,
-``ttqlab.methods.*``, ``ttqlab.packing.pack``, ... or an exercise's reference, directly,
+``ttqlab.methods.*``, ``ttqlab.packing.pack``, ``ttqlab.export`` where the task is to count
+a file's bytes, ... or an exercise's reference, directly,
 through a helper or imported by name) fails with a message asking the student to write
 it: while it runs, those functions are replaced by stand-ins that refuse to answer.
 
 Layout: one module per notebook, each check next to its catalogue of mistakes:
 ``twn`` (1), ``ste`` (2), ``ttq`` (3), ``sparsity`` (4), ``inq`` (5), ``deployment`` (6),
-``reviewers`` (7 and 7b), and ``reasoning`` (numeric predictions: ``check_inq_sparsity``,
+``reviewers`` (7 and 7b), ``own_model`` (9: ``check_payload_bytes``, the bytes of a
+packed model file), and ``reasoning`` (numeric predictions: ``check_inq_sparsity``,
 ``check_laplace_threshold``; answers in docs/answer_key.md).
 """
 
@@ -39,6 +41,7 @@ from typing import Any
 
 from .deployment import ADD_ONLY_MATMUL, PACK_2BIT, check_add_only_matmul, check_pack_2bit
 from .inq import INQ_PARTITION, POW2_LEVELS, check_inq_partition, check_pow2_levels
+from .own_model import PAYLOAD_BYTES, check_payload_bytes
 from .reasoning import check_inq_sparsity, check_laplace_threshold, inq_sparsity_layer
 from .reviewers import L2_SCALES, POW2_ACTIVATION, check_l2_scales, check_pow2_activation
 from .sparsity import SPARSITY_THRESHOLD, check_sparsity_threshold
@@ -65,6 +68,7 @@ __all__ = [
     "check_laplace_threshold",
     "check_optimal_ternary",
     "check_pack_2bit",
+    "check_payload_bytes",
     "check_pow2_activation",
     "check_pow2_levels",
     "check_sparsity_threshold",
@@ -81,7 +85,7 @@ __all__ = [
 
 _ALL = (TWN_THRESHOLD, TWN_SCALE, OPTIMAL_TERNARY, BINARIZE, STE, TTQ_BACKWARD,
         SPARSITY_THRESHOLD, POW2_LEVELS, INQ_PARTITION, PACK_2BIT, ADD_ONLY_MATMUL, L2_SCALES,
-        POW2_ACTIVATION)
+        POW2_ACTIVATION, PAYLOAD_BYTES)
 
 #: exercise (the student's function name) -> its check
 EXERCISES: dict[str, Callable[..., bool]] = {
@@ -98,6 +102,7 @@ EXERCISES: dict[str, Callable[..., bool]] = {
     "add_only_matmul": check_add_only_matmul,
     "l2_scales": check_l2_scales,
     "pow2_activation": check_pow2_activation,
+    "payload_bytes": check_payload_bytes,
 }
 
 #: reasoning exercise (the student answers with a number) -> its check
