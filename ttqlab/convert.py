@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from .layers import BinaryWeight, INQWeight, TTQWeight, TWNWeight, WeightQuantizer
+from .methods import bitnet as _bitnet
 
 __all__ = [
     "METHODS",
@@ -37,6 +38,7 @@ METHODS: dict[str, tuple[str, ...]] = {
     "twn": ("factor", "per_channel"),
     "ttq": ("t", "sparsity", "reduce", "init"),
     "inq": ("bits",),
+    _bitnet.NAME: _bitnet.OPTIONS,  # registration shim until the methods registry lands
 }
 
 _QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -76,6 +78,8 @@ def _make(method: str, weight: Tensor, options: dict) -> WeightQuantizer:
         return TWNWeight(**options)
     if method == "ttq":
         return TTQWeight(weight, **options)
+    if method == _bitnet.NAME:
+        return _bitnet.build(weight, **options)
     return INQWeight(weight, **options)
 
 
@@ -91,14 +95,14 @@ def quantize(
 
     Args:
         model: any ``nn.Module``; its layers stay the same classes.
-        method: ``"binary"``, ``"twn"``, ``"ttq"`` or ``"inq"``.
+        method: ``"binary"``, ``"twn"``, ``"ttq"``, ``"inq"`` or ``"bitnet"``.
         keep_first_last: keep the first and the last quantizable layer (in registration
             order) in full precision, as TTQ does for AlexNet. ``False`` quantizes them
             too, as TWN's LeNet demo and INQ do.
         exclude: names (from ``model.named_modules()``) of further layers to keep float.
         **options: per method: twn ``factor=0.7, per_channel=False``; ttq ``t=0.05,
             sparsity=None, reduce="sum", init="mean"``; inq ``bits=5`` (drive the
-            schedule with ``ttqlab.INQ``).
+            schedule with ``ttqlab.INQ``); bitnet ``eps=1e-5``.
 
     Returns:
         ``model`` itself, for chaining.
@@ -207,6 +211,7 @@ _QUANTIZER_CLASSES: dict[str, type[WeightQuantizer]] = {
     "twn": TWNWeight,
     "ttq": TTQWeight,
     "inq": INQWeight,
+    _bitnet.NAME: _bitnet.BitNetWeight,
 }
 
 

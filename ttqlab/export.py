@@ -90,13 +90,14 @@ def _scheme(method: str, bits: int, packing_name: str) -> tuple[str, int | None]
     ``ttqlab.stats.packed_nbytes``)."""
     if method == "binary":
         return "binary", None
-    if method in ("twn", "ttq") or bits == 2:
+    if method in ("twn", "ttq", "bitnet") or bits == 2:
         return packing_name, None
     return "pow2", bits
 
 
 def _scale_names(method: str) -> tuple[str, ...]:
-    return {"binary": ("alpha",), "twn": ("alpha",), "ttq": ("wp", "wn"), "inq": ()}[method]
+    return {"binary": ("alpha",), "twn": ("alpha",), "ttq": ("wp", "wn"), "inq": (),
+            "bitnet": ("gamma",)}[method]
 
 
 def _n_scales(method: str, options: Mapping, shape: list[int]) -> int:
@@ -288,6 +289,7 @@ _OPTION_CHECKS = {
     "reduce": lambda v: v in ("sum", "mean"),
     "init": lambda v: v == "mean" or _is_number(v),
     "bits": lambda v: isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 8,
+    "eps": lambda v: _is_number(v) and 0 <= v < 1,
 }
 _REQUIRED = {"twn": ("per_channel",), "inq": ("bits",)}
 

@@ -9,6 +9,7 @@ Notation follows the papers (see ``shared/papers.md`` in the repository):
 * TWN   (Li et al. 2016):   W ~ alpha * T,  T in {-1, 0, +1}
 * TTQ   (Zhu et al. 2017):  w_t in {-W_n, 0, +W_p}
 * INQ   (Zhou et al. 2017): W in P_l = {+-2^n1, ..., +-2^n2, 0}
+* BitNet b1.58 (Ma et al. 2024): W ~ gamma * RoundClip(W / (gamma + eps), -1, 1), gamma = E|W|
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "absmean_codes",
     "binarize",
     "inq_exponent_range",
     "optimal_ternary_params",
@@ -28,8 +30,10 @@ __all__ = [
     "pow2_levels",
     "quantize_pow2",
     "ste",
+    "ste_absmean",
     "ste_sign",
     "ste_tern",
+    "ternarize_absmean",
     "ternarize_optimal",
     "ternarize_ttq",
     "ternarize_twn",
@@ -424,3 +428,48 @@ def pow2_from_codes(codes: Tensor, bits: int, n1: int) -> Tensor:
     c = codes.to(torch.int32)
     mag = torch.ldexp(torch.ones_like(c, dtype=torch.float32), (c.abs() + n2 - 1))
     return torch.where(c == 0, 0.0, torch.where(c > 0, mag, -mag))
+
+
+# --------------------------------------------------------------------------- BitNet b1.58
+
+
+def _check_eps(eps: float) -> None:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 1:
+        raise ValueError(f"eps must be a small non-negative number (BitNet uses 1e-5), "
+                         f"got {eps!r}")
+
+
+def absmean_codes(w: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
+    """BitNet b1.58's absmean rule as ``(codes, gamma)``: ``gamma = E|W|`` (one scalar
+    per weight matrix) and ``codes = RoundClip(W / (gamma + eps), -1, 1)`` (int8, in
+    {-1, 0, +1}), with ``RoundClip(x, a, b) = max(a, min(b, round(x)))``.
+
+    ``round`` is ``torch.round``: ties go to the even integer, so ``W / (gamma + eps)``
+    exactly 0.5 gives 0 and exactly 1.5 gives 2, clipped to 1. The effective threshold is
+    ``0.5 * (gamma + eps)`` (TWN: ``0.7 * E|W|``).
+    """
+    _check_finite(w)
+    _check_eps(eps)
+    w = w.detach()
+    gamma = w.abs().mean() if w.numel() else w.new_zeros(())
+    codes = torch.round(w / (gamma + eps)).clamp_(-1, 1).to(torch.int8)
+    return codes, gamma
+
+
+def ternarize_absmean(w: Tensor, eps: float = 1e-5) -> Tensor:
+    """BitNet b1.58: ``gamma * RoundClip(W / (gamma + eps), -1, 1)`` with ``gamma = E|W|``
+    (see :func:`absmean_codes`). Like :func:`ternarize_twn` it returns the quantized
+    weight itself; forward only, use :func:`ste_absmean` (or
+    ``ttqlab.quantize(model, "bitnet")``) to train.
+
+    Lineage: TWN keeps ``|W| > 0.7 E|W|`` and scales by the mean of the kept ``|W|``;
+    absmean keeps ``|W| > 0.5 (E|W| + eps)`` and scales by ``E|W|`` itself.
+    """
+    codes, gamma = absmean_codes(w, eps)
+    return codes.to(w.dtype).mul_(gamma)
+
+
+def ste_absmean(w: Tensor, eps: float = 1e-5) -> Tensor:
+    """:func:`ternarize_absmean` with the straight-through gradient ``dL/dW = dL/dW_q``
+    (BitNet trains its latent weights this way)."""
+    return ste(w, ternarize_absmean(w, eps))

@@ -34,7 +34,7 @@ def packed_nbytes(numel: int, method: str, bits: int = 2, packing: str = "2bit")
         raise ValueError(f"packing must be one of {sorted(PACKINGS)}, got {packing!r}")
     if method == "binary":
         return math.ceil(numel / 8)
-    if method in ("twn", "ttq") or (method == "inq" and bits == 2):
+    if method in ("twn", "ttq", "bitnet") or (method == "inq" and bits == 2):
         return math.ceil(numel / PACKINGS[packing])
     if method == "inq":
         return math.ceil(numel * bits / 8)
@@ -108,7 +108,10 @@ def _scales_text(q, module) -> str:
         return f"wp={sc['wp'].item():.4g} wn={sc['wn'].item():.4g}"
     if isinstance(q, INQWeight):
         return f"n1={int(q.n1)} frozen={q.fraction_frozen:.3g}"
-    alpha = q.scales(latent_weight(module))["alpha"]
+    sc = q.scales(latent_weight(module))
+    if "gamma" in sc:  # bitnet
+        return f"gamma={float(sc['gamma']):.4g}"
+    alpha = sc["alpha"]
     return f"alpha={float(alpha.mean()):.4g}" + (" (per channel)" if alpha.numel() > 1 else "")
 
 
@@ -217,7 +220,7 @@ def op_counts(model: nn.Module, input_shape: Sequence[int]) -> Table:
         mults = adds = shifts = 0
         if method == "fp32":
             mults, adds = n * pos, n * pos
-        elif method in ("twn", "ttq"):
+        elif method in ("twn", "ttq", "bitnet"):
             adds = nonzero * pos + outs * pos  # S+ and S- sums, then S+ - S- per output
             mults = (2 if method == "ttq" else 1) * outs * pos
         elif method == "binary":
