@@ -18,6 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from . import activations as _activations
+from . import coverage as _coverage
 from .layers import BinaryWeight, INQWeight, TTQWeight, TWNWeight, WeightQuantizer
 from .methods import bitnet as _bitnet
 
@@ -89,6 +91,8 @@ def quantize(
     *,
     keep_first_last: bool = True,
     exclude: Sequence[str] = (),
+    act_bits: int | None = None,
+    act_rule: str = "absmax",
     **options,
 ) -> nn.Module:
     """Quantize the weights of every Linear / Conv layer of ``model`` in place.
@@ -100,6 +104,10 @@ def quantize(
             order) in full precision, as TTQ does for AlexNet. ``False`` quantizes them
             too, as TWN's LeNet demo and INQ do.
         exclude: names (from ``model.named_modules()``) of further layers to keep float.
+        act_bits: quantize each quantized layer's input to this many bits (2..16; BitNet
+            uses 8), per token, with the straight-through gradient; ``None`` (default)
+            keeps activations float. ``act_rule``: ``"absmax"`` (BitNet) or ``"pow2"``
+            (INQ's powers of two). See ``ttqlab.activations``.
         **options: per method: twn ``factor=0.7, per_channel=False``; ttq ``t=0.05,
             sparsity=None, reduce="sum", init="mean"``; inq ``bits=5`` (drive the
             schedule with ``ttqlab.INQ``); bitnet ``eps=1e-5``.
@@ -116,6 +124,9 @@ def quantize(
         allowed = ", ".join(METHODS[method]) or "none"
         raise ValueError(f"unknown option(s) {sorted(unknown)} for method {method!r}; "
                          f"allowed: {allowed}")
+    if act_bits is not None:
+        _activations.check_act_bits(act_bits)
+        _activations._check_rule(act_rule)
     if any(True for _ in quantized_layers(model)):
         raise ValueError("model is already quantized; call ttqlab.unquantize(model) first "
                          "(or start from a fresh model)")
@@ -132,7 +143,7 @@ def quantize(
     if not chosen:
         hint = (" (it has only the first and last layer; pass keep_first_last=False)"
                 if keep_first_last and layers else "")
-        raise ValueError(f"model has no Linear or Conv layer to quantize{hint}")
+        raise _coverage.no_layer_error(model, hint)
     for name, module in chosen:
         w = module.weight.detach()
         if not bool(torch.isfinite(w).all()):
@@ -143,6 +154,9 @@ def quantize(
     quantizers = [_make(method, m.weight.detach(), options) for _, m in chosen]
     for (_, module), q in zip(chosen, quantizers):
         parametrize.register_parametrization(module, "weight", q)
+    if act_bits is not None:
+        _activations.attach([m for _, m in chosen], act_bits, act_rule)
+    _coverage.warn_float_weights(model)  # attention / recurrent / embedding weights
     return model
 
 
@@ -162,6 +176,7 @@ def unquantize(model: nn.Module) -> nn.Module:
     """Remove ttqlab's parametrizations in place, restoring the latent float weights."""
     for _, module, _ in list(quantized_layers(model)):
         _remove(module, leave_parametrized=False)
+    _activations.detach(model)
     return model
 
 

@@ -58,7 +58,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from . import models
+from . import activations, models
 from .convert import METHODS, QuantizedWeight, bake, extract, quantizable_layers, quantized_layers
 from .packing import nbytes as packed_length
 from .packing import pack as pack_codes
@@ -166,6 +166,8 @@ def pack(model: nn.Module, packing: str = "base3") -> tuple[dict[str, Tensor], d
     manifest = {"format": FORMAT, "version": FORMAT_VERSION, "ttqlab": _version(),
                 "packing": packing, "architecture": _spec_of(model),
                 "quantized": list(groups.values())}
+    if activations.act_quantized_layers(model):  # optional field: quantized layer inputs
+        manifest["activations"] = activations.manifest_entry(model)
     return tensors, manifest
 
 
@@ -508,6 +510,7 @@ def load(path: str | os.PathLike, model: nn.Module | str | None = None) -> nn.Mo
     tensors, manifest = read(path)
     quantized, floats = unpack(tensors, manifest)
     target = _architecture(model, manifest, quantized, floats)
+    activations.attach_from_manifest(target, manifest.get("activations"), FormatError)
     layers = dict(quantizable_layers(target))
     for name, qw in quantized.items():
         layers[name].weight.copy_(qw.dequantize())

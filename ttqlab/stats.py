@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from . import coverage as _coverage
 from .convert import latent_weight, quantizable_layers, quantized_layers
 from .layers import INQWeight, TTQWeight
 
@@ -166,6 +167,7 @@ def layer_report(model: nn.Module, packing: str = "2bit") -> Table:
                  "ratio": fp32_total / packed_total if packed_total else float("nan")})
     cols = ["layer", "method", "shape", "params", "sparsity", "scales", "bits/weight",
             "fp32 bytes", "packed bytes", "ratio"]
+    _coverage.extend_report(model, rows, cols)  # activation bits, weights left float
     return Table(rows, cols, title=f"layer report (packing={packing})")
 
 

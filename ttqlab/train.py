@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from . import checkpoint as checkpoint_lib
-from . import distributed
+from . import coverage, distributed
 from .convert import latent_weight, quantized_layers
 from .layers import INQWeight, TTQWeight
 
@@ -103,7 +103,8 @@ def _device_of(model: nn.Module) -> torch.device:
 def layer_stats(model: nn.Module) -> dict[str, dict]:
     """Per quantized layer: method, sparsity of ``layer.weight`` and its scales.
 
-    Scales: ``alpha`` (binary, twn; mean over channels when per-channel), ``wp`` and ``wn``
+    Scales: ``alpha`` (binary, twn; mean over channels when per-channel), ``gamma``
+    (bitnet), ``wp`` and ``wn``
     (ttq), ``frozen`` (inq, the fraction quantized so far).
     """
     out = {}
@@ -115,8 +116,8 @@ def layer_stats(model: nn.Module) -> dict[str, dict]:
             row["wp"], row["wn"] = sc["wp"].item(), sc["wn"].item()
         elif isinstance(q, INQWeight):
             row["frozen"] = q.fraction_frozen
-        else:
-            row["alpha"] = float(q.scales(latent_weight(module))["alpha"].mean())
+        else:  # alpha (binary, twn) or gamma (bitnet)
+            row.update({k: float(v.mean()) for k, v in q.scales(latent_weight(module)).items()})
         out[name] = row
     return out
 
@@ -304,6 +305,7 @@ def fit(
     aug_gen = torch.Generator().manual_seed(seed + 1)
     if isinstance(optimizer, torch.optim.Optimizer):
         opt = optimizer
+        coverage.check_optimizer(model, opt)  # warn: parameters the optimizer misses
     else:
         opt = make_optimizer(model, optimizer, lr, weight_decay, momentum)
     per_iteration = schedule_unit == "iteration"
