@@ -71,7 +71,7 @@ def absmax_codes(x: Tensor, bits: int = 8, eps: float = 1e-5) -> tuple[Tensor, T
 def quantize_absmax(x: Tensor, bits: int = 8, eps: float = 1e-5) -> Tensor:
     """``x~ * gamma_x / Q_b`` (:func:`absmax_codes`) with the straight-through gradient."""
     codes, gamma = absmax_codes(x, bits, eps)
-    return Q.ste(x, codes.mul_(gamma / (2 ** (bits - 1) - 1)))
+    return Q.ste(x, codes.mul_(gamma).div_(2 ** (bits - 1) - 1))
 
 
 def quantize_pow2_tokens(x: Tensor, bits: int = 4) -> Tensor:
