@@ -431,45 +431,11 @@ def pow2_from_codes(codes: Tensor, bits: int, n1: int) -> Tensor:
 
 
 # --------------------------------------------------------------------------- BitNet b1.58
+# The rule lives with its method in ttqlab/methods/bitnet.py (imported last: it uses
+# ``ste`` and ``_check_finite`` from this module).
 
-
-def _check_eps(eps: float) -> None:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 1:
-        raise ValueError(f"eps must be a small non-negative number (BitNet uses 1e-5), "
-                         f"got {eps!r}")
-
-
-def absmean_codes(w: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
-    """BitNet b1.58's absmean rule as ``(codes, gamma)``: ``gamma = E|W|`` (one scalar
-    per weight matrix) and ``codes = RoundClip(W / (gamma + eps), -1, 1)`` (int8, in
-    {-1, 0, +1}), with ``RoundClip(x, a, b) = max(a, min(b, round(x)))``.
-
-    ``round`` is ``torch.round``: ties go to the even integer, so ``W / (gamma + eps)``
-    exactly 0.5 gives 0 and exactly 1.5 gives 2, clipped to 1. The effective threshold is
-    ``0.5 * (gamma + eps)`` (TWN: ``0.7 * E|W|``).
-    """
-    _check_finite(w)
-    _check_eps(eps)
-    w = w.detach()
-    gamma = w.abs().mean() if w.numel() else w.new_zeros(())
-    codes = torch.round(w / (gamma + eps)).clamp_(-1, 1).to(torch.int8)
-    return codes, gamma
-
-
-def ternarize_absmean(w: Tensor, eps: float = 1e-5) -> Tensor:
-    """BitNet b1.58: ``gamma * RoundClip(W / (gamma + eps), -1, 1)`` with ``gamma = E|W|``
-    (see :func:`absmean_codes`). Like :func:`ternarize_twn` it returns the quantized
-    weight itself; forward only, use :func:`ste_absmean` (or
-    ``ttqlab.quantize(model, "bitnet")``) to train.
-
-    Lineage: TWN keeps ``|W| > 0.7 E|W|`` and scales by the mean of the kept ``|W|``;
-    absmean keeps ``|W| > 0.5 (E|W| + eps)`` and scales by ``E|W|`` itself.
-    """
-    codes, gamma = absmean_codes(w, eps)
-    return codes.to(w.dtype).mul_(gamma)
-
-
-def ste_absmean(w: Tensor, eps: float = 1e-5) -> Tensor:
-    """:func:`ternarize_absmean` with the straight-through gradient ``dL/dW = dL/dW_q``
-    (BitNet trains its latent weights this way)."""
-    return ste(w, ternarize_absmean(w, eps))
+from .methods.bitnet import (  # noqa: E402
+    absmean_codes,
+    ste_absmean,
+    ternarize_absmean,
+)
