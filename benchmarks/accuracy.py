@@ -11,8 +11,8 @@ binary, TWN and TTQ then train for the same number of epochs (from that model wi
 With ``--init pretrained`` the quantized models have trained twice as long as the
 full-precision start, so the reference for "vs fp32" is ``fp32-continued``: the same
 full-precision model trained for the same further epochs (gap = mean and std of the
-per-seed differences). ``--ttq-sparsity`` adds TTQ's fixed-sparsity variant (the authors'
-code, Section 5 of the paper) at each target sparsity: accuracy against sparsity.
+per-seed differences). ``--ttq-sparsity`` adds ttqlab's fixed-sparsity TTQ mode
+(inspired by, not equal to, the authors' ``p_ternarize`` of Section 5) at each target sparsity: accuracy against sparsity.
 """
 
 from __future__ import annotations

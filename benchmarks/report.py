@@ -191,8 +191,9 @@ def accuracy_section(doc: dict, figure: str | None) -> str:
     for key in groups:
         sweep = [r for r in doc["rows"] if r.get("method") == "ttq-sparsity" and _key(r) == key]
         if sweep:
-            text.append(f"- {_group_name(key)}, TTQ at a fixed sparsity (the authors' "
-                        "variant, threshold = that quantile of |w|): " + "; ".join(
+            text.append(f"- {_group_name(key)}, TTQ at a fixed sparsity (ttqlab's "
+                        "fixed-sparsity mode, threshold = that quantile of |w|; not the "
+                        "authors' p_ternarize): " + "; ".join(
                             f"{100 * r['target sparsity']:.0f}% zeros: {r['acc mean']:.2f} "
                             f"± {r['acc std']:.2f} ({_signed(r['vs fp32'])})" for r in sweep)
                         + ".")

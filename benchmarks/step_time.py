@@ -1,7 +1,10 @@
 """Training-step time of each method relative to full precision (same model and batch).
 
-    python -m benchmarks.step_time [--quick] [--device cpu cuda] [--threads N]
+    python -m benchmarks.step_time [--quick] [--device cpu cuda] [--threads N] [--compile]
         [--out results/step_time.json]
+
+``--compile`` times ``torch.compile(model)`` (every method and fp32 compiled alike; the
+compilation itself happens in the warm-up and is not timed).
 
 One step = forward, cross-entropy, backward, optimizer (Adam) step. For each model the
 methods are timed in interleaved rounds (fp32, binary, twn, ttq, inq, fp32, ...) so
@@ -30,7 +33,7 @@ CONFIGS = {
 }
 
 
-def make(model_name: str, method: str, device: str):
+def make(model_name: str, method: str, device: str, compile: bool = False):
     model = ttqlab.models.get(model_name, seed=0, **CONFIGS[model_name])
     if method == "inq":
         inq = ttqlab.INQ(model, bits=5)
@@ -38,7 +41,8 @@ def make(model_name: str, method: str, device: str):
     elif method != "fp32":
         ttqlab.quantize(model, method)
     model.to(device).train()
-    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    return (torch.compile(model) if compile else model), opt
 
 
 def step(model, opt, x, y):
@@ -48,12 +52,15 @@ def step(model, opt, x, y):
     opt.step()
 
 
-def bench(model_name: str, batch: int, rounds: int, steps: int, device: str) -> list[dict]:
+def bench(model_name: str, batch: int, rounds: int, steps: int, device: str,
+          compile: bool = False) -> list[dict]:
     g = torch.Generator().manual_seed(0)
     shape = CONFIGS[model_name]["input_shape"]
     x = torch.randn(batch, *shape, generator=g).to(device)
     y = torch.randint(0, 10, (batch,), generator=g).to(device)
-    built = {m: make(model_name, m, device) for m in METHODS}
+    if compile:
+        torch._dynamo.reset()
+    built = {m: make(model_name, m, device, compile) for m in METHODS}
     times = {m: [] for m in METHODS}
     for m in METHODS:  # warm-up
         for _ in range(3):
@@ -75,7 +82,7 @@ def bench(model_name: str, batch: int, rounds: int, steps: int, device: str) -> 
         # machine that speeds up or slows down between rounds cancels out
         ratios = [t / b for t, b in zip(times[m], times["fp32"])]
         rows.append({"model": model_name, "method": m, "batch": batch, "device": device,
-                     "threads": torch.get_num_threads(),
+                     "threads": torch.get_num_threads(), "compiled": compile,
                      "step_ms": 1000 * statistics.median(times[m]),
                      "ratio": statistics.median(ratios),
                      "ratio_spread": (max(ratios) - min(ratios)) / 2 if len(ratios) > 1 else 0.0})
@@ -91,6 +98,7 @@ def main(argv=None):
     ap.add_argument("--models", nargs="+", default=list(CONFIGS))
     ap.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads (default: torch's, all cores; --quick: 1)")
+    ap.add_argument("--compile", action="store_true", help="time torch.compile(model)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     threads = args.threads or (1 if args.quick else None)
@@ -100,8 +108,10 @@ def main(argv=None):
     rows = []
     for name in args.models:
         for device in args.device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
-            rows += bench(name, args.batch if not args.quick else 8, rounds, steps, device)
-    cols = ["model", "method", "batch", "device", "threads", "step_ms", "ratio", "ratio_spread"]
+            rows += bench(name, args.batch if not args.quick else 8, rounds, steps, device,
+                          compile=args.compile)
+    cols = ["model", "method", "batch", "device", "threads", "compiled", "step_ms", "ratio",
+            "ratio_spread"]
     print(ttqlab.stats.Table(rows, cols, title="training-step time (median), ratio to fp32"))
     write_results(args.out, "step_time", rows, argv)
     return rows

@@ -3,7 +3,10 @@
 import collections
 import json
 import math
+import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -184,7 +187,8 @@ def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     # a checkpoint whose tensor file does not match its recorded hash is skipped
     checkpoint.save(tmp_path, 3, keep=2, model=model)
     (tmp_path / "checkpoint-000003.safetensors").write_bytes(b"truncated")
-    assert checkpoint.latest(tmp_path).name == "checkpoint-000001.json"
+    with pytest.warns(UserWarning, match="skipping.*checkpoint-000003.*SHA-256"):
+        assert checkpoint.latest(tmp_path).name == "checkpoint-000001.json"
 
 
 def test_old_checkpoints_removed_only_after_new_one(tmp_path):
@@ -194,3 +198,91 @@ def test_old_checkpoints_removed_only_after_new_one(tmp_path):
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json"] * 2 + [".safetensors"] * 2
     with pytest.raises(checkpoint.CheckpointError, match="holds no"):
         checkpoint.load(tmp_path, model=torch.nn.Linear(1, 1))
+
+
+# --------------------------------------------------------------------------- damaged files
+
+
+@pytest.mark.parametrize("content", [
+    "{", "[]", '{"format": "ttqlab-checkpoint"}', '{"format": "other"}',
+    '{"format": "ttqlab-checkpoint", "version": 1, "step": 5, "tensors": "../x", '
+    '"sha256": "0", "state": {}}',
+    '{"format": "ttqlab-checkpoint", "version": 1, "step": "5", '
+    '"tensors": "checkpoint-000005.safetensors", "sha256": "0", "state": {}}',
+], ids=["truncated", "list", "no-fields", "other-format", "path", "step-type"])
+def test_stray_json_next_to_a_good_checkpoint_is_skipped_with_a_warning(tmp_path, content):
+    model = torch.nn.Linear(3, 2)
+    checkpoint.save(tmp_path, 1, model=model)
+    (tmp_path / "checkpoint-000005.json").write_text(content)
+    with pytest.warns(UserWarning, match="checkpoint-000005.json"):
+        assert checkpoint.latest(tmp_path).name == "checkpoint-000001.json"
+    with pytest.warns(UserWarning, match="checkpoint-000005.json"):
+        assert checkpoint.load(tmp_path, model=torch.nn.Linear(3, 2))["step"] == 1
+
+
+def test_newer_format_version_is_named(tmp_path):
+    path = checkpoint.save(tmp_path, 1, x=1)
+    meta = json.loads(path.read_text())
+    meta["version"] = checkpoint.VERSION + 1
+    path.write_text(json.dumps(meta))
+    with pytest.raises(checkpoint.CheckpointError, match=r"format version 2.*upgrade"), \
+            pytest.warns(UserWarning, match="format version"):
+        checkpoint.latest(tmp_path)
+
+
+def test_only_checkpoint_corrupt_is_refused_not_restarted(tmp_path):
+    """A directory with checkpoint files but none usable: an error naming them, and
+    fit(resume=True) does not retrain from epoch 1 over them."""
+    model = torch.nn.Linear(3, 2)
+    checkpoint.save(tmp_path, 4, model=model)
+    blob = tmp_path / "checkpoint-000004.safetensors"
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 1
+    blob.write_bytes(bytes(data))
+    with pytest.warns(UserWarning), pytest.raises(checkpoint.CheckpointError,
+                                                  match=r"(?s)none is usable.*000004.*move"):
+        checkpoint.latest(tmp_path)
+    train = torch.utils.data.TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,)))
+    with pytest.warns(UserWarning), pytest.raises(checkpoint.CheckpointError,
+                                                  match="none is usable"):
+        ttqlab.fit(model, train, epochs=1, batch_size=4, checkpoint=tmp_path, resume=True)
+    assert bytes(data) == blob.read_bytes()  # the evidence is untouched
+    assert checkpoint.list_checkpoints(tmp_path)[-1][0] == 4
+
+
+def test_leftovers_of_a_killed_writer_are_cleaned(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    stale = [tmp_path / f".checkpoint-000002.safetensors.tmp-{dead.pid}",
+             tmp_path / f".checkpoint-000002.json.tmp-{dead.pid}"]
+    orphan = tmp_path / "checkpoint-000002.safetensors"  # killed before its .json
+    alive = tmp_path / f".checkpoint-000009.json.tmp-{os.getppid()}"  # a live writer's
+    for p in [*stale, orphan, alive]:
+        p.write_bytes(b"partial")
+    checkpoint.save(tmp_path, 3, x=1)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [alive.name, "checkpoint-000003.json", "checkpoint-000003.safetensors"]
+
+
+def test_another_optimizer_or_architecture_is_named_before_anything_changes(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(4, 3)).sum().backward()
+    sgd.step()
+    checkpoint.save(tmp_path, 1, model=model, optimizer=sgd)
+    fresh = torch.nn.Linear(3, 2)
+    before = fresh.weight.clone()
+    adam = torch.optim.Adam(fresh.parameters())
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"'optimizer'.*another optimizer.*this Adam"):
+        checkpoint.load(tmp_path, model=fresh, optimizer=adam)
+    assert torch.equal(fresh.weight, before)  # nothing was restored
+    wide = torch.nn.Linear(3, 5)
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"'model'.*'bias' has shape \(2,\).*\(5,\)"):
+        checkpoint.load(tmp_path, model=wide, optimizer=torch.optim.SGD(
+            wide.parameters(), lr=0.1, momentum=0.9))
+    quantized = ttqlab.quantize(torch.nn.Sequential(torch.nn.Linear(3, 2)), "twn",
+                                keep_first_last=False)
+    with pytest.raises(checkpoint.CheckpointError, match=r"'model'.*another architecture"):
+        checkpoint.load(tmp_path, model=quantized)

@@ -1,6 +1,7 @@
 """The command line, end to end on the offline digits data."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -37,15 +38,211 @@ def test_train_command(method, tmp_path, capsys):
 
 
 def test_bad_arguments_exit_with_message(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         main(["train", "--method", "ternary"])
+    assert e.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
-    assert main(["train", "--method", "ttq", "--t", "2", "--dataset", "synthetic",
-                 "--epochs", "1", "--model", "mlp"]) == 2
-    assert "between 0 and 1" in capsys.readouterr().err
 
 
 def test_console_script_help():
     r = subprocess.run([sys.executable, "-m", "ttqlab", "--help"], capture_output=True,
                        text=True, check=True)
     assert "compare" in r.stdout and "train" in r.stdout
+
+
+# --------------------------------------------------------------------------- polish
+
+
+def _help(*argv) -> str:
+    r = subprocess.run([sys.executable, "-m", "ttqlab", *argv, "--help"], capture_output=True,
+                       text=True, check=True)
+    return r.stdout
+
+
+def test_version():
+    import ttqlab
+
+    r = subprocess.run([sys.executable, "-m", "ttqlab", "--version"], capture_output=True,
+                       text=True, check=True)
+    assert r.stdout.startswith(f"ttqlab {ttqlab.__version__} ")
+
+
+def test_every_command_has_examples_and_every_option_help():
+    import argparse
+
+    from ttqlab.cli import EXAMPLES, build_parser
+
+    ap = build_parser()
+    commands = ap._subparsers._group_actions[0].choices
+    assert set(commands) == set(EXAMPLES)
+    for name, p in commands.items():
+        assert p.epilog.startswith("examples:") and f"ttqlab {name}" in p.epilog
+        for action in p._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"ttqlab {name} {action.option_strings or action.dest}: no help"
+    text = _help("train")
+    assert "examples:" in text and "ttqlab train --method ttq" in text
+
+
+# --------------------------------------------------------------------------- validation first
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if any command starts loading data or training."""
+    def forbidden(*a, **k):
+        raise AssertionError("work started before the options were checked")
+
+    monkeypatch.setattr("ttqlab.cli.datasets.load", forbidden)
+    monkeypatch.setattr("ttqlab.reproduce.run", forbidden)
+
+
+def _usage_error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--method", "inq", "--bits", "9"], "--bits: must be from 2 to 8"),
+    (["train", "--method", "ttq", "--t", "2"], "between 0 and 1"),
+    (["train", "--method", "ttq", "--sparsity", "1"], "between 0 and 1"),
+    (["train", "--method", "twn", "--epochs", "0"], "--epochs: must be at least 1"),
+    (["train", "--method", "twn", "--epochs", "2.0"], "expected a whole number"),
+    (["train", "--method", "twn", "--lr", "nan"], "finite"),
+    (["compare", "--batch-size", "-3"], "--batch-size: must be at least 1"),
+    (["train", "--method", "twn", "--device", "tpu9"], "--device"),
+    (["reproduce", "twn-mnist", "--limit-train", "0"], "--limit-train must be at least 1"),
+    (["reproduce", "twn-mnist", "--max-epochs", "0"], "--max-epochs must be at least 1"),
+    (["report", "no-such-file.safetensors"], "no such file"),
+])
+def test_bad_options_are_refused_before_any_work(argv, message, no_work, capsys):
+    line = _usage_error(argv, capsys)
+    assert message in line and line.startswith(f"ttqlab {argv[0]}: error:")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is visible")
+@pytest.mark.parametrize("command", [["train", "--method", "twn"], ["compare"],
+                                     ["reproduce", "twn-mnist"]])
+def test_cuda_on_a_machine_without_it_is_a_usage_error(command, no_work, capsys):
+    line = _usage_error([*command, "--device", "cuda"], capsys)
+    assert "--device cuda" in line and "--device cpu" in line
+
+
+def test_unwritable_outputs_are_refused_before_training(tmp_path, no_work, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    line = _usage_error(["train", "--method", "inq", "--json", str(blocker / "h.json")],
+                        capsys)
+    assert "--json" in line and "not a folder" in line
+    line = _usage_error(["export", "--method", "twn", "--out", str(blocker / "m.safetensors")],
+                        capsys)
+    assert "--out" in line and "not a folder" in line
+    line = _usage_error(["compare", "--json", str(tmp_path)], capsys)
+    assert "is a folder" in line
+    line = _usage_error(["reproduce", "twn-mnist", "--out", str(blocker / "run")], capsys)
+    assert "--out" in line
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through file permissions")
+def test_read_only_folder_is_refused(tmp_path, no_work, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        line = _usage_error(["train", "--method", "twn", "--json", str(ro / "x.json")], capsys)
+    finally:
+        ro.chmod(0o700)
+    assert "cannot write" in line
+
+
+# --------------------------------------------------------------------------- failures while working
+
+
+@pytest.mark.parametrize("error", [
+    FloatingPointError("loss is nan at epoch 3"),
+    OSError(28, "No space left on device"),
+    RuntimeError("CUDA out of memory"),
+    "SafetensorError",
+])
+def test_runtime_failures_exit_1_with_one_line(error, monkeypatch, capsys):
+    if error == "SafetensorError":
+        from safetensors import SafetensorError
+
+        error = SafetensorError("Error while deserializing header: HeaderTooLarge")
+
+    def fail(*a, **k):
+        raise error
+
+    monkeypatch.setattr("ttqlab.cli.train_method", fail)
+    code = main(["train", "--method", "twn", "--model", "mlp", "--dataset", "synthetic",
+                 "--epochs", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and err[0].startswith("ttqlab train: error:")
+    assert "Traceback" not in err[0]
+
+
+def test_a_damaged_file_exits_1_without_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}")
+    assert main(["report", str(bad)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ttqlab report: error:")
+
+
+def test_progress_bars_only_on_a_terminal_and_new_fit_options(monkeypatch, capsys):
+    import inspect
+
+    from ttqlab.train import fit
+
+    seen = []
+
+    def record(model, method, data, **kwargs):
+        seen.append(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr("ttqlab.cli.train_method", record)
+    base = ["train", "--method", "twn", "--model", "mlp", "--dataset", "synthetic"]
+    assert main(base) == 1                      # pytest's stderr is not a terminal
+    assert seen[-1]["progress"] is False
+    assert "compile" not in seen[-1] and "deterministic" not in seen[-1]
+    assert main([*base, "--progress"]) == 1
+    assert seen[-1]["progress"] is True
+    params = inspect.signature(fit).parameters
+    for flag in ("compile", "deterministic"):
+        if flag in params:
+            assert main([*base, f"--{flag}"]) == 1 and seen[-1][flag] is True
+        else:                                   # a fit without the option: refused up front
+            n = len(seen)
+            with pytest.raises(SystemExit) as e:
+                main([*base, f"--{flag}"])
+            assert e.value.code == 2 and len(seen) == n
+    capsys.readouterr()
+
+
+# --------------------------------------------------------------------------- ttqlab course
+
+
+def test_course_copies_and_protects_the_students_work(tmp_path, capsys):
+    from ttqlab import course
+
+    dest = tmp_path / "course"
+    assert main(["course", str(dest)]) == 0
+    out = capsys.readouterr().out
+    assert "jupyter lab" in out and "--allow-root" in out
+    names = sorted(p.name for p in dest.glob("*.ipynb"))
+    assert names == sorted(p.name for p in course.files() if p.suffix == ".ipynb")
+    assert main(["course", str(dest)]) == 0     # an untouched copy is refreshed silently
+    first = dest / names[0]
+    first.write_text(first.read_text().replace("ternary", "TERNARY", 1))
+    mine = first.read_bytes()
+    line = _usage_error(["course", str(dest)], capsys)
+    assert names[0] in line and "--force" in line
+    assert first.read_bytes() == mine, "nothing is lost"
+    assert main(["course", str(dest), "--force"]) == 0
+    assert first.read_bytes() == course.files()[0].read_bytes()
+    capsys.readouterr()

@@ -11,6 +11,7 @@ import hashlib
 import http.server
 import importlib
 import io
+import os
 import random
 import socket
 import sys
@@ -540,3 +541,126 @@ def test_download_helper_directly(server, tmp_path):
     with pytest.raises(data.DownloadError, match="HTTP 404"):
         data._download("g.bin", sha, [server.url + "/g.bin"], dest, timeout=2)
     assert sorted(p.name for p in dest.iterdir()) == ["f.bin"]
+
+
+# ----------------------------------------------------------------------------------------------
+# hostile servers: dripping, endless, flaky (each test bounded: small deadlines, no waits)
+
+BODY = bytes(range(256)) * 4  # 1024 bytes
+BODY_SHA = hashlib.sha256(BODY).hexdigest()
+
+
+@pytest.fixture
+def hostile():
+    """127.0.0.1 server: /ok, /drip (1 byte per 50 ms), /endless (no Content-Length, never
+    ends), /flaky (first answer cut in half, then whole), /nolength (no Content-Length)."""
+    state = SimpleNamespace(requests=[], stop=threading.Event())
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            state.requests.append(self.path)
+            try:
+                self._answer()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up: what it should do
+
+        def _answer(self):
+            self.send_response(200)
+            if self.path in ("/endless", "/nolength"):
+                self.send_header("Connection", "close")
+                self.end_headers()
+                if self.path == "/nolength":
+                    self.wfile.write(BODY)
+                    return
+                while not state.stop.is_set():
+                    self.wfile.write(b"\0" * 65536)
+                return
+            self.send_header("Content-Length", str(len(BODY)))
+            self.end_headers()
+            if self.path == "/drip":
+                for b in BODY:
+                    if state.stop.wait(0.05):
+                        return
+                    self.wfile.write(bytes([b]))
+                    self.wfile.flush()
+            elif self.path == "/flaky" and state.requests.count("/flaky") == 1:
+                self.wfile.write(BODY[:500])
+            else:
+                self.wfile.write(BODY)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield state
+    state.stop.set()
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()
+
+
+def test_dripping_server_hits_the_deadline(hostile, tmp_path):
+    start = time.monotonic()
+    with pytest.raises(data.DownloadError, match=r"too slow: \d+ of 1024 bytes"):
+        data._download("f.bin", BODY_SHA, [hostile.url + "/drip"], tmp_path, timeout=1,
+                       size=len(BODY), min_rate=1000, grace=0.5, retries=0)
+    # deadline 0.5 + 1024 / 1000 s, plus at most one read timeout; the drip needs 51 s
+    assert time.monotonic() - start < 10
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_endless_body_is_cut_at_the_known_size(hostile, tmp_path):
+    start = time.monotonic()
+    with pytest.raises(data.DownloadError, match="more than the 1024 bytes expected"):
+        data._download("f.bin", BODY_SHA, [hostile.url + "/endless"], tmp_path, timeout=1,
+                       size=len(BODY), retries=0)
+    assert time.monotonic() - start < 10
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_endless_body_of_unknown_size_is_bounded(hostile, tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "MAX_UNKNOWN_SIZE", 200_000)
+    with pytest.raises(data.DownloadError, match="more than the 200000 bytes"):
+        data._download("f.bin", BODY_SHA, [hostile.url + "/endless"], tmp_path, timeout=1,
+                       retries=0)
+    assert list(tmp_path.iterdir()) == []
+    # a body without Content-Length but within the limit is fine
+    path = data._download("f.bin", BODY_SHA, [hostile.url + "/nolength"], tmp_path,
+                          timeout=1, size=len(BODY), retries=0)
+    assert path.read_bytes() == BODY
+
+
+def test_broken_transfer_is_retried(hostile, tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "RETRY_WAIT", 0.0)
+    with pytest.raises(data.DownloadError, match="connection closed after 500 of 1024"):
+        data._download("f.bin", BODY_SHA, [hostile.url + "/flaky"], tmp_path, timeout=1,
+                       size=len(BODY), retries=0)
+    hostile.requests.clear()
+    path = data._download("f.bin", BODY_SHA, [hostile.url + "/flaky"], tmp_path, timeout=1,
+                          size=len(BODY), retries=1)
+    assert path.read_bytes() == BODY and hostile.requests == ["/flaky", "/flaky"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+
+
+def test_progress_bar_only_when_asked_or_on_a_terminal(hostile, tmp_path, capsys):
+    data._download("a.bin", BODY_SHA, [hostile.url + "/ok"], tmp_path, timeout=1,
+                   size=len(BODY))
+    assert "a.bin" not in capsys.readouterr().err  # stderr is not a terminal here
+    data._download("b.bin", BODY_SHA, [hostile.url + "/ok"], tmp_path, timeout=1,
+                   size=len(BODY), progress=True)
+    assert "b.bin" in capsys.readouterr().err
+
+
+def test_stale_part_files_are_removed(hostile, tmp_path):
+    old = tmp_path / ".f.bin.k1l2m3.part"
+    fresh = tmp_path / ".f.bin.n4o5p6.part"  # perhaps another process's download
+    for p in (old, fresh):
+        p.write_bytes(b"half")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    data._download("f.bin", BODY_SHA, [hostile.url + "/ok"], tmp_path, timeout=1,
+                   size=len(BODY))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [fresh.name, "f.bin"]

@@ -224,6 +224,7 @@ WRONG = {
         "positive_only": lambda w, delta: w[w > delta].mean(),
         "sum": lambda w, delta: w.abs()[w.abs() > delta].sum(),
         "nan": lambda w, delta: w.abs()[w.abs() > delta].sum() / (w.abs() > delta).sum(),
+        "masked_mean": lambda w, delta: (lambda a: (a * (a > delta)).mean())(w.abs()),
     },
     "optimal_ternary": {
         "twn": lambda w: (lambda d: (w.abs()[w.abs() > d].mean() if (w.abs() > d).any() else 0.0)
@@ -234,6 +235,7 @@ WRONG = {
         "ascending": lambda w: S.optimal_ternary(w) * 0 + _ascending(w),
         "alpha_over_n": lambda w: S.optimal_ternary(w) * ((S.optimal_ternary(w) != 0).sum()
                                                           / max(w.numel(), 1)),
+        "not_unsorted": lambda w: _optimal_left_sorted(w),
     },
     "binarize": {
         "torch_sign": lambda w: torch.sign(w) * w.abs().mean(),
@@ -317,6 +319,19 @@ def _ascending(w):
     out = torch.zeros_like(flat)
     out[order] = float(cumulative[k - 1] / k) * _sign1(flat[order])
     return out.reshape(w.shape)
+
+
+def _optimal_left_sorted(w):
+    """The right k* and α, but T written in sorted order (forgot to un-sort)."""
+    a = w.abs().flatten()
+    if not bool(a.any()):
+        return torch.zeros_like(w)
+    s, order = torch.sort(a.double(), descending=True)
+    cs = torch.cumsum(s, 0)
+    k = int(torch.argmax(cs**2 / torch.arange(1, len(s) + 1))) + 1
+    t = torch.zeros_like(a)
+    t[:k] = torch.where(w.flatten()[order[:k]] >= 0, 1.0, -1.0)
+    return (cs[k - 1] / k * t).to(w.dtype).reshape(w.shape)
 
 
 def test_every_catalogued_mistake_has_a_wrong_solution():
@@ -570,3 +585,123 @@ def test_grading_script_writes_a_csv(tmp_path):
         "alice.ipynb,1,1,1,3",
         "carol.py,0,1,0,1",
     ]
+
+
+# --------------------------------------------------------------------------- delegation
+
+
+def _via_helper(w, delta):
+    return _helper_that_delegates(w, delta)
+
+
+def _helper_that_delegates(w, delta):
+    from ttqlab.quantizers import twn_scale
+    return twn_scale(w, delta)
+
+
+class _DelegatingSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w, q):
+        import ttqlab
+        return ttqlab.quantizers.ste(w, q).detach()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
+DELEGATING = [
+    ("twn_scale", lambda w, delta: __import__("ttqlab").quantizers.twn_scale(w, delta),
+     "ttqlab.quantizers.twn_scale"),
+    ("twn_scale", _via_helper, "ttqlab.quantizers.twn_scale"),
+    ("twn_scale", lambda w, delta: E.TWN_SCALE.reference(w, delta), "reference answer"),
+    ("twn_threshold", lambda w, factor=0.7: E.check_twn_scale.__globals__["TWN_THRESHOLD"]
+     .reference(w, factor), "reference answer"),
+    ("optimal_ternary", lambda w: __import__("ttqlab").quantizers.ternarize_optimal(w),
+     "ttqlab.quantizers.ternarize_optimal"),
+    ("ste", _DelegatingSTE.apply, "ttqlab.quantizers.ste"),
+    ("pack_2bit", lambda codes: __import__("ttqlab").packing.pack(codes, "2bit"),
+     "ttqlab.packing.pack"),
+]
+
+
+@pytest.mark.parametrize(("name", "fn", "named"), DELEGATING,
+                         ids=[f"{n}-{i}" for i, (n, _, _) in enumerate(DELEGATING)])
+def test_delegating_to_ttqlab_is_refused(name, fn, named, capsys):
+    import ttqlab
+    from ttqlab import packing
+    from ttqlab import quantizers as Q
+
+    originals = (Q.twn_scale, Q.ste, packing.pack, ttqlab.fit, E.TWN_SCALE.reference)
+    ok, out = run(CHECKS[name], fn, capsys)
+    assert ok is False
+    assert "ttqlab's own answer" in out and "write it yourself" in out and named in out, out
+    # everything is put back, and the next honest solution passes
+    assert (Q.twn_scale, Q.ste, packing.pack, ttqlab.fit, E.TWN_SCALE.reference) == originals
+    assert run(CHECKS[name], getattr(S, name), capsys)[0] is True
+
+
+def test_a_function_imported_from_ttqlab_by_name_is_recognised(capsys):
+    from ttqlab.quantizers import ternarize_optimal as my_answer
+
+    ok, out = run(E.check_optimal_ternary, my_answer, capsys)
+    assert ok is False and "ttqlab.quantizers.ternarize_optimal" in out, out
+
+
+# --------------------------------------------------------------------------- reasoning
+
+
+def _laplace_by_hand():
+    """Δ*/E|W| for Laplace weights by a crude numerical search, independent of ttqlab."""
+    delta = np.linspace(0.01, 5, 50_000)
+    return float(delta[np.argmax((delta + 1) ** 2 * np.exp(-delta))])
+
+
+def test_laplace_threshold_right_answer_passes_and_mistakes_are_named(capsys):
+    ok, out = run(E.check_laplace_threshold, _laplace_by_hand(), capsys)
+    assert ok is True and out.startswith("✓ check_laplace_threshold"), out
+    for wrong, says in [(0.7, "rule of thumb"), (0.767, "Gaussian"), (math.log(2), "median")]:
+        ok, out = run(E.check_laplace_threshold, wrong, capsys)
+        assert ok is False and says in out, out
+    ok, out = run(E.check_laplace_threshold, 3.0, capsys)
+    assert ok is False and "Hint" not in out and "not it" in out, out
+
+
+def _inq_zeros_by_hand(w, bits=2):
+    """INQ's 2-bit sparsity from the paper's rule, written out independently."""
+    s = float(w.abs().max())
+    n1 = math.floor(math.log2(4 * s / 3))
+    n2 = n1 + 1 - 2 ** (bits - 1) // 2
+    return float((w.abs() < 2.0 ** (n2 - 1)).double().mean())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_inq_sparsity_prediction(seed, capsys):
+    w = torch.randn(40, 30, generator=torch.Generator().manual_seed(seed)) * 0.1
+    right = _inq_zeros_by_hand(w)
+    assert run(lambda a: E.check_inq_sparsity(a, w), right, capsys)[0] is True
+    ok, out = run(lambda a: E.check_inq_sparsity(a, w), 0.0, capsys)
+    assert ok is False and "one magnitude, 2^n1" in out, out
+    ok, out = run(lambda a: E.check_inq_sparsity(a, w), 1 - right, capsys)
+    assert ok is False and "non-zero" in out, out
+    ok, out = run(lambda a: E.check_inq_sparsity(a, w), 100 * right, capsys)
+    assert ok is False and "between 0 and 1" in out, out
+    ok, out = run(lambda a: E.check_inq_sparsity(a, w), "0.9", capsys)
+    assert ok is False and "answer with a fraction" in out, out
+
+
+def test_inq_sparsity_default_layer(capsys):
+    right = _inq_zeros_by_hand(E.inq_sparsity_layer())
+    assert run(E.check_inq_sparsity, right, capsys)[0] is True
+    assert run(E.check_inq_sparsity, torch.tensor(right), capsys)[0] is True
+    assert run(E.check_inq_sparsity, True, capsys)[0] is False
+
+
+def test_the_worked_reasoning_answers_pass(capsys):
+    assert set(E.REASONING) == {"inq_sparsity", "laplace_threshold"}
+    assert run(E.check_laplace_threshold, S.laplace_threshold_ratio(), capsys)[0] is True
+    w = E.inq_sparsity_layer()
+    assert run(E.check_inq_sparsity, S.inq_sparsity(w), capsys)[0] is True
+    w4 = torch.randn(300, generator=torch.Generator().manual_seed(7))
+    assert run(lambda a: E.check_inq_sparsity(a, w4, bits=4), S.inq_sparsity(w4, 4),
+               capsys)[0] is True

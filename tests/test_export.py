@@ -251,7 +251,7 @@ def _nan_scale(tensors, manifest):
 
 
 @pytest.mark.parametrize(("edit", "match"), [
-    (_set("version", 2), "format version 2.*upgrade ttqlab"),
+    (_set("version", export.FORMAT_VERSION + 1), "format version 3.*upgrade ttqlab"),
     (_set("version", "1"), "'version' must be a positive integer"),
     (_set("format", "onnx"), "'format' must be 'ttqlab'"),
     (_set("packing", "4bit"), "'packing' must be one of"),

@@ -151,6 +151,25 @@ def test_state_dict_resume():
         assert torch.equal(a.weight, b.weight)
 
 
+@pytest.mark.parametrize(("edit", "match"), [
+    ({"steps_taken": 5}, "steps_taken must be an int from 0 to 4"),
+    ({"steps_taken": -1}, "steps_taken must be an int from 0 to 4"),
+    ({"steps_taken": 2.0}, "steps_taken must be an int"),
+    ({"steps_taken": True}, "steps_taken must be an int"),
+    ({"strategy": "largest"}, "strategy must be one of"),
+    ({"seed": "0"}, "seed must be an int"),
+    ({"bits": 4}, "different schedule or bit width"),
+], ids=["too-many", "negative", "float", "bool", "strategy", "seed", "bits"])
+def test_load_state_dict_rejects_bad_states(edit, match):
+    inq = ttqlab.INQ(model())
+    inq.step()
+    with pytest.raises(ValueError, match=match):
+        inq.load_state_dict({**inq.state_dict(), **edit})
+    assert inq.steps_taken == 1 and inq.fraction == 0.5  # untouched
+    with pytest.raises(ValueError, match=r"INQ\.state_dict"):
+        inq.load_state_dict({"steps_taken": 1})
+
+
 @pytest.mark.parametrize("schedule, match", [
     ((0.5, 0.4, 1.0), "increasing"),
     ((0.5, 0.75), "end at 1.0"),

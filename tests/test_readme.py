@@ -8,17 +8,32 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+CPU_INDEX = "--extra-index-url https://download.pytorch.org/whl/cpu"
+
+
 def readme_commands():
     text = (ROOT / "README.md").read_text()
     return re.findall(r"```bash\n(python3 -m venv[^\n]*)\n```", text)
 
 
-def test_readme_has_setup_and_test_commands():
+def test_readme_has_setup_test_and_course_commands():
     cmds = readme_commands()
-    assert len(cmds) == 2
+    assert len(cmds) == 3
     assert "ttqlab compare" in cmds[0] and "pytest" in cmds[1]
+    assert "ttqlab course my-course" in cmds[2] and "jupyter lab my-course/" in cmds[2]
     for c in cmds:
-        assert "torch==2.13.0" in c, "pin torch so that no CUDA build is pulled"
+        # A CPU-only PyTorch for Linux users (PyPI's Linux torch is the CUDA build), pinned to
+        # the tested version so that a mirror without the CPU index cannot give a newer one.
+        assert f"pip install {CPU_INDEX} torch==2.13.0 " in c, c
+
+
+def test_every_install_command_in_the_readme_asks_for_the_cpu_build():
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    installs = [line for b in blocks for line in b.splitlines() if "pip install" in line]
+    assert installs and all(CPU_INDEX in line for line in installs), installs
+    course = text.split("## Run the course", 1)[1].split("\n## ", 1)[0]
+    assert "--allow-root" in course, "say what containers (root) need next to the command"
 
 
 def test_ci_runs_exactly_the_readme_test_command():

@@ -175,3 +175,43 @@ def test_bad_recipe_names(capsys):
     text = capsys.readouterr().out
     assert all(name in text for name in reproduce.RECIPES)
     assert "ttq-cifar10-resnet56" in text and "inq-cifar10-resnet20" in text
+
+
+# --------------------------------------------------------------------------- resume identity
+
+QUICK = dict(limit_train=100, limit_test=50, max_epochs=1, verbose=False)
+
+
+def test_resume_refuses_another_dataset_or_size(tmp_path):
+    out = tmp_path / "run"
+    first = reproduce.run("twn-mnist", out, dataset="synthetic", baseline=False,
+                          **QUICK)
+    saved = (out / "result.json").read_text()
+    with pytest.raises(ValueError, match=r"(?s)different run.*dataset: started with "
+                                         r"'synthetic', now 'digits'"):
+        reproduce.run("twn-mnist", out, dataset="digits", resume=True,
+                      baseline=False, **QUICK)
+    with pytest.raises(ValueError, match=r"(?s)train: started with 100, now 80"):
+        reproduce.run("twn-mnist", out, dataset="synthetic", resume=True,
+                      baseline=False, **{**QUICK, "limit_train": 80})
+    assert (out / "result.json").read_text() == saved  # the old result is not relabelled
+    again = reproduce.run("twn-mnist", out, dataset="synthetic", resume=True,
+                          baseline=False, **QUICK)
+    assert again["measured"] == first["measured"]
+
+
+def test_resume_refuses_another_method_or_optimizer(tmp_path):
+    recipe = reproduce.RECIPES["twn-mnist"]
+
+    def phase(method, optimizer, resume):
+        r = reproduce.Run(recipe, tmp_path, resume=resume, dataset="synthetic", verbose=False,
+                          data_options={"limit_train": 64, "limit_test": 32})
+        model = ttqlab.quantize(r.build(), method)
+        return r.fit("p", model, epochs=1, batch_size=32, lr=0.01, optimizer=optimizer)
+
+    phase("twn", "sgd", resume=False)
+    with pytest.raises(ValueError, match=r"(?s)cannot resume.*different run.*optimizer"):
+        phase("twn", "adam", resume=True)
+    with pytest.raises(ValueError, match=r"(?s)quantized: started with .*'twn'.*'ttq'"):
+        phase("ttq", "sgd", resume=True)
+    phase("twn", "sgd", resume=True)  # the same run resumes

@@ -2,6 +2,7 @@
 
 import copy
 import math
+import warnings
 
 import pytest
 import torch
@@ -124,13 +125,174 @@ def test_evaluate_restores_training_mode(digits_small):
 def test_ttq_defaults_train_with_papers_sgd_and_adam(optimizer, lr, batch_norm):
     """quantize(model, "ttq") + an ordinary optimizer at the papers' settings just works,
     with or without BatchNorm (the scales start in units of the layer's own magnitude;
-    the authors' W_p = W_n = 1.0 makes plain SGD diverge on a model without BatchNorm)."""
+    the authors' W_p = W_n = 1.0 makes plain SGD diverge on a model without BatchNorm).
+
+    Robust by construction: three seeds, and a margin. Measured (torch 2.13, x86, 1
+    thread) the final test accuracies range 0.90-0.97 over these 12 runs; the test asks
+    0.85 of the median and 0.75 of the worst seed, and W_p, W_n positive at every epoch."""
     data = ttqlab.data.load("digits")
-    m = ttqlab.models.mlp(input_shape=(1, 8, 8), hidden=(128, 128, 128),
-                          batch_norm=batch_norm, seed=0)
-    ttqlab.quantize(m, "ttq")
-    h = ttqlab.fit(m, data, epochs=6, optimizer=optimizer, lr=lr, momentum=0.9,
-                   weight_decay=1e-4, lr_schedule="cosine", progress=False)
-    assert h.last["test_acc"] > 0.85, h.table()
-    for name in h.layer_names:
-        assert h.layer(name, "wp")[-1] > 0 and h.layer(name, "wn")[-1] > 0
+    finals = []
+    for seed in (0, 1, 2):
+        m = ttqlab.models.mlp(input_shape=(1, 8, 8), hidden=(128, 128, 128),
+                              batch_norm=batch_norm, seed=seed)
+        ttqlab.quantize(m, "ttq")
+        h = ttqlab.fit(m, data, epochs=6, optimizer=optimizer, lr=lr, momentum=0.9,
+                       weight_decay=1e-4, lr_schedule="cosine", progress=False, seed=seed)
+        finals.append(h.last["test_acc"])
+        for name in h.layer_names:
+            assert min(h.layer(name, "wp")) > 0 and min(h.layer(name, "wn")) > 0, h.table()
+    finals.sort()
+    assert finals[1] > 0.85 and finals[0] > 0.75, finals
+
+
+# ----------------------------------------------------------------- robustness (issue 15)
+
+
+def test_divergence_is_caught_before_the_step_and_keeps_history(digits_small):
+    """A finite but absurd loss stops training before the optimizer step: the model keeps
+    its finite weights (equal to the ones that produced the loss) and the history."""
+    train, test = digits_small
+    m = ttqlab.models.mlp(input_shape=(1, 8, 8), seed=0)
+    blow_up = {"epoch": None}
+
+    def scale_weights(history, model):  # after epoch 1: make the next loss ~1e9 x larger
+        if len(history.epochs) == 2:
+            with torch.no_grad():
+                list(model.modules())[-1].weight.mul_(1e9)
+            blow_up["weights"] = {k: v.clone() for k, v in model.named_parameters()}
+
+    with pytest.raises(FloatingPointError, match="lower the learning rate") as info:
+        ttqlab.fit(m, train, test, epochs=3, progress=False, callbacks=[scale_weights])
+    assert "more than" in str(info.value) and "epoch 2" in str(info.value)
+    h = info.value.history
+    assert [r["epoch"] for r in h.epochs] == [0, 1]
+    for k, v in m.named_parameters():  # (BatchNorm's running statistics saw the batch)
+        assert torch.isfinite(v).all()
+        assert torch.equal(v, blow_up["weights"][k]), k  # no step was taken
+
+
+def test_nan_loss_leaves_finite_weights(digits_small):
+    train, test = digits_small
+    m = ttqlab.models.mlp(input_shape=(1, 8, 8), seed=0)
+    with pytest.raises(FloatingPointError) as info:
+        ttqlab.fit(m, train, test, epochs=2, lr=1e30, optimizer="sgd", progress=False)
+    assert all(torch.isfinite(p).all() for p in m.parameters())
+    assert [r["epoch"] for r in info.value.history.epochs] == [0]
+
+
+def test_single_sample_final_batch_with_batchnorm_is_dropped_with_a_warning(digits_small):
+    (x, y), test = digits_small
+    m = ttqlab.models.mlp(input_shape=(1, 8, 8), batch_norm=True, seed=0)
+    with pytest.warns(UserWarning, match="1 sample") as rec:
+        h = ttqlab.fit(m, (x[:65], y[:65]), test, epochs=2, batch_size=32, progress=False)
+    assert sum("skips a training batch" in str(w.message) for w in rec) == 1  # said once
+    assert len(h.epochs) == 3 and math.isfinite(h.last["train_loss"])
+    # without BatchNorm nothing is dropped and nothing is said
+    m = ttqlab.models.mlp(input_shape=(1, 8, 8), batch_norm=False, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ttqlab.fit(m, (x[:65], y[:65]), test, epochs=1, batch_size=32, progress=False)
+
+
+def test_empty_training_set_is_a_clear_error(digits_small):
+    (x, y), test = digits_small
+    with pytest.raises(ValueError, match="training set is empty"):
+        ttqlab.fit(ttqlab.models.mlp(input_shape=(1, 8, 8), seed=0), (x[:0], y[:0]), test,
+                   progress=False)
+    bn = ttqlab.models.mlp(input_shape=(1, 8, 8), batch_norm=True, seed=0)
+    with pytest.raises(ValueError, match="no training batch was usable"), \
+            pytest.warns(UserWarning, match="BatchNorm"):
+        ttqlab.fit(bn, (x[:1], y[:1]), test, progress=False)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"epochs": 2.0}, "epochs must be a positive whole number"),
+    ({"epochs": True}, "epochs"), ({"epochs": -3}, "epochs"),
+    ({"batch_size": 32.0}, "batch_size"), ({"lr": float("nan")}, "lr"),
+    ({"lr": True}, "lr"), ({"seed": 1.5}, "seed"),
+])
+def test_argument_types_are_checked_at_the_door(kwargs, match, digits_small):
+    train, test = digits_small
+    with pytest.raises(ValueError, match=match):
+        ttqlab.fit(ttqlab.models.mlp(seed=0), train, test, progress=False, **kwargs)
+    with pytest.raises(TypeError, match="True or False"):
+        ttqlab.fit(ttqlab.models.mlp(seed=0), train, test, progress=False, compile="yes")
+
+
+# ----------------------------------------------------------- compile / deterministic (16)
+
+
+def _compile_works() -> bool:
+    try:
+        f = torch.compile(lambda t: t * 2 + 1)
+        return bool(torch.equal(f(torch.ones(3)), torch.full((3,), 3.0)))
+    except Exception:  # no compiler toolchain, unsupported Python, ...
+        return False
+
+
+@pytest.mark.parametrize("method", ["fp32", "ttq"])
+def test_fit_compile_trains_and_keeps_the_module(method, digits_small, tmp_path):
+    if not _compile_works():
+        pytest.skip("torch.compile is not available here")
+    torch._dynamo.reset()
+    train, test = digits_small
+
+    def model():
+        m = ttqlab.models.lenet5(input_shape=(1, 8, 8), seed=0)
+        return ttqlab.quantize(m, method) if method != "fp32" else m
+
+    m = model()
+    keys = list(m.state_dict())
+    h = ttqlab.fit(m, train, test, epochs=3, progress=False, compile=True, checkpoint=tmp_path)
+    assert h.epochs[-1]["train_loss"] < h.epochs[1]["train_loss"], h.table()
+    assert h.last["test_acc"] > 0.5, h.table()  # chance is 0.1
+    assert list(m.state_dict()) == keys and type(m).__name__ != "OptimizedModule"
+    # the checkpoint holds the ordinary module's keys: an uncompiled model loads it
+    fresh = model()
+    h2 = ttqlab.fit(fresh, train, test, epochs=3, progress=False, checkpoint=tmp_path,
+                    resume=True)
+    assert h2["test_acc"] == h["test_acc"] and h2["train_loss"][1:] == h["train_loss"][1:]
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, fresh.state_dict()[k]), k
+
+
+def test_deterministic_settings_are_restored_after_an_error(digits_small):
+    train, test = digits_small
+    before = torch.are_deterministic_algorithms_enabled()
+    m = ttqlab.models.mlp(input_shape=(1, 8, 8), seed=0)
+    with pytest.raises(FloatingPointError):
+        ttqlab.fit(m, train, test, epochs=1, lr=1e30, optimizer="sgd", progress=False,
+                   deterministic=True)
+    assert torch.are_deterministic_algorithms_enabled() == before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_deterministic_cuda_runs_are_bit_identical(digits_small):
+    train, test = digits_small
+    weights = []
+    for _ in range(2):
+        m = ttqlab.quantize(ttqlab.models.lenet5(input_shape=(1, 8, 8), seed=0), "ttq")
+        ttqlab.fit(m, train, test, epochs=2, progress=False, deterministic=True,
+                   device="cuda")
+        weights.append({k: v.cpu() for k, v in m.state_dict().items()})
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k
+
+
+def test_deterministic_runs_are_identical_and_settings_restored(digits_small):
+    train, test = digits_small
+    before = torch.are_deterministic_algorithms_enabled()
+    weights = []
+    for _ in range(2):
+        m = ttqlab.quantize(ttqlab.models.lenet5(input_shape=(1, 8, 8), seed=0), "twn")
+        ttqlab.fit(m, train, test, epochs=1, progress=False, deterministic=True, seed=3)
+        weights.append(m.state_dict())
+    assert torch.are_deterministic_algorithms_enabled() == before
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k
+
+
+def test_progress_bar_is_off_when_not_a_terminal(digits_small, capsys):
+    train, test = digits_small
+    ttqlab.fit(ttqlab.models.mlp(input_shape=(1, 8, 8), seed=0), train, test, epochs=1)
+    assert "fit" not in capsys.readouterr().err  # pytest's captured stderr is no tty

@@ -9,7 +9,7 @@
 
 import importlib
 
-from . import models, quantizers
+from . import layers, methods, models, quantizers  # noqa: F401  (layers: old import path)
 from .convert import METHODS, QuantizedWeight, bake, extract, quantize, quantized_layers, unquantize
 from .inq import INQ
 from .stats import layer_report

@@ -22,7 +22,10 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
+import math
+import sys
 import traceback
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +35,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Case", "Exercise", "Fail", "as_tensor", "check", "fmt", "judge_tensor", "judge_tuple",
-           "kind_of", "one_number", "shape_of", "show", "tensor_problem"]
+__all__ = ["Case", "Exercise", "Fail", "as_tensor", "check", "check_number", "fmt",
+           "judge_tensor", "judge_tuple", "kind_of", "one_number", "shape_of", "show",
+           "tensor_problem"]
 
 
 @dataclass(frozen=True)
@@ -85,14 +89,148 @@ class Exercise:
     observe: Callable[[Callable, Case, tuple, dict], Any] = _call
     key: Callable[[Any, Case], Any] = _identity  # what to compare with a wrong variant
 
+    def __post_init__(self) -> None:
+        _EXERCISES[id(self)] = self  # so that a check can hide every reference answer
+
     @property
     def params(self) -> list[str]:
         inner = self.signature[self.signature.index("(") + 1 : -1]
         return [p.split("=")[0].strip() for p in inner.split(",")]
 
 
+_EXERCISES: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
 class _Mutated(Exception):
     """The student's function changed one of its inputs in place."""
+
+
+class _Delegated(Exception):
+    """The student's function called ttqlab's own answer."""
+
+
+class _Forbidden:
+    """Stands in for a ttqlab function (or an exercise's reference) while the student's
+    function runs: calling it, or reaching into it, raises ``_Delegated``."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __call__(self, *args, **kwargs):
+        raise _Delegated(_outermost_library_call() or self._name)
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        raise _Delegated(f"{self._name}.{attr}")
+
+
+def _outermost_library_call() -> str | None:
+    """``module.function`` of the ttqlab function the student's code called (the outermost
+    library frame above this one), or None when the student called a stand-in directly."""
+    frame, outer = sys._getframe(2), None
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if path.startswith(_LIBRARY) and not path.startswith(_CHECKS):
+            outer = frame
+        elif "site-packages" in path or path.startswith(_TORCH):
+            pass  # torch between two library frames (autograd.Function.apply)
+        elif outer is not None or path.startswith(_CHECKS):
+            break
+        frame = frame.f_back
+    if outer is None:
+        return None
+    name = getattr(outer.f_code, "co_qualname", outer.f_code.co_name)
+    return f"{outer.f_globals.get('__name__', 'ttqlab')}.{name}"
+
+
+#: modules whose functions a student's function may not call (ttqlab has the answers)
+_ANSWER_MODULES = ("ttqlab", "ttqlab.quantizers", "ttqlab.layers", "ttqlab.convert",
+                   "ttqlab.inq", "ttqlab.packing", "ttqlab.ternary_matmul", "ttqlab.methods")
+
+
+def _answer_functions() -> list[tuple[Any, str, str]]:
+    """(owner, attribute, public name) of every ttqlab function or class that could
+    compute an exercise's answer, in the modules imported so far."""
+    found = []
+    for modname, module in list(sys.modules.items()):
+        if module is None or not (modname in _ANSWER_MODULES
+                                  or modname.startswith("ttqlab.methods.")):
+            continue
+        for attr, obj in list(vars(module).items()):
+            if attr.startswith("__"):
+                continue
+            home = getattr(obj, "__module__", None) or ""
+            if (callable(obj) and not isinstance(obj, type(sys)) and home.startswith("ttqlab")
+                    and not home.startswith(("ttqlab.exercises", "ttqlab.checking"))):
+                found.append((module, attr, f"{modname}.{attr}"))
+    return found
+
+
+def _names_library_answer(fn: Any, depth: int = 3, seen: set | None = None) -> str | None:
+    """The ttqlab function that ``fn``'s code refers to by a global name or a closure
+    (``from ttqlab.quantizers import twn_scale`` then ``twn_scale(w, d)``), following the
+    student's own helper functions a few levels deep; None if there is none."""
+    seen = set() if seen is None else seen
+    code = getattr(fn, "__code__", None)
+    if code is None or id(fn) in seen or depth < 0:
+        return None
+    seen.add(id(fn))
+    answers = {id(obj): name for owner, attr, name in _answer_functions()
+               for obj in [vars(owner)[attr]]}
+    answers.update({id(ex.reference): f"the exercise's reference answer ({ex.name})"
+                    for ex in _EXERCISES.values()})
+    if id(fn) in answers:
+        return answers[id(fn)]
+    refs = [fn.__globals__.get(n) for n in _all_names(code)]
+    refs += [c.cell_contents for c in (fn.__closure__ or ()) if _filled(c)]
+    for obj in refs:
+        if id(obj) in answers:
+            return answers[id(obj)]
+    for obj in refs:
+        home = getattr(obj, "__module__", "") or ""
+        if inspect.isfunction(obj) and not home.startswith("ttqlab"):
+            found = _names_library_answer(obj, depth - 1, seen)
+            if found:
+                return found
+    return None
+
+
+def _all_names(code) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if inspect.iscode(const):
+            names |= _all_names(const)
+    return names
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018
+    except ValueError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _library_hidden():
+    """While the student's function runs, ttqlab's own quantizers and every exercise's
+    reference answer raise ``_Delegated`` when called."""
+    targets = _answer_functions()
+    saved = [(owner, attr, vars(owner)[attr]) for owner, attr, _ in targets]
+    refs = [(ex, ex.reference) for ex in list(_EXERCISES.values())]
+    try:
+        for owner, attr, name in targets:
+            setattr(owner, attr, _Forbidden(name))
+        for ex, _ in refs:
+            object.__setattr__(ex, "reference", _Forbidden(f"the exercise's reference answer "
+                                                           f"({ex.name})"))
+        yield
+    finally:
+        for owner, attr, obj in saved:
+            setattr(owner, attr, obj)
+        for ex, ref in refs:
+            object.__setattr__(ex, "reference", ref)
 
 
 def _clone(x: Any) -> Any:
@@ -105,10 +243,12 @@ def _clone(x: Any) -> Any:
     return x
 
 
-def _run(ex: Exercise, fn: Callable, case: Case) -> Any:
-    """Observe ``fn`` on fresh copies of the inputs; complain if it changed them."""
+def _run(ex: Exercise, fn: Callable, case: Case, student: bool = False) -> Any:
+    """Observe ``fn`` on fresh copies of the inputs; complain if it changed them. A
+    student's function runs with ttqlab's answers hidden (see ``_library_hidden``)."""
     args, kwargs = _clone(case.args), _clone(case.kwargs)
-    out = ex.observe(fn, case, args, kwargs)
+    with _library_hidden() if student else contextlib.nullcontext():
+        out = ex.observe(fn, case, args, kwargs)
     for name, before, after in zip(ex.params, case.args, args):
         if isinstance(before, Tensor) and not torch.equal(before, after):
             raise _Mutated(f"your function changed its input {name} in place (e.g. "
@@ -130,6 +270,8 @@ def _cannot_bind(fn: Callable, case: Case) -> str | None:
 
 
 _LIBRARY = str(Path(__file__).resolve().parent)
+_CHECKS = (str(Path(__file__).resolve()), str(Path(__file__).resolve().parent / "exercises"))
+_TORCH = str(Path(torch.__file__).resolve().parent)
 
 
 def _where(exc: BaseException) -> str:
@@ -149,6 +291,10 @@ def check(ex: Exercise, fn: Callable, verbose: bool = True) -> bool:
         say(f"✗ {title}: pass your function itself, {title}({ex.name}), without calling it "
             f"(no parentheses after {ex.name}); got {kind_of(fn)}.")
         return False
+    delegated = _names_library_answer(fn)
+    if delegated:
+        say(_delegation_message(title, delegated))
+        return False
     cases = ex.cases()
     for number, case in enumerate(cases, 1):
         where = f"✗ {title}: case {number} of {len(cases)}, '{case.name}' ({_inputs(ex, case)})"
@@ -159,7 +305,10 @@ def check(ex: Exercise, fn: Callable, verbose: bool = True) -> bool:
                 f"  Expected: def {ex.signature}")
             return False
         try:
-            got = _run(ex, fn, case)
+            got = _run(ex, fn, case, student=True)
+        except _Delegated as exc:
+            say(_delegation_message(title, str(exc)))
+            return False
         except NotImplementedError:
             say(f"✎ {ex.name} is not implemented yet. Replace `raise NotImplementedError` with "
                 f"your code and run this cell again: the check will guide you.")
@@ -185,6 +334,12 @@ def check(ex: Exercise, fn: Callable, verbose: bool = True) -> bool:
     return True
 
 
+def _delegation_message(title: str, what: str) -> str:
+    return (f"✗ {title}: your function calls {what}, ttqlab's own answer. The point of the "
+            f"exercise is to write it yourself with torch operations (abs, mean, sort, "
+            f"where, ...): replace that call with your own computation.")
+
+
 def _hint(ex: Exercise, fn: Callable, cases: list[Case], case: Case, part: int | None,
           got: Any) -> str | None:
     """The hint of the catalogued mistake that reproduces the student's wrong result.
@@ -195,7 +350,7 @@ def _hint(ex: Exercise, fn: Callable, cases: list[Case], case: Case, part: int |
     def observe(f, c):
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # the student's prints, once only
-                return ex.key(_run(ex, f, c), c)
+                return ex.key(_run(ex, f, c, student=f is fn), c)
         except Exception:
             return _Nothing()
 
@@ -385,3 +540,33 @@ def one_number(got: Any) -> tuple[Tensor | None, str]:
         return None, f"expected one number (a 0-d tensor), got {kind_of(t)} of dtype {t.dtype}"
     t = t.reshape(()).double()
     return (t, "") if bool(torch.isfinite(t)) else (None, f"your result is {t.item()}")
+
+
+# --------------------------------------------------------------------------- numeric answers
+
+
+def check_number(title: str, answer: Any, expected: float, *, tol: float,
+                 low: float = -math.inf, high: float = math.inf, what: str = "a number",
+                 mistakes: dict[str, tuple[float, str]] | None = None,
+                 verbose: bool = True) -> bool:
+    """Check a reasoning exercise's numeric ``answer`` against ``expected`` within ``tol``
+    (absolute). ``mistakes``: ``{id: (the number that mistake gives, hint)}``; the nearest
+    one within ``tol`` of the answer is named. Prints a verdict; returns True / False."""
+    say = print if verbose else (lambda *_: None)
+    value, why = one_number(answer) if not isinstance(answer, bool) else (None, "")
+    if value is None:
+        say(f"✗ {title}: answer with {what} (a Python float such as 0.5), got "
+            f"{kind_of(answer)}{'' if not why else ': ' + why}.")
+        return False
+    v = float(value)
+    if not low <= v <= high:
+        say(f"✗ {title}: {fmt(v)} is outside [{fmt(low)}, {fmt(high)}]: answer with {what}.")
+        return False
+    if abs(v - expected) <= tol:
+        say(f"✓ {title}: {fmt(v)} is right (the measured value is {fmt(expected)}).")
+        return True
+    near = [(abs(v - m), hint) for m, hint in (mistakes or {}).values() if abs(v - m) <= tol]
+    hint = min(near)[1] if near else None
+    say(f"✗ {title}: {fmt(v)} is not it (off by more than {fmt(tol)})."
+        + (f"\n  Hint: {hint}" if hint else " Work it out again from the definition."))
+    return False

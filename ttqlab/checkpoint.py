@@ -23,6 +23,13 @@ counts only once its .json exists and the tensor file matches the SHA-256 record
 there, so an interruption at any moment leaves the previous checkpoint usable; older
 checkpoints are removed only after the new one is complete.
 
+Damaged files are not trusted and not silently ignored: ``latest`` skips a checkpoint
+that is incomplete, corrupt, of another format or of a newer format version with a
+warning naming it, and raises :class:`CheckpointError` when a directory holds checkpoint
+files but none is usable (rather than letting a resumed run start over and overwrite
+the evidence). ``save`` removes temporary files left by a killed writer and tensor files
+whose .json never got written.
+
 Only ``safetensors`` and ``json`` are read back: no pickle, so a checkpoint from someone
 else cannot run code on your machine. Non-JSON Python values (tuples, bytes, dicts with
 int keys, ``Counter`` s, numpy arrays) are written as small tagged JSON objects.
@@ -36,6 +43,7 @@ import json
 import os
 import random
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,6 +58,8 @@ __all__ = ["CheckpointError", "latest", "list_checkpoints", "load", "save"]
 FORMAT = "ttqlab-checkpoint"
 VERSION = 1
 _NAME = re.compile(r"^checkpoint-(\d+)\.json$")
+_TENSORS = re.compile(r"^checkpoint-(\d+)\.safetensors$")
+_TMP = re.compile(r"^\.checkpoint-\d+\.(json|safetensors)\.tmp-(\d+)$")
 _TAGS = ("__tensor__", "__tuple__", "__bytes__", "__items__", "__counter__", "__ndarray__")
 
 
@@ -165,32 +175,86 @@ def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, Path]]:
 
 
 def _read(meta_path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """The checkpoint's JSON and its verified tensors; ``CheckpointError`` if incomplete."""
+    """The checkpoint's JSON and its verified tensors; ``CheckpointError`` saying what is
+    wrong if it is incomplete, damaged, not a checkpoint or from a newer ttqlab."""
     try:
         meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise CheckpointError(f"{meta_path} is not a readable checkpoint: {e}") from None
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not a ttqlab checkpoint")
-    tensor_path = meta_path.with_name(meta["tensors"])
+    version = meta.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{meta_path}: 'version' must be a positive integer, got "
+                              f"{version!r}")
+    if version > VERSION:
+        raise CheckpointError(f"{meta_path} has checkpoint format version {version}; this "
+                              f"ttqlab reads versions up to {VERSION}: upgrade ttqlab")
+    step, name, digest = meta.get("step"), meta.get("tensors"), meta.get("sha256")
+    if (isinstance(step, bool) or not isinstance(step, int) or step < 0
+            or not isinstance(name, str) or not _TENSORS.match(name)
+            or not isinstance(digest, str) or "state" not in meta):
+        raise CheckpointError(f"{meta_path} is incomplete or damaged (needs 'step', "
+                              f"'tensors' (a checkpoint-N.safetensors name), 'sha256', "
+                              f"'state')")
+    tensor_path = meta_path.with_name(name)
     try:
         blob = tensor_path.read_bytes()
     except OSError:
         raise CheckpointError(f"{tensor_path} is missing") from None
-    if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
+    if hashlib.sha256(blob).hexdigest() != digest:
         raise CheckpointError(f"{tensor_path} does not match the SHA-256 in {meta_path.name}")
-    return meta, st_load(blob)
+    try:
+        return meta, st_load(blob)
+    except Exception as e:  # safetensors raises its own error type
+        raise CheckpointError(f"{tensor_path} is not a valid safetensors file: {e}") from None
 
 
 def latest(directory: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint (its .json) in ``directory``, or None."""
-    for _, path in reversed(list_checkpoints(directory)):
+    """The newest usable checkpoint (its .json) in ``directory``, or None if it holds no
+    checkpoint at all.
+
+    Unusable checkpoints (incomplete, damaged, newer format) are skipped with a warning
+    naming each. Raises :class:`CheckpointError` if there are checkpoint files but none
+    is usable: resuming would silently start over and overwrite them.
+    """
+    found = list_checkpoints(directory)
+    problems = []
+    for _, path in reversed(found):
         try:
             _read(path)
-        except CheckpointError:
+        except CheckpointError as e:
+            problems.append(str(e))
+            warnings.warn(f"skipping an unusable checkpoint: {e}", stacklevel=2)
             continue
         return path
+    if found:
+        raise CheckpointError(
+            f"{directory} holds checkpoint files but none is usable:\n  "
+            + "\n  ".join(problems)
+            + "\nRestore a good copy, or move these files away to start the run afresh.")
     return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _clean_leftovers(directory: Path, keep: str) -> None:
+    """Remove temporary files of writers that died, and tensor files without a .json
+    (a writer killed between the two renames), except ``keep``."""
+    for p in directory.iterdir():
+        m = _TMP.match(p.name)
+        if m and int(m.group(2)) != os.getpid() and not _pid_alive(int(m.group(2))):
+            p.unlink(missing_ok=True)
+        elif _TENSORS.match(p.name) and p.name != keep and not p.with_suffix(".json").exists():
+            p.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- API
@@ -230,11 +294,53 @@ def save(directory: str | os.PathLike, step: int, *, keep: int = 1, rng: bool = 
             "state": encoded}
     meta_path = directory / f"{stem}.json"
     _write_atomic(meta_path, json.dumps(meta, indent=1).encode())
+    _clean_leftovers(directory, keep=f"{stem}.safetensors")
     for old_step, old in list_checkpoints(directory)[:-keep]:
         if old_step != step:
             old.unlink(missing_ok=True)
             old.with_suffix(".safetensors").unlink(missing_ok=True)
     return meta_path
+
+
+def _check_fits(meta_path: Path, name: str, obj: Any, saved: Any, strict: bool) -> None:
+    """``CheckpointError`` naming ``name`` if ``saved`` cannot be restored into ``obj``
+    (another architecture, another optimizer), before anything is changed."""
+    where = f"{meta_path.name}: {name!r}"
+    if isinstance(obj, torch.Generator):
+        if not isinstance(saved, torch.Tensor) or saved.shape != obj.get_state().shape:
+            raise CheckpointError(f"{where} is not a saved torch.Generator state")
+        return
+    if not hasattr(obj, "load_state_dict"):
+        raise CheckpointError(f"cannot restore {name!r} in place: a {type(obj).__name__} has "
+                              f"no load_state_dict")
+    if isinstance(obj, torch.nn.Module):
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{where} was not saved from a module")
+        mine = obj.state_dict()
+        if strict:
+            missing, extra = sorted(set(mine) - set(saved)), sorted(set(saved) - set(mine))
+            if missing or extra:
+                raise CheckpointError(f"{where}: the checkpoint's model differs (it lacks "
+                                      f"{missing[:5]}, has extra {extra[:5]}): another "
+                                      f"architecture or quantization method")
+        for k in sorted(set(mine) & set(saved)):
+            a, b = mine[k], saved[k]
+            if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape != b.shape:
+                raise CheckpointError(f"{where}: {k!r} has shape {tuple(b.shape)} in the "
+                                      f"checkpoint, {tuple(a.shape)} in the model")
+    elif isinstance(obj, torch.optim.Optimizer):
+        groups = saved.get("param_groups") if isinstance(saved, dict) else None
+        mine = obj.state_dict()["param_groups"]
+        if not isinstance(groups, list) or len(groups) != len(mine):
+            raise CheckpointError(f"{where}: the checkpoint's optimizer has "
+                                  f"{len(groups) if isinstance(groups, list) else 'no'} "
+                                  f"parameter groups, this {type(obj).__name__} {len(mine)}")
+        for g, m in zip(groups, mine):
+            if not isinstance(g, dict) or set(g) != set(m):
+                keys = sorted(set(g) - {"params"}) if isinstance(g, dict) else g
+                raise CheckpointError(
+                    f"{where}: the checkpoint was saved by another optimizer (hyper-parameters "
+                    f"{keys}); this {type(obj).__name__} has {sorted(set(m) - {'params'})}")
 
 
 def load(path: str | os.PathLike, *, rng: bool = True, strict: bool = True,
@@ -260,22 +366,31 @@ def load(path: str | os.PathLike, *, rng: bool = True, strict: bool = True,
     if meta_path is None:
         raise CheckpointError(f"no complete checkpoint in {path}")
     meta, tensors = _read(meta_path)
-    state = _decode(meta["state"], tensors)
+    try:
+        state = _decode(meta["state"], tensors)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{meta_path} is damaged: its state does not decode "
+                              f"({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{meta_path} is damaged: its state is not a dict")
     missing = sorted(set(objects) - set(state))
     if missing:
         raise CheckpointError(f"{meta_path.name} holds no {missing}; it has "
                               f"{sorted(k for k in state if k != 'rng')}")
+    for name, obj in objects.items():  # everything checked before anything is restored
+        _check_fits(meta_path, name, obj, state[name], strict)
     for name, obj in objects.items():
         saved = state.pop(name)
-        if isinstance(obj, torch.Generator):
-            obj.set_state(saved)
-        elif isinstance(obj, torch.nn.Module):
-            obj.load_state_dict(saved, strict=strict)
-        elif hasattr(obj, "load_state_dict"):
-            obj.load_state_dict(saved)
-        else:
-            raise CheckpointError(f"cannot restore {name!r} in place: a "
-                                  f"{type(obj).__name__} has no load_state_dict")
+        try:
+            if isinstance(obj, torch.Generator):
+                obj.set_state(saved)
+            elif isinstance(obj, torch.nn.Module):
+                obj.load_state_dict(saved, strict=strict)
+            else:
+                obj.load_state_dict(saved)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+            raise CheckpointError(f"{meta_path.name}: cannot restore {name!r} "
+                                  f"({type(obj).__name__}): {type(e).__name__}: {e}") from None
     rng_state = state.pop("rng", None)
     if rng and rng_state is not None:
         _set_rng_state(rng_state)

@@ -1,29 +1,244 @@
-"""Command line for the headless jobs: ``ttqlab train``, ``ttqlab compare``.
+"""Command line for the headless jobs: ``ttqlab train``, ``ttqlab compare``, ``ttqlab course``.
 
     ttqlab train --method ttq --model lenet5 --dataset digits --epochs 10
     ttqlab compare --dataset digits
+    ttqlab course my-course
+
+Every option and output path is checked before any work starts: a usage error exits with
+status 2 and one line naming the option; a failure while working (a diverged run, a file
+that cannot be read or written) exits with status 1 and one line, without a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
+from . import __version__, models
 from . import data as datasets
-from . import models
 from .experiments import ALL_METHODS, compare, train_method
 from .inq import SCHEDULES
 from .stats import layer_report
+
+EXAMPLES = {
+    "train": """examples:
+  ttqlab train --method ttq --model lenet5 --dataset digits --epochs 10
+  ttqlab train --method inq --model mlp --dataset mnist1d --bits 4 --json inq.json
+  ttqlab train --method ttq --sparsity 0.5 --seed 1""",
+    "compare": """examples:
+  ttqlab compare --dataset digits
+  ttqlab compare --dataset mnist1d --model mlp --epochs 15 --json results.json
+  ttqlab compare --methods fp32 twn ttq --init scratch""",
+    "export": """examples:
+  ttqlab export --method twn --model lenet5 --dataset digits --out lenet5-twn.safetensors
+  ttqlab export --method ttq --packing 2bit --out lenet5-ttq.safetensors
+  ttqlab report lenet5-twn.safetensors""",
+    "report": """examples:
+  ttqlab report lenet5-twn.safetensors""",
+    "reproduce": """examples:
+  ttqlab reproduce --list
+  ttqlab reproduce twn-mnist --device cuda
+  ttqlab reproduce twn-mnist --device cuda --resume        # after an interruption
+  ttqlab reproduce ttq-cifar10-resnet20 --dataset-override synthetic --max-epochs 1""",
+    "course": """examples:
+  ttqlab course                      # into ./ttqlab-course
+  ttqlab course ~/courses/ternary
+  ttqlab course my-course --force    # overwrite your changed copies with fresh ones""",
+}
+
+# Failures while working: one line on stderr, exit status 1.
+RUNTIME_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, RuntimeError, OSError, FloatingPointError, ArithmeticError)
+
+
+def _runtime_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover - safetensors is a dependency
+        return RUNTIME_ERRORS
+    return (*RUNTIME_ERRORS, SafetensorError)
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (epochs, batch size, sample counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (learning rate, TWN factor)."""
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value:g}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (weight decay)."""
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value:g}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """A number strictly between 0 and 1 (TTQ's t, a target sparsity)."""
+    value = _float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {value:g} "
+                                         f"(the papers use t=0.05, sparsity 0.5)")
+    return value
+
+
+def inq_bits(text: str) -> int:
+    """INQ's bit width: 2 to 8."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 2 <= value <= 8:
+        raise argparse.ArgumentTypeError(f"must be from 2 to 8 (5 is the INQ paper's), got "
+                                         f"{value}")
+    return value
+
+
+# --------------------------------------------------------------------------- checks before work
+
+
+def check_device(device: str | None) -> str | None:
+    """Return ``device`` if this PyTorch can use it, else raise ``ValueError`` saying why."""
+    if device is None:
+        return None
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {device!r} is not a device; use cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        why = ("this PyTorch is a CPU-only build" if torch.version.cuda is None
+               else "no GPU is visible")
+        raise ValueError(f"--device {device}: {why} (torch {torch.__version__}); use "
+                         f"--device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) visible")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available here; use --device cpu")
+    return device
+
+
+def _existing_ancestor(path: Path) -> Path:
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            return parent
+    return Path.cwd()  # pragma: no cover - the root always exists
+
+
+def _check_writable_folder(folder: Path, option: str, target: Path) -> None:
+    if not folder.is_dir():
+        raise ValueError(f"{option} {target}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ValueError(f"{option} {target}: cannot write in {folder} "
+                         f"({e.strerror or e}); pass a path in a folder you can write to") \
+            from None
+
+
+def check_output_file(path: Path | None, option: str) -> None:
+    """Raise ``ValueError`` unless ``path`` can be written (its folder may not exist yet)."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; pass a file name, e.g. "
+                         f"{path / 'out.json'}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{option} {path}: the file exists and is not writable")
+    _check_writable_folder(_existing_ancestor(path.parent), option, path)
+
+
+def check_output_folder(path: Path | None, option: str) -> None:
+    """Raise ``ValueError`` unless ``path`` is (or can become) a writable folder."""
+    if path is None:
+        return
+    path = Path(path)
+    _check_writable_folder(_existing_ancestor(path), option, path)
+
+
+def _validate(args: argparse.Namespace) -> None:
+    """Every check that needs no work; ``ValueError`` is a usage error (exit status 2)."""
+    if getattr(args, "device", None) is not None:
+        args.device = check_device(args.device)
+    check_output_file(getattr(args, "json", None), "--json")
+    if args.command == "export":
+        check_output_file(args.out, "--out")
+    if args.command == "reproduce":
+        if args.limit_train is not None and args.limit_train < 1:
+            raise ValueError(f"--limit-train must be at least 1, got {args.limit_train}")
+        if args.epochs_scale is not None and not args.epochs_scale > 0:
+            raise ValueError(f"--epochs-scale must be positive, got {args.epochs_scale:g}")
+        if args.max_epochs is not None and args.max_epochs < 1:
+            raise ValueError(f"--max-epochs must be at least 1, got {args.max_epochs}")
+        if args.name is not None and not args.list:
+            check_output_folder(args.out, "--out")
+        if args.data_root is not None:
+            check_output_folder(args.data_root, "--data-root")
+    if args.command == "report" and not Path(args.file).is_file():
+        raise ValueError(f"no such file: {args.file}")
+    if args.command == "course":
+        from . import course
+
+        try:
+            course.check_destination(args.dest, force=args.force)
+        except FileExistsError as e:
+            raise ValueError(str(e)) from None
+        check_output_folder(args.dest, "DEST")
+    if getattr(args, "compile", False) or getattr(args, "deterministic", False):
+        from .train import fit
+
+        missing = [k for k in ("compile", "deterministic")
+                   if getattr(args, k) and k not in inspect.signature(fit).parameters]
+        if missing:
+            raise ValueError(f"--{missing[0]} needs a ttqlab whose fit() takes "
+                             f"{missing[0]}=...; this one does not")
+    if getattr(args, "progress", False) is None:  # progress bars only on a terminal
+        args.progress = sys.stderr.isatty()
+
+
+# --------------------------------------------------------------------------- commands
 
 
 def _build(args, data):
     kwargs = {"input_shape": data.input_shape, "num_classes": data.num_classes}
     if args.model in ("resnet20", "resnet32", "resnet44", "resnet56") and len(
             data.input_shape) != 3:
-        raise SystemExit(f"error: model {args.model} needs image data; dataset "
-                         f"{args.dataset} has samples of shape {data.input_shape}")
+        raise ValueError(f"model {args.model} needs image data; dataset {args.dataset} has "
+                         f"samples of shape {data.input_shape}")
     return lambda seed: models.get(args.model, seed=seed, **kwargs)
 
 
@@ -32,22 +247,37 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="network (default lenet5)")
     p.add_argument("--dataset", default="digits", choices=datasets.DATASETS,
                    help="dataset (default digits: offline)")
-    p.add_argument("--epochs", type=int, default=10, help="epochs per method (default 10)")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"])
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0, help="same seed, same numbers")
+    p.add_argument("--epochs", type=positive_int, default=10,
+                   help="epochs per method (default 10)")
+    p.add_argument("--lr", type=positive_float, default=1e-3,
+                   help="learning rate (default 1e-3)")
+    p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"],
+                   help="adam (default) or sgd with momentum 0.9")
+    p.add_argument("--batch-size", type=positive_int, default=64,
+                   help="samples per training step (default 64)")
+    p.add_argument("--weight-decay", type=non_negative_float, default=0.0,
+                   help="L2 weight decay (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same numbers (default 0)")
     p.add_argument("--quantize-first-last", action="store_true",
                    help="also quantize the first and last layer (kept fp32 by default)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cpu)")
-    p.add_argument("--json", type=Path, default=None, help="also write the results here")
-    p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.add_argument("--json", type=Path, default=None,
+                   help="also write the results to this JSON file (checked before training)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars (default: only when stderr is a terminal)")
+    p.add_argument("--compile", action="store_true",
+                   help="train through torch.compile (fit(compile=True))")
+    p.add_argument("--deterministic", action="store_true",
+                   help="use only deterministic PyTorch kernels (fit(deterministic=True))")
 
 
 def _fit_kwargs(args) -> dict:
-    return {"lr": args.lr, "optimizer": args.optimizer, "batch_size": args.batch_size,
-            "weight_decay": args.weight_decay, "device": args.device}
+    kwargs = {"lr": args.lr, "optimizer": args.optimizer, "batch_size": args.batch_size,
+              "weight_decay": args.weight_decay, "device": args.device}
+    for key in ("compile", "deterministic"):  # passed only when set: fit may predate them
+        if getattr(args, key, False):
+            kwargs[key] = True
+    return kwargs
 
 
 def cmd_train(args) -> int:
@@ -105,24 +335,54 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="ttqlab", description="Ternary and low-bit weight "
-                                 "quantization (TWN, TTQ, INQ) on PyTorch.")
-    sub = ap.add_subparsers(dest="command", required=True)
+def cmd_course(args) -> int:
+    from . import course
 
-    t = sub.add_parser("train", help="train one model with one method")
-    t.add_argument("--method", required=True, choices=ALL_METHODS)
+    copied = course.copy(args.dest, force=args.force)
+    print(f"copied {len(copied)} files of the ttqlab course into {args.dest}")
+    print(course.how_to_open(args.dest))
+    return 0
+
+
+def _parser(sub, name: str, **kwargs) -> argparse.ArgumentParser:
+    return sub.add_parser(name, epilog=EXAMPLES[name],
+                          formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import torch
+
+    ap = argparse.ArgumentParser(
+        prog="ttqlab", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Ternary and low-bit weight quantization (TWN, TTQ, INQ) on PyTorch.",
+        epilog="examples:\n  ttqlab compare --dataset digits\n  ttqlab course my-course\n"
+               "  ttqlab COMMAND --help      # the options and examples of one command\n\n"
+               "exit status: 0 done, 1 failed while working, 2 bad options")
+    ap.add_argument("--version", action="version",
+                    version=f"ttqlab {__version__} (torch {torch.__version__})")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = _parser(sub, "train", help="train one model with one method",
+                description="Train one model with one method; print its history and layer "
+                            "report.")
+    t.add_argument("--method", required=True, choices=ALL_METHODS,
+                   help=f"quantization method: {', '.join(ALL_METHODS)}")
     _common(t)
-    t.add_argument("--factor", type=float, default=0.7, help="TWN threshold factor (0.7)")
-    t.add_argument("--t", type=float, default=0.05, help="TTQ threshold t (0.05)")
-    t.add_argument("--sparsity", type=float, default=None,
-                   help="TTQ fixed-sparsity mode: target fraction of zeros")
-    t.add_argument("--bits", type=int, default=5, help="INQ bit width (5)")
+    t.add_argument("--factor", type=positive_float, default=0.7,
+                   help="TWN threshold factor (default 0.7)")
+    t.add_argument("--t", type=unit_interval, default=0.05,
+                   help="TTQ threshold t, in (0, 1) (default 0.05)")
+    t.add_argument("--sparsity", type=unit_interval, default=None,
+                   help="TTQ fixed-sparsity mode: target fraction of zeros, in (0, 1)")
+    t.add_argument("--bits", type=inq_bits, default=5, help="INQ bit width, 2 to 8 (default 5)")
     t.set_defaults(func=cmd_train)
 
-    c = sub.add_parser("compare", help="train fp32, binary, TWN, TTQ and INQ; print a table")
+    c = _parser(sub, "compare", help="train fp32, binary, TWN, TTQ and INQ; print a table",
+                description="Train full precision and every quantized method on the same "
+                            "network and data;\nprint a comparison table.")
     _common(c)
-    c.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS)
+    c.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS,
+                   help="the methods to train (default all)")
     c.add_argument("--init", default="pretrained", choices=["pretrained", "scratch"],
                    help="quantized methods start from the trained fp32 model (default) or "
                         "from scratch")
@@ -130,21 +390,56 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .reproduce import add_parser as add_reproduce  # ttqlab reproduce NAME ...
 
-    add_reproduce(sub)
+    r = add_reproduce(sub)
+    r.epilog, r.formatter_class = EXAMPLES["reproduce"], argparse.RawDescriptionHelpFormatter
+    r.set_defaults(progress=None)  # bars only on a terminal unless --progress
+    for action in r._actions:
+        if action.dest == "seed" and not action.help:
+            action.help = "same seed, same numbers (default 0)"
 
     from .export import add_parser as add_export  # ttqlab export ..., ttqlab report FILE
 
     add_export(sub, train=t)
+    for name in ("export", "report"):
+        sub.choices[name].epilog = EXAMPLES[name]
+        sub.choices[name].formatter_class = argparse.RawDescriptionHelpFormatter
+
+    k = _parser(sub, "course", help="copy the course notebooks into a folder of yours",
+                description="Copy the course notebooks into DEST (created if needed) and say "
+                            "how to open them.\nYour changed copies are never overwritten "
+                            "without --force.")
+    k.add_argument("dest", nargs="?", type=Path, default=Path("ttqlab-course"), metavar="DEST",
+                   help="folder for the course (default ./ttqlab-course)")
+    k.add_argument("--force", action="store_true",
+                   help="overwrite notebooks you have changed in DEST")
+    k.set_defaults(func=cmd_course)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run the command line; return the exit status (2 = bad options, 1 = failed)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _validate(args)
+    except ValueError as e:
+        sub = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore
+        sub.error(str(e))  # prints usage and the message, exits with status 2
     try:
         return args.func(args)
-    except (ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except _runtime_errors() as e:
+        print(f"ttqlab {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    if isinstance(e, FloatingPointError):
+        text += " (the training diverged: try a smaller --lr)"
+    return " ".join(text.split()) if len(text) < 400 else text
 
 
 if __name__ == "__main__":

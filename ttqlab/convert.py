@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -20,8 +20,8 @@ from torch.nn.utils import parametrize
 
 from . import activations as _activations
 from . import coverage as _coverage
-from .layers import BinaryWeight, INQWeight, TTQWeight, TWNWeight, WeightQuantizer
-from .methods import bitnet as _bitnet
+from . import methods
+from .methods import WeightQuantizer
 
 __all__ = [
     "METHODS",
@@ -34,14 +34,28 @@ __all__ = [
     "unquantize",
 ]
 
+
+class _Methods(Mapping):
+    """Method name -> the options ``quantize`` accepts for it: a live view of the registry
+    ``ttqlab.methods`` (a method registered later appears here too)."""
+
+    def __getitem__(self, name: str) -> tuple[str, ...]:
+        if not isinstance(name, str) or name not in methods.names():
+            raise KeyError(name)
+        return tuple(methods.get(name).OPTIONS)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(methods.names())
+
+    def __len__(self) -> int:
+        return len(methods.names())
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
 #: method name -> the options ``quantize`` accepts for it
-METHODS: dict[str, tuple[str, ...]] = {
-    "binary": (),
-    "twn": ("factor", "per_channel"),
-    "ttq": ("t", "sparsity", "reduce", "init"),
-    "inq": ("bits",),
-    _bitnet.NAME: _bitnet.OPTIONS,  # registration shim until the methods registry lands
-}
+METHODS: Mapping[str, tuple[str, ...]] = _Methods()
 
 _QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -68,21 +82,58 @@ def quantized_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module, WeightQ
             yield name, module, q
 
 
+def _quantizer_index(layer: nn.Module) -> int:
+    return next(i for i, p in enumerate(layer.parametrizations.weight)
+                if isinstance(p, WeightQuantizer))
+
+
+class _eval_mode:
+    """Run parametrizations in eval mode (spectral_norm's power iteration off), restoring
+    each module's mode after: reading a weight must not change the model."""
+
+    def __init__(self, modules):
+        self.modules = list(modules)
+
+    def __enter__(self):
+        self.modes = [m.training for m in self.modules]
+        for m in self.modules:
+            m.train(False)
+
+    def __exit__(self, *exc):
+        for m, mode in zip(self.modules, self.modes):
+            m.train(mode)
+
+
 def latent_weight(layer: nn.Module) -> Tensor:
-    """The float weight the optimizer trains (``layer.parametrizations.weight.original``)."""
-    return layer.parametrizations.weight.original
+    """The float weight ttqlab's quantizer reads: ``layer.parametrizations.weight.original``
+    (the tensor the optimizer trains), or, when the weight already carried other
+    parametrizations (``spectral_norm``, ``weight_norm``), their output, i.e. the weight the
+    float layer would use (computed with them in eval mode, so without side effects)."""
+    plist = layer.parametrizations.weight
+    k = _quantizer_index(layer)
+    if k == 0:
+        return plist.original
+    chain = list(plist)[:k]
+    with _eval_mode(chain):
+        if plist.is_tensor:
+            x = chain[0](plist.original)
+        else:
+            x = chain[0](*(getattr(plist, f"original{i}") for i in range(plist.ntensors)))
+        for p in chain[1:]:
+            x = p(x)
+    return x
+
+
+def _current_weight(module: nn.Module) -> Tensor:
+    """``module.weight`` without side effects (parametrizations in eval mode)."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return module.weight.detach()
+    with _eval_mode(module.parametrizations.weight):
+        return module.weight.detach()
 
 
 def _make(method: str, weight: Tensor, options: dict) -> WeightQuantizer:
-    if method == "binary":
-        return BinaryWeight()
-    if method == "twn":
-        return TWNWeight(**options)
-    if method == "ttq":
-        return TTQWeight(weight, **options)
-    if method == _bitnet.NAME:
-        return _bitnet.build(weight, **options)
-    return INQWeight(weight, **options)
+    return methods.get(method).build(weight, **options)
 
 
 def quantize(
@@ -99,7 +150,9 @@ def quantize(
 
     Args:
         model: any ``nn.Module``; its layers stay the same classes.
-        method: ``"binary"``, ``"twn"``, ``"ttq"``, ``"inq"`` or ``"bitnet"``.
+        method: ``"binary"``, ``"twn"``, ``"ttq"``, ``"inq"``, ``"bitnet"`` or any other name
+            in the registry ``ttqlab.methods`` (``ttqlab.METHODS`` lists them with their
+            options).
         keep_first_last: keep the first and the last quantizable layer (in registration
             order) in full precision, as TTQ does for AlexNet. ``False`` quantizes them
             too, as TWN's LeNet demo and INQ do.
@@ -108,7 +161,8 @@ def quantize(
             uses 8), per token, with the straight-through gradient; ``None`` (default)
             keeps activations float. ``act_rule``: ``"absmax"`` (BitNet) or ``"pow2"``
             (INQ's powers of two). See ``ttqlab.activations``.
-        **options: per method: twn ``factor=0.7, per_channel=False``; ttq ``t=0.05,
+        **options: per method: binary ``scale="layer"`` (or ``"channel"``, ``"none"``);
+            twn ``factor=0.7, per_channel=False``; ttq ``t=0.05,
             sparsity=None, reduce="sum", init="mean"``; inq ``bits=5`` (drive the
             schedule with ``ttqlab.INQ``); bitnet ``eps=1e-5``.
 
@@ -145,13 +199,13 @@ def quantize(
                 if keep_first_last and layers else "")
         raise _coverage.no_layer_error(model, hint)
     for name, module in chosen:
-        w = module.weight.detach()
+        w = _current_weight(module)
         if not bool(torch.isfinite(w).all()):
             raise ValueError(f"layer {name!r} has NaN or inf weights; cannot quantize it")
         if not bool(w.any()):
             warnings.warn(f"layer {name!r} has all-zero weights; its quantized weights are "
                           f"all zero until training moves them", stacklevel=2)
-    quantizers = [_make(method, m.weight.detach(), options) for _, m in chosen]
+    quantizers = [_make(method, _current_weight(m), options) for _, m in chosen]
     for (_, module), q in zip(chosen, quantizers):
         parametrize.register_parametrization(module, "weight", q)
     if act_bits is not None:
@@ -173,9 +227,17 @@ def _remove(module: nn.Module, leave_parametrized: bool) -> None:
 
 
 def unquantize(model: nn.Module) -> nn.Module:
-    """Remove ttqlab's parametrizations in place, restoring the latent float weights."""
+    """Remove ttqlab's parametrizations in place, restoring the latent float weights.
+
+    Where the weight also carries other parametrizations (``spectral_norm``,
+    ``weight_norm``), only ttqlab's entry is removed and theirs stay as they were.
+    """
     for _, module, _ in list(quantized_layers(model)):
-        _remove(module, leave_parametrized=False)
+        plist = module.parametrizations.weight
+        if len(plist) == 1:
+            _remove(module, leave_parametrized=False)
+        else:
+            del plist[_quantizer_index(module)]
     _activations.detach(model)
     return model
 
@@ -188,7 +250,8 @@ def bake(model: nn.Module, inplace: bool = False) -> nn.Module:
     """
     target = model if inplace else copy.deepcopy(model)
     for _, module, _ in list(quantized_layers(target)):
-        _remove(module, leave_parametrized=True)
+        with _eval_mode(module.parametrizations.weight):  # the weight the last forward used
+            _remove(module, leave_parametrized=True)
     return target
 
 
@@ -218,16 +281,7 @@ class QuantizedWeight:
         return float((self.codes == 0).sum()) / n if n else 0.0
 
     def dequantize(self) -> Tensor:
-        return _QUANTIZER_CLASSES[self.method].dequantize(self.codes, self.scales)
-
-
-_QUANTIZER_CLASSES: dict[str, type[WeightQuantizer]] = {
-    "binary": BinaryWeight,
-    "twn": TWNWeight,
-    "ttq": TTQWeight,
-    "inq": INQWeight,
-    _bitnet.NAME: _bitnet.BitNetWeight,
-}
+        return methods.get(self.method).dequantize(self.codes, self.scales)
 
 
 @torch.no_grad()
@@ -239,6 +293,11 @@ def extract(model: nn.Module) -> dict[str, QuantizedWeight]:
     """
     out = {}
     for name, module, q in quantized_layers(model):
+        if not isinstance(module.parametrizations.weight[-1], WeightQuantizer):
+            raise ValueError(f"layer {name!r}: a parametrization was registered after "
+                             f"ttqlab's quantizer, so layer.weight is not the quantized "
+                             f"weight; remove it (parametrize.remove_parametrizations) or "
+                             f"register it before ttqlab.quantize")
         w = latent_weight(module)
         out[name] = QuantizedWeight(q.method, q.codes(w).cpu(),
                                     {k: v.cpu() for k, v in q.scales(w).items()},

@@ -28,8 +28,10 @@ import http.client
 import math
 import os
 import random
+import sys
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import warnings
@@ -94,6 +96,17 @@ MIRRORS: dict[str, list[str]] = {
 }
 
 DEFAULT_TIMEOUT = 10.0  # seconds, per connect and per read
+#: a download must average at least this many bytes per second: its whole deadline is
+#: ``DOWNLOAD_GRACE + size / MIN_RATE`` seconds (MNIST's 9.9 MB: 4 min; CIFAR-10: 57 min)
+MIN_RATE = 50_000.0
+DOWNLOAD_GRACE = 30.0  # seconds added to every deadline (connecting, a slow start)
+#: extra attempts per mirror after a transfer broke off (truncated, reset, read timeout)
+RETRIES = 2
+RETRY_WAIT = 1.0  # seconds before the first retry, doubled for each next one
+#: the most bytes accepted from a server for a file of unknown size
+MAX_UNKNOWN_SIZE = 1 << 30
+#: ``.part`` files untouched for this many seconds are left over by a killed download
+STALE_PART_AGE = 3600.0
 
 _DIGITS = [str(i) for i in range(10)]
 _FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -172,7 +185,9 @@ def load(name: str, *, root: str | os.PathLike[str] | None = None, download: boo
         seed: train/test split ("digits") or generation seed ("mnist1d", "synthetic");
             ``load("mnist1d", seed=42)`` is what ``mnist1d``'s own default args generate.
         **options: ``limit_train`` / ``limit_test`` (keep the first N samples, all datasets);
-            ``timeout`` in seconds (downloaded datasets); ``n_train``, ``n_test``,
+            ``timeout`` in seconds per connect and per read (downloaded datasets; the
+            whole download is also bounded by `DOWNLOAD_GRACE` + size / `MIN_RATE`, and
+            never reads more than the file's known size); ``n_train``, ``n_test``,
             ``num_classes``, ``noise`` ("synthetic").
 
     Raises:
@@ -535,31 +550,65 @@ def _mirror_urls(name: str, filename: str) -> list[str]:
 
 
 class _BadDownload(Exception):
-    """A response that arrived but is not the file we want (short, or wrong checksum)."""
+    """A response that arrived but is not the file we want (wrong size or checksum, too
+    large, too slow): the next mirror may do better, retrying this one will not."""
+
+
+class _BrokenTransfer(Exception):
+    """A transfer that broke off (truncated, reset): worth retrying on the same mirror."""
+
+
+_TRANSIENT = (_BrokenTransfer, TimeoutError, ConnectionError, http.client.IncompleteRead)
 
 
 def _download(filename: str, sha256: str, urls: list[str], dest_dir: str | os.PathLike[str],
               timeout: float = DEFAULT_TIMEOUT, size: int | None = None,
-              others: list[str] | None = None) -> Path:
+              others: list[str] | None = None, *, min_rate: float | None = None,
+              grace: float | None = None, retries: int | None = None,
+              progress: bool | None = None) -> Path:
     """Download `filename` from the first of `urls` that serves it with the right SHA-256.
 
     The file is streamed into a temporary file next to its destination and only renamed into
     place once verified, so a failed download never leaves anything under the final name.
     `others` (the dataset's other files) only go into the error message.
+
+    Bounded against a hostile or broken server: never more than `size` bytes (or the
+    announced Content-Length, or `MAX_UNKNOWN_SIZE`), each read waits at most `timeout`
+    seconds and the whole transfer at most ``grace + size / min_rate`` (defaults
+    `DOWNLOAD_GRACE`, `MIN_RATE`). A transfer that breaks off is retried `retries` times
+    (default `RETRIES`) with growing waits; a refused connection, an HTTP error or a wrong
+    file goes straight to the next mirror. `progress` (default: when stderr is a terminal)
+    shows a tqdm bar. Temporary ``.part`` files of downloads killed long ago are removed.
     """
     dest = Path(dest_dir) / filename
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(dest)
+    min_rate = MIN_RATE if min_rate is None else min_rate
+    grace = DOWNLOAD_GRACE if grace is None else grace
+    retries = RETRIES if retries is None else retries
+    if progress is None:
+        progress = sys.stderr is not None and sys.stderr.isatty()
     failures = []
     for url in urls:
-        try:
-            _download_one(url, dest, sha256, size, timeout)
-            return dest
-        except urllib.error.HTTPError as e:
-            failures.append(f"  - {url}: HTTP {e.code} {e.reason}")
-        except urllib.error.URLError as e:
-            failures.append(f"  - {url}: {e.reason}")
-        except (OSError, http.client.HTTPException, ValueError, _BadDownload) as e:
-            failures.append(f"  - {url}: {e or type(e).__name__}")
+        for attempt in range(retries + 1):
+            try:
+                _download_one(url, dest, sha256, size, timeout, min_rate=min_rate,
+                              grace=grace, progress=progress)
+                return dest
+            except urllib.error.HTTPError as e:
+                failures.append(f"  - {url}: HTTP {e.code} {e.reason}")
+            except urllib.error.URLError as e:
+                failures.append(f"  - {url}: {e.reason}")
+            except _TRANSIENT as e:
+                failures.append(f"  - {url}: {e or type(e).__name__}"
+                                + (f" (attempt {attempt + 1} of {retries + 1})" if retries
+                                   else ""))
+                if attempt < retries:
+                    time.sleep(RETRY_WAIT * 2 ** attempt)
+                    continue
+            except (OSError, http.client.HTTPException, ValueError, _BadDownload) as e:
+                failures.append(f"  - {url}: {e or type(e).__name__}")
+            break
     tried = "\n".join(failures) or "  (no mirror URLs configured)"
     raise DownloadError(
         f"could not download {filename} (expected sha256 {sha256}); tried:\n{tried}\n"
@@ -570,9 +619,30 @@ def _download(filename: str, sha256: str, urls: list[str], dest_dir: str | os.Pa
         f"{_OFFLINE_HINT}")
 
 
-def _download_one(url: str, dest: Path, sha256: str, size: int | None, timeout: float) -> None:
+def _remove_stale_parts(dest: Path) -> None:
+    """Delete ``.<name>.*.part`` files that nobody has written to for `STALE_PART_AGE`."""
+    now = time.time()
+    for part in dest.parent.glob(f".{dest.name}.*.part"):
+        try:
+            if now - part.stat().st_mtime > STALE_PART_AGE:
+                part.unlink()
+        except OSError:
+            pass
+
+
+def _progress_bar(total: int | None, name: str):
+    from tqdm.auto import tqdm  # lazy: only for a download on a terminal
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=name,
+                leave=False)
+
+
+def _download_one(url: str, dest: Path, sha256: str, size: int | None, timeout: float, *,
+                  min_rate: float, grace: float, progress: bool = False) -> None:
     tmp = tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part",
                                       delete=False)
+    start = time.monotonic()
+    bar = None
     try:
         digest, n = hashlib.sha256(), 0
         with tmp, urllib.request.urlopen(url, timeout=timeout) as response:
@@ -580,17 +650,38 @@ def _download_one(url: str, dest: Path, sha256: str, size: int | None, timeout: 
             length = int(length) if length and length.isdigit() else None
             if length is not None and size is not None and length != size:
                 raise _BadDownload(f"server offers {length} bytes, expected {size}")
-            while chunk := response.read(1 << 16):
+            limit = size if size is not None else length if length is not None \
+                else MAX_UNKNOWN_SIZE
+            allowed = grace + limit / min_rate
+            read = getattr(response, "read1", response.read)  # read1: what has arrived
+            bar = _progress_bar(limit, dest.name) if progress else None
+            while True:
+                if time.monotonic() - start > allowed:
+                    raise _BadDownload(
+                        f"too slow: {n} of {limit} bytes after {allowed:.0f} s (the limit for "
+                        f"this file: {grace:g} s + {limit} bytes at {min_rate:g} bytes/s)")
+                chunk = read(1 << 16)
+                if not chunk:
+                    break
+                n += len(chunk)
+                if n > limit:
+                    raise _BadDownload(f"the server sent more than the {limit} bytes expected "
+                                       f"for {dest.name}; aborted")
                 digest.update(chunk)
                 tmp.write(chunk)
-                n += len(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
         if length is not None and n != length:
-            raise _BadDownload(f"connection closed after {n} of {length} bytes")
+            raise _BrokenTransfer(f"connection closed after {n} of {length} bytes")
+        if size is not None and n != size:
+            raise _BrokenTransfer(f"connection closed after {n} of {size} bytes")
         actual = digest.hexdigest()
         if actual != sha256:
             raise _BadDownload(f"checksum mismatch for {dest.name}: expected sha256 {sha256}, "
                                f"got {actual} ({n} bytes)")
         os.replace(tmp.name, dest)
     finally:
+        if bar is not None:
+            bar.close()
         if os.path.exists(tmp.name):
             os.unlink(tmp.name)

@@ -27,17 +27,37 @@ code). Its tensors:
 
 The manifest is JSON in the safetensors metadata under the key ``"ttqlab"``::
 
-    {"format": "ttqlab", "version": 1, "ttqlab": "0.1.0", "packing": "base3",
+    {"format": "ttqlab", "version": 2, "ttqlab": "0.1.0", "packing": "base3",
      "architecture": {"name": "lenet5", "kwargs": {"input_shape": [1, 8, 8]}},  # or null
      "quantized": [{"method": "ttq",
                     "options": {"t": 0.05, "sparsity": null, "reduce": "sum", "init": "mean"},
                     "layers": {"conv2": [64, 32, 5, 5], "fc1": [512, 256]}},
                    {"method": "inq", "options": {"bits": 5},
-                    "layers": {...}, "n1": {"conv2": -5, ...}}]}
+                    "layers": {...}, "n1": {"conv2": -5, ...}}],
+     "sha256": {"manifest": "9f2c...", "payload": "41d0...", "tensors": "8c3e01aa..."}}
 
 Layers sharing a method and options form one group, so a model quantized in one call
 pays for its options once. ``version`` is the format version (:data:`FORMAT_VERSION`);
 a reader refuses files from a newer version and asks for an upgrade.
+
+Integrity: ``sha256`` holds the SHA-256 of the manifest itself (canonical JSON without
+the ``sha256`` field) and of the payload (the SHA-256 of the concatenated SHA-256s of
+every tensor's dtype, shape and raw bytes, in name order), so any damaged byte, in the
+codes, the scales, a float tensor or a number of the manifest such as INQ's ``n1``, is
+detected on load (range checks alone miss most flips: a flipped code bit usually gives
+another valid code). ``tensors`` holds the first 8 hex digits of each tensor's SHA-256,
+concatenated in name order, so that the error names the damaged tensor at 8 bytes per
+tensor (a full hash per tensor would make a ResNet-20 file 9% larger; this costs ~1%).
+The checksums detect accidents (disk, transfer, editing), not a forger, who can
+recompute them. Version-1 files (ttqlab 0.1, before checksums) still load, with a
+warning, so that models saved earlier stay usable; their codes are still range-checked.
+Re-save them to add the checksums.
+
+``load`` also bounds memory and time before it builds a recorded architecture: the
+manifest may nest at most :data:`MAX_DEPTH` levels, and the architecture is first built
+on PyTorch's ``meta`` device (no storage, aborted once it registers far more tensors
+than the file holds), then checked against every tensor's shape; only a file that
+really contains the model's weights makes ``load`` allocate them.
 
 ``load`` validates the manifest, every tensor's dtype and length, and every code
 (``ttqlab.packing`` rejects out-of-range codes and non-zero padding) before it builds or
@@ -46,9 +66,13 @@ touches any model, and raises :class:`FormatError` naming the layer or field at 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import os
+import unicodedata
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -58,7 +82,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from . import activations, models
+from . import activations, methods, models
 from .convert import METHODS, QuantizedWeight, bake, extract, quantizable_layers, quantized_layers
 from .packing import nbytes as packed_length
 from .packing import pack as pack_codes
@@ -70,7 +94,9 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "FormatError", "load", "pack", "read", "r
 
 FORMAT = "ttqlab"
 #: the file format version this ttqlab writes and the newest it reads
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: the deepest nesting of JSON objects / lists a manifest may have
+MAX_DEPTH = 16
 CODES, SCALES = "ttqlab.codes", "ttqlab.scales"
 _METADATA_KEY = "ttqlab"
 _SKIPPED = "num_batches_tracked"
@@ -81,6 +107,99 @@ class FormatError(ValueError):
     the architecture it is loaded into. The message names the field or layer."""
 
 
+# --------------------------------------------------------------------------- checksums
+
+
+def _digest(tensor: Tensor) -> str:
+    """SHA-256 of a tensor's dtype, shape and little-endian bytes (row-major)."""
+    h = hashlib.sha256(f"{str(tensor.dtype).removeprefix('torch.')}{list(tensor.shape)}"
+                       .encode())
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    if flat.numel():
+        h.update(flat.view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def _manifest_digest(manifest: Mapping) -> str:
+    """SHA-256 of the manifest without its ``sha256`` field, as canonical JSON."""
+    body = {k: v for k, v in manifest.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
+
+
+_SHORT = 8  # hex digits of each tensor's SHA-256 kept to name a damaged tensor
+
+
+def _payload(tensors: Mapping[str, Tensor]) -> tuple[list[str], list[str], str]:
+    """Sorted tensor names, their SHA-256s and the payload's SHA-256."""
+    names = sorted(tensors)
+    digests = [_digest(tensors[k]) for k in names]
+    return names, digests, hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
+def _checksums(tensors: Mapping[str, Tensor], manifest: Mapping) -> dict:
+    _, digests, payload = _payload(tensors)
+    return {"manifest": _manifest_digest(manifest), "payload": payload,
+            "tensors": "".join(d[:_SHORT] for d in digests)}
+
+
+def _verify(tensors: Mapping[str, Tensor], manifest: dict) -> None:
+    """Compare the stored checksums with the contents; FormatError naming what differs.
+    A version-1 file has none: warn and go on (codes are still range-checked)."""
+    sums = manifest.get("sha256")
+    if sums is None:
+        if manifest.get("version") == 1:
+            warnings.warn("this file is format version 1 (ttqlab 0.1) and has no checksums: "
+                          "damaged bytes that still form valid codes cannot be detected. "
+                          "Re-save it with ttqlab.export.save to add them.", stacklevel=4)
+            return
+        raise FormatError("manifest: field 'sha256' (the checksums) is missing: the file is "
+                          "damaged or was edited")
+    if not (isinstance(sums, dict) and all(isinstance(sums.get(k), str) for k in
+                                           ("manifest", "payload", "tensors"))):
+        raise FormatError("manifest: field 'sha256' must be {'manifest': hex, 'payload': hex, "
+                          "'tensors': hex}")
+    if _manifest_digest(manifest) != sums["manifest"]:
+        raise FormatError("manifest: SHA-256 mismatch: the manifest (layer shapes, options, "
+                          "INQ's n1, ...) was damaged or edited after saving")
+    names, digests, payload = _payload(tensors)
+    if payload == sums["payload"]:
+        return
+    short = sums["tensors"]
+    if len(short) != _SHORT * len(names):
+        raise FormatError(f"the file holds {len(names)} tensors, its checksums list "
+                          f"{len(short) // _SHORT}: a tensor was added or removed after saving")
+    bad = [n for i, (n, d) in enumerate(zip(names, digests))
+           if d[:_SHORT] != short[_SHORT * i:_SHORT * (i + 1)]]
+    which = (f"tensor{'s' * (len(bad) > 1)} {', '.join(map(repr, bad))}" if bad
+             else "the tensors")
+    raise FormatError(f"{which}: SHA-256 mismatch: the bytes were damaged or edited after "
+                      f"saving")
+
+
+def _too_deep(obj, limit: int = MAX_DEPTH) -> bool:
+    """Whether JSON value ``obj`` nests deeper than ``limit`` (iteratively: no recursion)."""
+    if not isinstance(obj, (dict, list)):
+        return False
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        items = value.values() if isinstance(value, dict) else value
+        stack += [(v, depth + 1) for v in items if isinstance(v, (dict, list))]
+    return False
+
+
+def _printable(text) -> str:
+    """``text`` with control characters (terminal escape sequences) shown escaped, line
+    breaks kept."""
+    text = str(text)
+    ok = [c == "\n" or unicodedata.category(c)[0] != "C" for c in text]
+    return text if all(ok) else "".join(c if keep else repr(c)[1:-1]
+                                        for c, keep in zip(text, ok))
+
+
 # --------------------------------------------------------------------------- layout rules
 
 
@@ -88,22 +207,15 @@ def _scheme(method: str, bits: int, packing_name: str) -> tuple[str, int | None]
     """Which ``ttqlab.packing`` scheme stores a layer: binary 1 bit, ternary the file's
     packing, INQ with ``bits >= 3`` sign + level index (the same rule as
     ``ttqlab.stats.packed_nbytes``)."""
-    if method == "binary":
-        return "binary", None
-    if method in ("twn", "ttq", "bitnet") or bits == 2:
-        return packing_name, None
-    return "pow2", bits
+    return methods.get(method).scheme(bits, packing_name)
 
 
 def _scale_names(method: str) -> tuple[str, ...]:
-    return {"binary": ("alpha",), "twn": ("alpha",), "ttq": ("wp", "wn"), "inq": (),
-            "bitnet": ("gamma",)}[method]
+    return methods.get(method).scale_names
 
 
 def _n_scales(method: str, options: Mapping, shape: list[int]) -> int:
-    if method == "twn" and options.get("per_channel"):
-        return shape[0]
-    return len(_scale_names(method))
+    return methods.get(method).n_scales(dict(options), shape)
 
 
 def _weight_key(layer: str) -> str:
@@ -129,6 +241,7 @@ def pack(model: nn.Module, packing: str = "base3") -> tuple[dict[str, Tensor], d
     if packing not in PACKINGS:
         raise ValueError(f"packing must be one of {sorted(PACKINGS)} ('base3': 1.6 bits per "
                          f"ternary weight, '2bit': 2 bits), got {packing!r}")
+    _not_meta(model, "save")
     qws = extract(model) if any(True for _ in quantized_layers(model)) else {}
     groups: dict[str, dict] = {}
     for name, qw in qws.items():
@@ -137,7 +250,12 @@ def pack(model: nn.Module, packing: str = "base3") -> tuple[dict[str, Tensor], d
                                         "layers": {}})
         group["layers"][name] = list(qw.shape)
         if qw.method == "inq":
-            group.setdefault("n1", {})[name] = int(qw.scales["n1"])
+            n1 = int(qw.scales["n1"])
+            if n1 > 127 or n1 + 1 - 2 ** (qw.bits - 1) // 2 < -126:
+                raise ValueError(f"layer {name!r}: INQ's levels 2^n1 .. 2^n2 (n1 = {n1}) "
+                                 f"leave float32's range, so the file could not be loaded; "
+                                 f"the weights were far too large or too small when frozen")
+            group.setdefault("n1", {})[name] = n1
     codes, scales = [], []
     for group in groups.values():
         for name in group["layers"]:
@@ -145,6 +263,8 @@ def pack(model: nn.Module, packing: str = "base3") -> tuple[dict[str, Tensor], d
             scheme, bits = _scheme(qw.method, qw.bits, packing)
             codes.append(pack_codes(qw.codes, scheme, bits))
             s = [qw.scales[k].detach().reshape(-1) for k in _scale_names(qw.method)]
+            if qw.codes.numel() == 0:  # a zero-size layer: its scale (mean of nothing,
+                s = [torch.zeros_like(v) for v in s]  # NaN) is never used; store 0
             scales += s
             if s and not bool(torch.isfinite(torch.cat(s)).all()):
                 raise ValueError(f"layer {name!r} has a NaN or inf scale; the training run "
@@ -172,6 +292,15 @@ def pack(model: nn.Module, packing: str = "base3") -> tuple[dict[str, Tensor], d
 
 
 
+def _not_meta(model: nn.Module, what: str) -> None:
+    meta = next((k for k, v in model.state_dict().items()
+                 if isinstance(v, Tensor) and v.is_meta), None)
+    if meta is not None:
+        raise ValueError(f"cannot {what} a model on the meta device (tensor {meta!r} has a "
+                         f"shape but no storage); build it on a real device, e.g. "
+                         f"model.to_empty(device='cpu') before loading into it")
+
+
 def _version() -> str:
     from . import __version__
     return __version__
@@ -191,18 +320,28 @@ def write(path: str | os.PathLike, tensors: Mapping[str, Tensor], manifest: dict
     """Write ``tensors`` and ``manifest`` as one safetensors file; return its size in bytes.
 
     The file is written next to ``path`` and then renamed over it, so a failed write
-    never leaves a half-written file (or destroys an older one).
+    never leaves a half-written file (or destroys an older one). Its permissions follow
+    the umask, like any new file. ``manifest["sha256"]`` is (re)computed from the
+    contents.
     """
     path = Path(path)
+    manifest = {**manifest, "sha256": _checksums(tensors, manifest)}
     meta = {_METADATA_KEY: json.dumps(manifest, separators=(",", ":"))}
     tmp = path.with_name(path.name + ".partial")
     try:
         save_file(dict(tensors), tmp, metadata=meta)
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates 0600; honour the umask
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path.stat().st_size
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def save(model: nn.Module, path: str | os.PathLike, packing: str = "base3") -> int:
@@ -246,6 +385,9 @@ def read(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
         manifest = json.loads(metadata[_METADATA_KEY])
     except json.JSONDecodeError as e:
         raise FormatError(f"{path}: the manifest is not valid JSON ({e})") from None
+    except RecursionError:
+        raise FormatError(f"{path}: the manifest nests deeper than {MAX_DEPTH} levels "
+                          f"(not a ttqlab file)") from None
     return tensors, manifest
 
 
@@ -256,6 +398,8 @@ def _fail(msg: str) -> FormatError:
 def _check_header(manifest) -> None:
     if not isinstance(manifest, dict):
         raise _fail(f"must be a JSON object, got {type(manifest).__name__}")
+    if _too_deep(manifest):
+        raise _fail(f"nests deeper than {MAX_DEPTH} levels")
     if manifest.get("format") != FORMAT:
         raise _fail(f"field 'format' must be {FORMAT!r}, got {manifest.get('format')!r}")
     version = manifest.get("version")
@@ -263,7 +407,8 @@ def _check_header(manifest) -> None:
         raise _fail(f"field 'version' must be a positive integer, got {version!r}")
     if version > FORMAT_VERSION:
         raise FormatError(f"the file uses format version {version}, written by ttqlab "
-                          f"{manifest.get('ttqlab', '?')}; this ttqlab ({_version()}) reads "
+                          f"{_printable(manifest.get('ttqlab', '?'))}; this ttqlab "
+                          f"({_version()}) reads "
                           f"versions up to {FORMAT_VERSION}: upgrade ttqlab "
                           f"(pip install -U ttqlab)")
     if manifest.get("packing") not in PACKINGS:
@@ -292,6 +437,7 @@ _OPTION_CHECKS = {
     "init": lambda v: v == "mean" or _is_number(v),
     "bits": lambda v: isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 8,
     "eps": lambda v: _is_number(v) and 0 <= v < 1,
+    "scale": lambda v: v in ("layer", "channel", "none"),
 }
 _REQUIRED = {"twn": ("per_channel",), "inq": ("bits",)}
 
@@ -357,16 +503,22 @@ def unpack(tensors: Mapping[str, Tensor], manifest: dict,
     gives; ``.dequantize()`` is the weight) and ``{state_dict key: tensor}`` for the rest.
     Raises :class:`FormatError` naming the field or layer at fault.
     """
+    if isinstance(manifest, dict) and "sha256" in manifest:
+        _verify(tensors, manifest)  # first: a damaged file is reported as damaged
     _check_header(manifest)
+    if "sha256" not in manifest:
+        _verify(tensors, manifest)  # version 1: a warning; newer: an error
     packing_name = manifest["packing"]
     layers: list[_Layer] = []
+    seen: set[str] = set()
     for i, group in enumerate(manifest["quantized"]):
         method, options, group_layers = _check_group(i, group)
-        bits = options.get("bits", 1 if method == "binary" else 2)
+        bits = options.get("bits", methods.get(method).bits)
         scheme, sbits = _scheme(method, bits, packing_name)
         for name, shape in group_layers.items():
-            if any(layer.name == name for layer in layers):
+            if name in seen:
                 raise _fail(f"layer {name!r} appears twice")
+            seen.add(name)
             n = math.prod(shape)
             layers.append(_Layer(name, method, options, bits, shape, n, scheme, sbits,
                                  packed_length(n, scheme, sbits),
@@ -397,10 +549,8 @@ def unpack(tensors: Mapping[str, Tensor], manifest: dict,
         sat += layer.nscales
         if layer.method == "inq":
             sc = {"n1": torch.tensor(n1[layer.name]), "bits": torch.tensor(layer.bits)}
-        elif layer.method == "twn" and layer.options["per_channel"]:  # shaped to broadcast
-            sc = {"alpha": values.clone().reshape(-1, *[1] * (len(layer.shape) - 1))}
         else:
-            sc = {k: values[j].clone() for j, k in enumerate(_scale_names(layer.method))}
+            sc = methods.get(layer.method).scales_from_file(values, layer.options, layer.shape)
         quantized[layer.name] = QuantizedWeight(layer.method, c.reshape(layer.shape), sc,
                                                 dict(layer.options), layer.bits)
     floats = {}
@@ -420,11 +570,46 @@ def unpack(tensors: Mapping[str, Tensor], manifest: dict,
 # --------------------------------------------------------------------------- loading
 
 
-def _build(spec: dict) -> nn.Module:
+class _OverBudget(Exception):
+    pass
+
+
+def _build(spec: dict, device: str | None = None, budget: int | None = None) -> nn.Module:
+    """Build ``spec``'s architecture (on ``device``); with a ``budget``, abort as soon as
+    it registers more parameters and buffers than that (on the meta device, tensors cost
+    no memory, only their number costs time)."""
+    handles, count = [], [0]
+    if budget is not None:
+        def hook(module, name, value):
+            if isinstance(value, Tensor):
+                count[0] += 1
+                if count[0] > budget:
+                    raise _OverBudget
+        from torch.nn.modules import module as nn_module
+        handles = [nn_module.register_module_parameter_registration_hook(hook),
+                   nn_module.register_module_buffer_registration_hook(hook)]
+    text = _printable(json.dumps(spec)[:300])
     try:
-        return models.get(spec["name"], **spec.get("kwargs", {}))
-    except (TypeError, ValueError, RuntimeError, MemoryError) as e:
-        raise FormatError(f"manifest: cannot rebuild architecture {spec!r}: {e}") from None
+        with torch.device(device) if device else contextlib.nullcontext():
+            return models.get(spec["name"], **spec.get("kwargs", {}))
+    except _OverBudget:
+        raise FormatError(f"manifest: architecture {text} has far more tensors than the "
+                          f"file holds ({budget}): the recorded arguments do not match the "
+                          f"file") from None
+    except RecursionError:
+        raise FormatError(f"manifest: cannot rebuild architecture {text}") from None
+    except Exception as e:  # hostile kwargs: whatever the builder raises is a format error
+        raise FormatError(f"manifest: cannot rebuild architecture {text}: "
+                          f"{_printable(e)[:300]}") from None
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _budget(quantized: Mapping[str, QuantizedWeight], floats: Mapping[str, Tensor]) -> int:
+    """How many tensors an architecture matching the file can register: the file's, plus
+    BatchNorm's ``num_batches_tracked`` counters that are not stored (and a margin)."""
+    return 2 * (len(quantized) + len(floats)) + 16
 
 
 def _check_fits(model: nn.Module, quantized: Mapping[str, QuantizedWeight],
@@ -460,6 +645,7 @@ def _check_fits(model: nn.Module, quantized: Mapping[str, QuantizedWeight],
 def _architecture(model, manifest: dict, quantized, floats) -> nn.Module:
     spec = manifest.get("architecture")
     if isinstance(model, nn.Module):
+        _not_meta(model, "load into")
         if any(True for _ in quantized_layers(model)):
             raise ValueError("model is quantized (parametrized); pass a plain float model "
                              "of the same architecture (e.g. ttqlab.unquantize(model))")
@@ -479,6 +665,9 @@ def _architecture(model, manifest: dict, quantized, floats) -> nn.Module:
                          "ttqlab.models); pass an instance: load(path, MyModel())")
     elif spec["name"] not in models.MODELS:
         raise _fail(f"architecture {spec['name']!r} is not one of {sorted(models.MODELS)}")
+    # a dry run on the meta device (no storage, bounded), checked against the file,
+    # before anything is allocated
+    _check_fits(_build(spec, "meta", _budget(quantized, floats)), quantized, floats)
     built = _build(spec)
     _check_fits(built, quantized, floats)
     return built
@@ -592,6 +781,7 @@ def report(path: str | os.PathLike) -> str:
         opts = ", ".join(f"{k}={v}" for k, v in g.get("options", {}).items())
         lines.append(f"{g['method']} ({opts}): {', '.join(g['layers'])}")
     lines += ["", str(table), ""]
+    lines = [_printable(line) for line in lines]  # strings from the file: no escape codes
     q = [r for r in table.rows if r.get("method") in METHODS]
     if q:
         n, fp32, packed = (sum(r[k] for r in q) for k in ("params", "fp32 bytes",

@@ -10,7 +10,7 @@ float weights are re-trained with the ordinary training loop::
         inq.step()                       # 0.5, 0.75, 0.875, 1.0
         ttqlab.fit(pretrained_model, train, test, epochs=2)
 
-The update rule ``W <- W - lr * dE/dW * T`` is enforced by ``ttqlab.layers.INQWeight``:
+The update rule ``W <- W - lr * dE/dW * T`` is enforced by ``ttqlab.methods.inq.INQWeight``:
 frozen positions read a buffer, so no optimizer (momentum, weight decay, Adam) moves them.
 """
 
@@ -23,8 +23,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from . import quantizers as Q
 from .convert import latent_weight, quantize, quantized_layers
-from .layers import INQWeight
+from .methods.inq import INQWeight
 
 __all__ = ["INQ", "SCHEDULES"]
 
@@ -54,6 +55,19 @@ def _check_schedule(schedule: Sequence[float]) -> tuple[float, ...]:
         raise ValueError(f"schedule must end at 1.0 so that every weight is quantized, "
                          f"got {fr}; append 1.0")
     return fr
+
+
+def _check_largest_level(name: str, w: torch.Tensor, bits: int) -> None:
+    """INQ's largest level 2^n1 (n1 = floor(log2(4 max|W| / 3))) must be finite in the
+    weight's dtype: a weight near float32's maximum (3e38) would give n1 = 128 and
+    freeze to inf."""
+    if w.numel() == 0 or not bool(w.detach().abs().max() > 0):
+        return
+    n1, _ = Q.inq_exponent_range(w, bits)
+    if not bool(torch.isfinite(torch.tensor(2.0, dtype=w.dtype) ** n1)):
+        raise ValueError(f"layer {name!r}: max|W| = {float(w.detach().abs().max()):.3g} gives "
+                         f"INQ's largest level 2^{n1}, which overflows {w.dtype}; the weights "
+                         f"are far too large (a diverged run?): rescale or re-initialise them")
 
 
 class INQ:
@@ -135,6 +149,9 @@ class INQ:
                           "step() does nothing more", stacklevel=2)
             return 1.0
         target = self.schedule[self.steps_taken]
+        for name, module, q in self.layers:
+            if not bool(q.frozen_mask.any()):
+                _check_largest_level(name, latent_weight(module), self.bits)
         for i, (_, module, q) in enumerate(self.layers):
             w = latent_weight(module)
             n = w.numel()
@@ -151,10 +168,27 @@ class INQ:
                 "strategy": self.strategy, "seed": self.seed, "bits": self.bits}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the schedule position; the state must come from an INQ with the same
+        schedule and bit width, and ``steps_taken`` must lie in ``0..len(schedule)``."""
+        if not isinstance(state, dict) or not {"steps_taken", "schedule", "bits", "strategy",
+                                               "seed"} <= set(state):
+            raise ValueError("INQ state must be a dict from INQ.state_dict() with keys "
+                             "steps_taken, schedule, strategy, seed, bits")
         if list(state["schedule"]) != list(self.schedule) or state["bits"] != self.bits:
             raise ValueError("INQ state was saved with a different schedule or bit width")
-        self.steps_taken = int(state["steps_taken"])
-        self.strategy, self.seed = state["strategy"], int(state["seed"])
+        steps = state["steps_taken"]
+        if isinstance(steps, bool) or not isinstance(steps, int) or not (
+                0 <= steps <= len(self.schedule)):
+            raise ValueError(f"INQ state: steps_taken must be an int from 0 to "
+                             f"{len(self.schedule)} (the schedule's length), got {steps!r}")
+        if state["strategy"] not in STRATEGIES:
+            raise ValueError(f"INQ state: strategy must be one of {STRATEGIES}, got "
+                             f"{state['strategy']!r}")
+        seed = state["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"INQ state: seed must be an int, got {seed!r}")
+        self.steps_taken = steps
+        self.strategy, self.seed = state["strategy"], seed
 
     def __repr__(self) -> str:
         return (f"INQ(bits={self.bits}, schedule={self.schedule}, strategy={self.strategy!r}, "

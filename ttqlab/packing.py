@@ -2,8 +2,11 @@
 
 Pure functions on flat code sequences (read in row-major order, ``codes.flatten()``).
 Every ``unpack_*`` checks its input and raises ``ValueError`` naming what is wrong: a
-wrong byte count, a code outside the valid range, or non-zero padding. A corrupt byte
-can never turn into a silently different weight. Four schemes:
+wrong byte count, a code outside the valid range, or non-zero padding. These checks
+catch only some damage: most flipped bits turn one valid code into another (a 2-bit
+digit 1 into 0, a base-3 byte into another below 243, any binary bit), which no format
+without redundancy can notice. ``ttqlab.export`` therefore stores a SHA-256 of every
+tensor and verifies it before unpacking. Four schemes:
 
 ``"binary"``: 1 bit per weight, +1 -> 1, -1 -> 0. Eight weights per byte.
 

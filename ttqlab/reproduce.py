@@ -32,9 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import checkpoint as checkpoint_lib
 from . import data as datasets
 from . import distributed, models
-from .convert import quantize
+from .convert import quantize, quantized_layers
 from .inq import INQ, SCHEDULES
 from .train import History, fit
 
@@ -137,6 +138,12 @@ class Run:
         length = n if iterations is None else n * steps
         factor = length / (epochs if iterations is None else iterations)
         ms = sorted({max(1, round(m * factor)) for m in milestones if round(m * factor) < length})
+        _same_run(self.out / phase, {
+            "phase": phase, "epochs": n, "unit": unit, "batch_size": batch_size,
+            "milestones": ms, "settings": {k: v for k, v in fit_kwargs.items()
+                                           if k not in ("callbacks", "checkpoint_extra")},
+            "quantized": {name: [q.method, getattr(q, "options", {})]
+                          for name, _, q in quantized_layers(model)}}, self.resume)
         callbacks = list(self.callbacks)
         if self.verbose and distributed.is_main():
             callbacks.append(_printer(phase, n))
@@ -155,6 +162,47 @@ class Run:
                             "milestones": ms, "unit": unit, "test_acc": acc,
                             "history": history.to_dict()})
         return acc
+
+
+IDENTITY = "run.json"
+
+
+def _same_run(directory: Path, identity: dict, resume: bool) -> None:
+    """Record what defines a run (or a phase) in ``directory/run.json``; on resume,
+    refuse a directory started with anything different, naming each difference.
+
+    Without resume the record is written only where no checkpoint exists yet (``fit``
+    refuses a directory that holds a run, and the record of that run is kept)."""
+    identity = json.loads(json.dumps(identity, default=repr))
+    path = directory / IDENTITY
+    if resume and path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot resume {directory}: its {IDENTITY} is unreadable ({e}); "
+                             f"restore it or start afresh in another directory") from None
+        saved = saved if isinstance(saved, dict) else {}
+        diffs = [f"{k}: started with {saved.get(k)!r}, now {identity.get(k)!r}"
+                 for k in sorted(set(saved) | set(identity)) if saved.get(k) != identity.get(k)]
+        if diffs:
+            raise ValueError(f"cannot resume {directory}: it holds a different run\n  "
+                             + "\n  ".join(diffs)
+                             + "\nResume with the same recipe and options, or choose "
+                               "another output directory.")
+        return
+    if _holds_checkpoints(directory):
+        return  # resume: an older ttqlab's run, no record; else fit refuses the directory
+    if distributed.is_main():
+        directory.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(identity, indent=1))
+
+
+def _holds_checkpoints(directory: Path) -> bool:
+    """Checkpoint files in ``directory`` or its phase folders."""
+    if not directory.is_dir():
+        return False
+    return any(checkpoint_lib.list_checkpoints(d) for d in
+               [directory, *(p for p in directory.iterdir() if p.is_dir())])
 
 
 def _printer(phase: str, epochs: int):
@@ -358,7 +406,11 @@ def run(name: str, out: str | os.PathLike | None = None, *, resume: bool = False
     Args:
         name: a key of ``RECIPES`` (``ttqlab reproduce --list``).
         out: the run directory (default ``runs/<name>``); one checkpoint folder per phase.
-        resume: continue an interrupted run in ``out`` exactly.
+        resume: continue an interrupted run in ``out`` exactly. ``out/run.json`` and
+            ``out/<phase>/run.json`` record what defines the run (recipe, dataset and its
+            sizes, model, seed, shortening; per phase its length, optimizer settings and
+            quantization method and options); resuming with anything different is
+            refused with a ``ValueError`` naming the differences.
         device: ``"cuda"`` recommended; under torchrun each process takes its own GPU.
         epochs_scale, max_epochs: shorten every phase (a quick run, not the paper's).
         dataset: train on another dataset (``"synthetic"`` for a test run).
@@ -382,8 +434,14 @@ def run(name: str, out: str | os.PathLike | None = None, *, resume: bool = False
             epochs_scale=epochs_scale, max_epochs=max_epochs, dataset=dataset, seed=seed,
             progress=progress, verbose=verbose, baseline=baseline,
             callbacks=list(callbacks), data_options=data_options)
-    measured = recipe.train(r)
     d = r.data()
+    _same_run(out, {"recipe": name, "dataset": d.name, "train": len(d.train),
+                    "test": len(d.test), "input_shape": list(d.input_shape),
+                    "num_classes": d.num_classes, "model": recipe.model, "seed": seed,
+                    "epochs_scale": epochs_scale, "max_epochs": max_epochs,
+                    "baseline": baseline,
+                    "data": {k: v for k, v in data_options.items() if k != "root"}}, resume)
+    measured = recipe.train(r)
     full = (epochs_scale == 1.0 and max_epochs is None and dataset is None
             and not set(data_options) - {"root"})
     result = {

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from . import coverage as _coverage
+from . import methods
 from .convert import latent_weight, quantizable_layers, quantized_layers
-from .layers import INQWeight, TTQWeight
 
 __all__ = ["ENERGY_PJ", "PACKINGS", "Table", "layer_report", "op_counts", "packed_nbytes"]
 
@@ -33,13 +33,10 @@ def packed_nbytes(numel: int, method: str, bits: int = 2, packing: str = "2bit")
     """
     if packing not in PACKINGS:
         raise ValueError(f"packing must be one of {sorted(PACKINGS)}, got {packing!r}")
-    if method == "binary":
-        return math.ceil(numel / 8)
-    if method in ("twn", "ttq", "bitnet") or (method == "inq" and bits == 2):
-        return math.ceil(numel / PACKINGS[packing])
-    if method == "inq":
-        return math.ceil(numel * bits / 8)
-    raise ValueError(f"unknown method {method!r}")
+    from .packing import nbytes
+
+    scheme, sbits = methods.get(method).scheme(bits, packing)
+    return nbytes(numel, scheme, sbits)
 
 
 class Table:
@@ -103,19 +100,6 @@ class Table:
         return "\n".join(out)
 
 
-def _scales_text(q, module) -> str:
-    if isinstance(q, TTQWeight):
-        sc = q.scales()
-        return f"wp={sc['wp'].item():.4g} wn={sc['wn'].item():.4g}"
-    if isinstance(q, INQWeight):
-        return f"n1={int(q.n1)} frozen={q.fraction_frozen:.3g}"
-    sc = q.scales(latent_weight(module))
-    if "gamma" in sc:  # bitnet
-        return f"gamma={float(sc['gamma']):.4g}"
-    alpha = sc["alpha"]
-    return f"alpha={float(alpha.mean()):.4g}" + (" (per channel)" if alpha.numel() > 1 else "")
-
-
 def layer_report(model: nn.Module, packing: str = "2bit") -> Table:
     """Per layer: method, shape, sparsity, scales, bits per weight, fp32 vs packed bytes.
 
@@ -143,8 +127,9 @@ def layer_report(model: nn.Module, packing: str = "2bit") -> Table:
                               q.scales(latent_weight(module)).values() if v.is_floating_point())
             packed = packed_nbytes(n, method, q.bits, packing) + scale_bytes
             bits = 8 * packed_nbytes(n, method, q.bits, packing) / max(1, n)
-            scales = _scales_text(q, module)
-            counted.add(id(latent_weight(module)))
+            scales = q.scales_text(latent_weight(module))
+            counted.update(id(p) for p in module.parametrizations.weight.parameters(
+                recurse=False))  # the latent tensor(s) the optimizer trains
         rows.append({
             "layer": name, "method": method, "shape": tuple(w.shape), "params": n,
             "sparsity": float((w == 0).sum()) / max(1, n), "scales": scales,
@@ -195,7 +180,7 @@ def op_counts(model: nn.Module, input_shape: Sequence[int]) -> Table:
     layers = quantizable_layers(model)
     if not layers:
         raise ValueError("model has no Linear or Conv layer to count")
-    methods = {name: q.method for name, _, q in quantized_layers(model)}
+    layer_methods = {name: q.method for name, _, q in quantized_layers(model)}
     positions: dict[str, int] = {}
 
     def hook(name):
@@ -218,17 +203,12 @@ def op_counts(model: nn.Module, input_shape: Sequence[int]) -> Table:
         w = module.weight.detach()
         n, outs, pos = w.numel(), w.shape[0], positions.get(name, 0)
         nonzero = int((w != 0).sum())
-        method = methods.get(name, "fp32")
-        mults = adds = shifts = 0
+        method = layer_methods.get(name, "fp32")
         if method == "fp32":
-            mults, adds = n * pos, n * pos
-        elif method in ("twn", "ttq", "bitnet"):
-            adds = nonzero * pos + outs * pos  # S+ and S- sums, then S+ - S- per output
-            mults = (2 if method == "ttq" else 1) * outs * pos
-        elif method == "binary":
-            adds, mults = n * pos + outs * pos, outs * pos
-        else:  # inq: x * 2^n is a shift, then an addition
-            adds, shifts = nonzero * pos, nonzero * pos
+            ops = {"mults": n * pos, "adds": n * pos, "shifts": 0}
+        else:
+            ops = methods.get(method).ops(n, nonzero, outs, pos)
+        mults, adds, shifts = ops["mults"], ops["adds"], ops["shifts"]
         energy = (mults * ENERGY_PJ["mult"] + adds * ENERGY_PJ["add"]
                   + shifts * ENERGY_PJ["shift"]) / 1000
         fp32 = n * pos * (ENERGY_PJ["mult"] + ENERGY_PJ["add"]) / 1000

@@ -9,6 +9,7 @@ quantized value ("flips") since the previous epoch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -24,7 +25,6 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from . import checkpoint as checkpoint_lib
 from . import coverage, distributed
 from .convert import latent_weight, quantized_layers
-from .layers import INQWeight, TTQWeight
 
 __all__ = ["History", "evaluate", "fit", "layer_stats", "make_optimizer"]
 
@@ -111,13 +111,7 @@ def layer_stats(model: nn.Module) -> dict[str, dict]:
     for name, module, q in quantized_layers(model):
         w = module.weight
         row = {"method": q.method, "sparsity": float((w == 0).sum()) / max(1, w.numel())}
-        if isinstance(q, TTQWeight):
-            sc = q.scales()  # the effective W_p, W_n
-            row["wp"], row["wn"] = sc["wp"].item(), sc["wn"].item()
-        elif isinstance(q, INQWeight):
-            row["frozen"] = q.fraction_frozen
-        else:  # alpha (binary, twn) or gamma (bitnet)
-            row.update({k: float(v.mean()) for k, v in q.scales(latent_weight(module)).items()})
+        row.update(q.stats_row(latent_weight(module)))
         out[name] = row
     return out
 
@@ -126,8 +120,9 @@ def _codes(model: nn.Module) -> dict[str, Tensor]:
     codes = {}
     with torch.no_grad():
         for name, module, q in quantized_layers(model):
-            if not isinstance(q, INQWeight):
-                codes[name] = q.codes(latent_weight(module)).cpu()
+            c = q.history_codes(latent_weight(module))
+            if c is not None:
+                codes[name] = c.cpu()
     return codes
 
 
@@ -217,10 +212,59 @@ def make_optimizer(model: nn.Module, name: str = "adam", lr: float = 1e-3,
 
 
 def _check_positive(value, name: str, kind=int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or (
-        kind is int and not float(value).is_integer()
-    ):
-        raise ValueError(f"{name} must be a positive {kind.__name__}, got {value!r}")
+    """``value`` is a positive int (``kind=int``; not a bool, not 2.0) or a positive
+    finite number (``kind=float``)."""
+    if kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        what = "a positive whole number (an int such as 5)"
+    else:
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and math.isfinite(value) and value > 0)
+        what = "a positive finite number (such as 1e-3)"
+    if not ok:
+        raise ValueError(f"{name} must be {what}, got {value!r} ({type(value).__name__})")
+
+
+def _check_flag(value, name: str) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+#: ``fit`` stops when a training batch's loss exceeds this many times the first batch's
+#: loss (at least 1.0): a finite loss that large means training has diverged.
+DIVERGENCE_FACTOR = 1e6
+
+
+@dataclass
+class _Run:
+    """Everything one ``fit`` call's loop reads and updates (internal)."""
+
+    model: nn.Module
+    net: nn.Module            # what the training step calls: model, DDP(model), compiled
+    opt: torch.optim.Optimizer
+    sched: object
+    per_iteration: bool
+    device: torch.device
+    train: object
+    test: object
+    batch_size: int
+    min_batch: int            # smaller training batches are skipped (BatchNorm, torchrun)
+    gen: torch.Generator
+    aug_gen: torch.Generator
+    transform: Callable | None
+    checkpoint: object
+    run_state: dict
+    config: dict
+    callbacks: list
+    history: History = field(default_factory=History)
+    prev_codes: dict = field(default_factory=dict)
+    warned_negative: set = field(default_factory=set)
+    loss_limit: float | None = None
+    first: int = 1            # first epoch still to train (more than 1 on resume)
+    dropped: int = 0          # samples skipped in the current epoch
+    warned_drop: bool = False
+    snapshot: dict | None = None  # state_dict at the start of the epoch (divergence)
+    bar: object = None
 
 
 def fit(
@@ -245,6 +289,8 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     resume: bool = False,
     checkpoint_extra: dict | None = None,
+    compile: bool = False,
+    deterministic: bool = False,
 ) -> History:
     """Train ``model`` on ``train`` and report on ``test`` after every epoch.
 
@@ -252,8 +298,9 @@ def fit(
         model: any classifier returning logits; quantized or not.
         train, test: a ``Dataset``, a ``DataLoader``, an ``(x, y)`` tensor pair, or a
             ``ttqlab.data.Data`` (then ``test`` defaults to its test split).
-        epochs, lr, batch_size, weight_decay, momentum: the usual. Under ``torchrun``,
-            ``batch_size`` is the global batch, split over the processes.
+        epochs, lr, batch_size, weight_decay, momentum: the usual (``epochs`` and
+            ``batch_size`` are ints). Under ``torchrun``, ``batch_size`` is the global
+            batch, split over the processes.
         optimizer: ``"adam"`` (default), ``"sgd"`` (momentum) or your own optimizer.
         lr_schedule: ``None`` (constant), ``"cosine"`` (anneal to 0 over the run) or a
             list of milestones at which the learning rate is multiplied by ``gamma``
@@ -264,7 +311,8 @@ def fit(
         seed: seeds shuffling, ``transform`` and ``torch.manual_seed``; same seed, same
             numbers.
         device: default the model's device; the model is moved there.
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar when writing to a terminal or a notebook
+            (none when the output goes to a file or a pipe).
         callbacks: called as ``cb(history, model)`` after every epoch (and epoch 0),
             e.g. a live dashboard from ``ttqlab.widgets``.
         transform: data augmentation, ``transform(x, generator) -> x`` on each training
@@ -278,19 +326,71 @@ def fit(
             ``checkpoint`` directory that already holds a run is an error.
         checkpoint_extra: further objects with ``state_dict`` / ``load_state_dict``
             saved and restored with the run, e.g. ``{"inq": inq}``.
+        compile: run the training steps through ``torch.compile(model)``. ``model``
+            itself is left as it was (same parameters, same ``state_dict`` keys), so
+            checkpoints, ``evaluate`` and ``export`` see the ordinary module.
+        deterministic: for the duration of ``fit``, turn on
+            ``torch.use_deterministic_algorithms(True)`` and cuDNN's deterministic mode
+            (on CUDA also ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` if unset), so that two runs
+            with the same seed, and a resumed run, are bit-identical on a GPU too. The
+            previous settings are restored afterwards. Slower on GPUs.
 
     Returns:
         a :class:`History`; epoch 0 is the model before training.
+
+    Raises:
+        FloatingPointError: training diverged: a batch's loss is NaN or infinite, or more
+            than ``DIVERGENCE_FACTOR`` (1e6) times the first batch's loss. It is checked
+            before the optimizer step, so ``model`` keeps its last finite weights (if a step
+            overflowed them to inf, it is reset to the weights it had at the start of that
+            epoch), and the epochs completed so far are on the exception as
+            ``err.history``.
+        ValueError: bad arguments or an empty training set.
+
+    A final training batch of a single sample is skipped when the model has BatchNorm
+    (its batch statistics need at least two samples); ``fit`` warns once, naming how
+    many samples are left out each epoch.
     """
     if hasattr(train, "train") and hasattr(train, "test") and not isinstance(train, nn.Module):
         train, test = train.train, (test if test is not None else train.test)
     train = _as_dataset(train, "train")
     test = _as_dataset(test, "test")
+    _validate(train, epochs, batch_size, lr, seed, schedule_unit, checkpoint, resume,
+              checkpoint_extra, progress, compile, deterministic)
+    device = torch.device(device) if device else _device_of(model)
+    with _deterministic_algorithms(deterministic, device):
+        run = _make_run(model, train, test, epochs=epochs, lr=lr, optimizer=optimizer,
+                        batch_size=batch_size, weight_decay=weight_decay,
+                        momentum=momentum, lr_schedule=lr_schedule, gamma=gamma, seed=seed,
+                        device=device, callbacks=callbacks, schedule_unit=schedule_unit,
+                        transform=transform, checkpoint=checkpoint, resume=resume,
+                        checkpoint_extra=checkpoint_extra, compile=compile)
+        first = run.first
+        run.bar = _progress((epochs - first + 1) * _num_batches(train, batch_size),
+                            progress and distributed.is_main())
+        try:
+            for epoch in range(first, epochs + 1):
+                train_loss, train_acc, seconds = _train_one_epoch(run, epoch)
+                _record(run, epoch, train_loss, train_acc, seconds)
+        finally:
+            if run.bar is not None:
+                run.bar.close()
+    return run.history
+
+
+def _validate(train, epochs, batch_size, lr, seed, schedule_unit, checkpoint, resume,
+              checkpoint_extra, progress, compile, deterministic) -> None:
+    """Every argument checked before any work, with a message saying what to pass."""
     if train is None:
         raise ValueError("train data is required")
     _check_positive(epochs, "epochs")
     _check_positive(batch_size, "batch_size")
     _check_positive(lr, "lr", float)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int such as 0, got {seed!r}")
+    for flag, name in ((progress, "progress"), (resume, "resume"), (compile, "compile"),
+                       (deterministic, "deterministic")):
+        _check_flag(flag, name)
     if schedule_unit not in ("epoch", "iteration"):
         raise ValueError(f"schedule_unit must be 'epoch' or 'iteration', got {schedule_unit!r}")
     if checkpoint is None and (resume or checkpoint_extra):
@@ -298,7 +398,24 @@ def fit(
     if batch_size < distributed.world_size():
         raise ValueError(f"batch_size ({batch_size}) is the global batch and must be at "
                          f"least the number of processes ({distributed.world_size()})")
-    device = torch.device(device) if device else _device_of(model)
+    size = _dataset_size(train)
+    if size == 0:
+        raise ValueError("the training set is empty: pass at least one (x, y) sample "
+                         "(check limit_train / the data source)")
+
+
+def _dataset_size(data) -> int | None:
+    """Number of samples, or None when unknown (an iterable dataset)."""
+    try:
+        return len(data.dataset) if isinstance(data, DataLoader) else len(data)
+    except TypeError:
+        return None
+
+
+def _make_run(model, train, test, *, epochs, lr, optimizer, batch_size, weight_decay,
+              momentum, lr_schedule, gamma, seed, device, callbacks, schedule_unit,
+              transform, checkpoint, resume, checkpoint_extra, compile) -> _Run:
+    """Seed, build the optimizer and scheduler, restore a checkpoint, record epoch 0."""
     model.to(device)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -311,101 +428,175 @@ def fit(
     per_iteration = schedule_unit == "iteration"
     steps = _num_batches(train, batch_size)
     sched = _scheduler(opt, lr_schedule, epochs * steps if per_iteration else epochs, gamma)
-
-    history = History()
-    callbacks = list(callbacks)
     run_state = {"model": model, "optimizer": opt, "shuffle": gen, "augment": aug_gen,
                  **({"scheduler": sched} if sched is not None else {}),
                  **(checkpoint_extra or {})}
     config = {"batch_size": batch_size, "seed": seed, "schedule_unit": schedule_unit}
-    first = 1
+    history, first = History(), 1
     if checkpoint is not None:
         first, history = _restore(checkpoint, resume, run_state, config)
         distributed.barrier()  # every rank has read the directory before rank 0 writes
     net = distributed.wrap(model, device)  # under torchrun: DDP, rank 0's weights everywhere
-    prev_codes = _codes(model)
-    warned_negative: set[str] = set()
-
-    def record(epoch, train_loss, train_acc, seconds):
-        test_loss, test_acc = evaluate(model, test, device=device) if test is not None else (
-            float("nan"), float("nan"))
-        history.epochs.append({
-            "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-            "test_loss": test_loss, "test_acc": test_acc, "seconds": seconds,
-            "lr": opt.param_groups[0]["lr"],
-        })
-        codes = _codes(model)
-        for name, row in layer_stats(model).items():
-            flips = None
-            if name in codes and name in prev_codes:
-                flips = int((codes[name] != prev_codes[name]).sum())
-            history.layers.append({"epoch": epoch, "layer": name, **row, "flips": flips})
-            for k in ("wp", "wn"):
-                if k in row and row[k] <= 0 and (name, k) not in warned_negative:
-                    warned_negative.add((name, k))
-                    warnings.warn(f"TTQ scale {k} of layer {name!r} is {row[k]:.4g} <= 0 at "
-                                  f"epoch {epoch}: its ternary value has flipped sign. Try a "
-                                  f"lower learning rate.", stacklevel=3)
-        prev_codes.clear()
-        prev_codes.update(codes)
-        if checkpoint is not None and distributed.is_main():
-            checkpoint_lib.save(checkpoint, epoch, **run_state, history=history.to_dict(),
-                                config=config)
-        for cb in callbacks:
-            cb(history, model)
-
+    if compile:
+        net = torch.compile(net)
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    run = _Run(model=model, net=net, opt=opt, sched=sched, per_iteration=per_iteration,
+               device=device, train=train, test=test, batch_size=batch_size,
+               min_batch=distributed.world_size() * (2 if has_bn else 1), gen=gen,
+               aug_gen=aug_gen, transform=transform, checkpoint=checkpoint,
+               run_state=run_state, config=config, callbacks=list(callbacks),
+               history=history, prev_codes=_codes(model), first=first)
     if first == 1:
         nan = float("nan")
-        record(0, nan, nan, 0.0)
-    bar = _progress((epochs - first + 1) * steps, progress and distributed.is_main())
-    try:
-        for epoch in range(first, epochs + 1):
-            model.train()
-            start = time.perf_counter()
-            loss_sum, correct, total = 0.0, 0, 0
-            for x, y in _training_batches(train, batch_size, gen, transform, aug_gen):
-                x, y = x.to(device), y.to(device)
-                out = net(x)
-                loss = F.cross_entropy(out, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if per_iteration and sched is not None:
-                    sched.step()
-                lv = loss.item()
-                if not math.isfinite(lv):
-                    raise FloatingPointError(
-                        f"loss became {lv} in epoch {epoch}; lower the learning rate "
-                        f"(lr={lr}) or check the data")
-                loss_sum += lv * len(y)
-                correct += int((out.argmax(1) == y).sum())
-                total += len(y)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch, loss=f"{lv:.3f}", refresh=False)
-            if sched is not None and not per_iteration:
-                sched.step()
-            distributed.broadcast_buffers(model)
-            loss_sum, correct, total = distributed.all_reduce_sum([loss_sum, correct, total])
-            record(epoch, loss_sum / total, correct / total, time.perf_counter() - start)
-            if bar is not None:
-                bar.set_postfix(epoch=epoch, test_acc=f"{history.last['test_acc']:.4f}")
-    finally:
-        if bar is not None:
-            bar.close()
-    return history
+        _record(run, 0, nan, nan, 0.0)
+    return run
 
 
-def _training_batches(train, batch_size: int, gen: torch.Generator, transform,
-                      aug_gen: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
+def _train_one_epoch(run: _Run, epoch: int) -> tuple[float, float, float]:
+    """One pass over the training set: (mean loss, accuracy, seconds)."""
+    run.model.train()
+    run.snapshot = {k: v.detach().clone() for k, v in run.model.state_dict().items()}
+    start = time.perf_counter()
+    loss_sum, correct, total = 0.0, 0, 0
+    run.dropped = 0
+    for x, y in _make_loader(run):
+        x, y = x.to(run.device), y.to(run.device)
+        out = run.net(x)
+        loss = F.cross_entropy(out, y)
+        lv = loss.item()
+        _check_divergence(run, lv, epoch)  # before the step: the weights stay finite
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt.step()
+        if run.per_iteration and run.sched is not None:
+            run.sched.step()
+        loss_sum += lv * len(y)
+        correct += int((out.argmax(1) == y).sum())
+        total += len(y)
+        if run.bar is not None:
+            run.bar.update(1)
+            run.bar.set_postfix(epoch=epoch, loss=f"{lv:.3f}", refresh=False)
+    if run.sched is not None and not run.per_iteration:
+        run.sched.step()
+    distributed.broadcast_buffers(run.model)
+    loss_sum, correct, total = distributed.all_reduce_sum([loss_sum, correct, total])
+    if total == 0:
+        raise ValueError(f"no training batch was usable in epoch {epoch} ({run.dropped} "
+                         f"samples skipped): pass more training samples or a larger "
+                         f"batch_size")
+    return loss_sum / total, correct / total, time.perf_counter() - start
+
+
+def _make_loader(run: _Run) -> Iterator[tuple[Tensor, Tensor]]:
     """One epoch of shuffled, augmented mini-batches; under torchrun, this process's
-    slice of each (every process draws the same batches and augmentations)."""
-    for x, y in _batches(train, batch_size, True, gen):
-        if len(y) < distributed.world_size():
-            continue  # too small to split over the processes (every rank skips it)
-        if transform is not None:
-            x = transform(x, aug_gen)
+    slice of each (every process draws the same batches and augmentations). A batch
+    too small to use (one sample behind BatchNorm; fewer samples than processes) is
+    skipped, with a warning the first time."""
+    for x, y in _batches(run.train, run.batch_size, True, run.gen):
+        if len(y) < run.min_batch:
+            if not run.warned_drop:
+                run.warned_drop = True
+                why = ("BatchNorm needs at least two samples per batch"
+                       if run.min_batch > distributed.world_size()
+                       else "fewer samples than processes")
+                warnings.warn(f"fit skips a training batch of {len(y)} sample(s) every epoch "
+                              f"({why}); choose a batch_size that does not leave "
+                              f"{len(y)} over to use every sample", stacklevel=4)
+            run.dropped += len(y)
+            continue
+        if run.transform is not None:
+            x = run.transform(x, run.aug_gen)
         yield distributed.shard((x, y))
+
+
+def _check_divergence(run: _Run, loss: float, epoch: int) -> None:
+    """Raise ``FloatingPointError`` (with ``.history``) on a NaN, infinite or absurd loss."""
+    if run.loss_limit is None and math.isfinite(loss):
+        run.loss_limit = DIVERGENCE_FACTOR * max(loss, 1.0)
+    if math.isfinite(loss) and loss <= run.loss_limit:
+        return
+    why = f"became {loss}" if not math.isfinite(loss) else (
+        f"reached {loss:.3g}, more than {DIVERGENCE_FACTOR:g} times the first batch's")
+    lr = run.opt.param_groups[0]["lr"]
+    kept = "its last finite weights (no step was taken on this loss)"
+    if not all(bool(torch.isfinite(p).all()) for p in run.model.parameters()):
+        run.model.load_state_dict(run.snapshot)  # a step overflowed: back to the epoch start
+        kept = f"the weights it had at the start of epoch {epoch} (a step overflowed)"
+    err = FloatingPointError(
+        f"training diverged: the loss {why} in epoch {epoch}. The model keeps {kept}, "
+        f"and err.history holds the epochs so far. To fix it, "
+        f"lower the learning rate (lr={lr:g}; try lr={lr / 10:g}), or check the "
+        f"data for NaN / huge values")
+    err.history = run.history
+    raise err
+
+
+def _record(run: _Run, epoch: int, train_loss: float, train_acc: float,
+            seconds: float) -> None:
+    """Append the epoch's row and per-layer rows, checkpoint, call the callbacks."""
+    test_loss, test_acc = _evaluate_epoch(run)
+    run.history.epochs.append({
+        "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+        "test_loss": test_loss, "test_acc": test_acc, "seconds": seconds,
+        "lr": run.opt.param_groups[0]["lr"],
+    })
+    codes = _codes(run.model)
+    for name, row in layer_stats(run.model).items():
+        flips = None
+        if name in codes and name in run.prev_codes:
+            flips = int((codes[name] != run.prev_codes[name]).sum())
+        run.history.layers.append({"epoch": epoch, "layer": name, **row, "flips": flips})
+        _warn_negative_scales(run, name, row, epoch)
+    run.prev_codes = codes
+    if run.checkpoint is not None and distributed.is_main():
+        checkpoint_lib.save(run.checkpoint, epoch, **run.run_state,
+                            history=run.history.to_dict(), config=run.config)
+    for cb in run.callbacks:
+        cb(run.history, run.model)
+    if run.bar is not None and epoch > 0:
+        run.bar.set_postfix(epoch=epoch, test_acc=f"{test_acc:.4f}")
+
+
+def _evaluate_epoch(run: _Run) -> tuple[float, float]:
+    """Test loss and accuracy of the (eager) model; NaN without test data."""
+    if run.test is None:
+        return float("nan"), float("nan")
+    return evaluate(run.model, run.test, device=run.device)
+
+
+def _warn_negative_scales(run: _Run, name: str, row: dict, epoch: int) -> None:
+    for k in ("wp", "wn"):
+        if k in row and row[k] <= 0 and (name, k) not in run.warned_negative:
+            run.warned_negative.add((name, k))
+            warnings.warn(f"TTQ scale {k} of layer {name!r} is {row[k]:.4g} <= 0 at "
+                          f"epoch {epoch}: its ternary value has flipped sign. Try a "
+                          f"lower learning rate.", stacklevel=4)
+
+
+@contextlib.contextmanager
+def _deterministic_algorithms(enabled: bool, device: torch.device):
+    """Turn on PyTorch's deterministic algorithms (and cuDNN's) inside the block, then
+    restore whatever was set before."""
+    if not enabled:
+        yield
+        return
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    env_key = "CUBLAS_WORKSPACE_CONFIG"
+    set_env = device.type == "cuda" and env_key not in os.environ
+    if set_env:
+        os.environ[env_key] = ":4096:8"  # cuBLAS needs it for deterministic GEMMs
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2:]
+        if set_env:
+            os.environ.pop(env_key, None)
 
 
 def _restore(directory, resume: bool, run_state: dict, config: dict) -> tuple[int, History]:
@@ -442,7 +633,11 @@ def _progress(total: int, enabled: bool):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="fit", unit="batch", leave=False)
+    # disable=None: no bar when the output is not a terminal (a log file, a pipe, CI); in
+    # a notebook tqdm.auto draws a widget, which is always shown.
+    in_notebook = any(c.__module__ == "tqdm.notebook" for c in tqdm.__mro__)
+    disable = False if in_notebook else None
+    return tqdm(total=total, desc="fit", unit="batch", leave=False, disable=disable)
 
 
 def iterate_batches(data, batch_size: int = 64, shuffle: bool = False,

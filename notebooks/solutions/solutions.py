@@ -129,3 +129,26 @@ def add_only_matmul(x, codes, wp, wn):
         s_neg = x[:, row == -1].sum(dim=1)
         y[:, n] = wp * s_pos - wn * s_neg
     return y
+
+
+# --------------------------------------------------------------------------- reasoning
+
+
+def laplace_threshold_ratio():
+    """Δ*/E|W| for Laplace weights p(w) = e^(−|w|/b) / 2b (docs/answer_key.md).
+
+    P(|W| > Δ) = e^(−Δ/b) and E[|W|; |W| > Δ] = (Δ + b) e^(−Δ/b), so TWN's objective
+    (E[|W|; |W| > Δ])² / P(|W| > Δ) = (Δ + b)² e^(−Δ/b). Its derivative vanishes where
+    2(Δ + b) = (Δ + b)² / b, i.e. Δ* = b = E|W|: the ratio is exactly 1.
+    """
+    return 1.0
+
+
+def inq_sparsity(w, bits=2):
+    """The fraction of ``w`` that INQ's ``bits``-bit rounding sets to zero: every |W|
+    below half the smallest level, 2^(n2 − 1), with n1 = floor(log2(4 max|W| / 3)) and
+    n2 = n1 + 1 − 2^(b−1)/2 (at b = 2, n2 = n1: one magnitude)."""
+    s = w.abs().max().item()
+    n1 = math.floor(math.log2(4 * s / 3))
+    n2 = n1 + 1 - 2 ** (bits - 1) // 2
+    return (w.abs() < 2.0 ** (n2 - 1)).double().mean().item()

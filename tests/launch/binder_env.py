@@ -1,9 +1,14 @@
 """Build the environment mybinder.org builds from ``binder/``, the way repo2docker does.
 
 repo2docker (the builder behind mybinder.org) copies the repository into the image, creates
-the Python that ``binder/runtime.txt`` names, runs
-``pip install --no-cache-dir -r binder/requirements.txt`` and then ``binder/postBuild`` from
-the repository root. `build` does the same with a virtual environment instead of an image:
+its base environment for the Python that ``binder/runtime.txt`` names (a conda environment
+that already holds JupyterLab, notebook 7, jupyterhub-singleuser, ipywidgets and more), runs
+``pip install --no-cache-dir -r binder/requirements.txt`` on top of it and then
+``binder/postBuild`` from the repository root. `build` does the same with a virtual
+environment instead of an image; the base environment is the pip-installable part of
+repo2docker's own specification (`repo2docker_base`: the top-level packages of its
+``environment.py-X.Y.yml`` at the versions its conda lock file pins), so a pin in
+``binder/`` that conflicts with the base shows up in ``pip check`` here as on mybinder.org:
 
     <dest>/home    the repository's files (tracked and untracked-not-ignored, as a clone
                    with the working tree's changes would have them): what Binder serves
@@ -31,6 +36,14 @@ ROOT = Path(__file__).resolve().parents[2]
 #: pip writes "Retrying ... /whl/cpu/..." warnings for an unreachable index; keep them in
 #: the log, not on the terminal
 _QUIET = {"PIP_PROGRESS_BAR": "off", "PIP_NO_INPUT": "1"}
+
+
+#: The repo2docker release whose base environment the build starts from (mybinder.org runs a
+#: recent one; raise this when it moves on).
+REPO2DOCKER = "jupyter-repo2docker==2026.4.0"
+#: conda names of repo2docker's base packages -> PyPI names (None: not a pip package)
+_CONDA_TO_PYPI = {"python": None, "nodejs": None, "pip": None,
+                  "jupyterhub-singleuser": "jupyterhub"}
 
 
 class BuildError(RuntimeError):
@@ -75,7 +88,7 @@ def copy_repo(repo: Path, home: Path) -> int:
 
 def stamp(repo: Path = ROOT) -> str:
     """A hash of what the environment is built from."""
-    h = hashlib.sha256()
+    h = hashlib.sha256(REPO2DOCKER.encode())
     for path in [*sorted((repo / "binder").iterdir()), repo / "pyproject.toml"]:
         if path.is_file():
             h.update(path.name.encode() + b"\0" + path.read_bytes())
@@ -96,6 +109,43 @@ def runtime_python(repo: Path = ROOT) -> str:
                          f"python{m.group(1)} python{m.group(1)}-venv) to build the Binder "
                          f"environment")
     return exe
+
+
+def repo2docker_base(python_version: str, cache: Path) -> list[str]:
+    """``name==version`` of repo2docker's base environment for ``python_version`` ("3.11"):
+    the top-level packages of its ``environment.py-X.Y.yml``, pinned as its linux-64 conda
+    lock pins them. The specification is read from the ``jupyter-repo2docker`` wheel
+    (`REPO2DOCKER`), downloaded into ``cache`` without its dependencies."""
+    import zipfile
+
+    cache.mkdir(parents=True, exist_ok=True)
+    if not list(cache.glob("jupyter_repo2docker-*.whl")):
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d",
+                        str(cache), REPO2DOCKER], check=True, capture_output=True, text=True,
+                       timeout=600)
+    (wheel,) = cache.glob("jupyter_repo2docker-*.whl")
+    folder = "repo2docker/buildpacks/conda/"
+    with zipfile.ZipFile(wheel) as z:
+        try:
+            spec = z.read(f"{folder}environment.py-{python_version}.yml").decode()
+            lock = z.read(f"{folder}environment.py-{python_version}-linux-64.lock").decode()
+        except KeyError:
+            raise BuildError(f"{REPO2DOCKER} has no base environment for Python "
+                             f"{python_version}; change binder/runtime.txt") from None
+    locked = {}
+    for url in re.findall(r"^https://\S+", lock, re.M):
+        stem = re.sub(r"\.(conda|tar\.bz2)$", "", url.rsplit("/", 1)[1].split("#")[0])
+        name, version, _build = stem.rsplit("-", 2)
+        locked[name.lower()] = version
+    out = []
+    for name in re.findall(r"^\s*-\s*([A-Za-z0-9_.-]+)", spec, re.M):
+        name = name.lower()
+        pypi = _CONDA_TO_PYPI.get(name, name)
+        if pypi is not None and name in locked:
+            out.append(f"{pypi}=={locked[name]}")
+    if not any(r.startswith("jupyterlab==") for r in out):
+        raise BuildError(f"could not read the base environment from {wheel.name}")
+    return out
 
 
 def venv_environment(venv: Path) -> dict:
@@ -149,6 +199,14 @@ def build(dest: Path, repo: Path = ROOT, *, reuse: bool = False,
         seconds["venv"] = _step("creating the virtual environment",
                                 [runtime_python(repo), "-m", "venv", str(venv)], home,
                                 os.environ.copy(), log, timeout)
+        version = re.fullmatch(r"python-(\d+\.\d+)",
+                               (repo / "binder" / "runtime.txt").read_text().strip()).group(1)
+        base = repo2docker_base(version, dest / "repo2docker")
+        (dest / "base-requirements.txt").write_text("\n".join(base) + "\n")
+        seconds["base"] = _step(
+            "repo2docker's base environment (pip-installable part)",
+            [str(python), "-m", "pip", "install", "--no-cache-dir", "-r",
+             str(dest / "base-requirements.txt")], home, env, log, timeout)
         seconds["requirements"] = _step(
             "pip install -r binder/requirements.txt",
             [str(python), "-m", "pip", "install", "--no-cache-dir", "-r",

@@ -109,6 +109,11 @@ def test_postbuild_and_start_are_executable_scripts(name):
     ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None, None),
     ({"cpu.max": "100000 100000\n"}, "3", "3"),             # the user's choice wins
     ({}, None, None),                                       # no cgroup files at all
+    ({"cpu.max": "400000 100000\n"}, "CPU_LIMIT=1.0", "1"),  # JupyterHub's limit first
+    ({}, "CPU_LIMIT=0.5", "1"),                             # a fraction rounds up
+    ({}, "CPU_LIMIT=2", "2"),
+    ({"cpu.max": "100000 100000\n"}, "CPU_LIMIT=", "1"),     # empty: the cgroup decides
+    ({}, "CPU_LIMIT=lots", None),                           # not a number: ignored
 ])
 def test_start_caps_torch_threads_at_the_cpu_quota(tmp_path, files, given, want):
     """binder/start: a container that sees all the host's cores but has a 1-CPU quota must
@@ -118,10 +123,14 @@ def test_start_caps_torch_threads_at_the_cpu_quota(tmp_path, files, given, want)
         (tmp_path / name).write_text(text)
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env["TTQLAB_CGROUP_ROOT"] = str(tmp_path)
-    if given:
+    env.pop("CPU_LIMIT", None)
+    if given and given.startswith("CPU_LIMIT="):
+        env["CPU_LIMIT"] = given.split("=", 1)[1]
+    elif given:
         env["OMP_NUM_THREADS"] = given
-    if want == "1" and os.cpu_count() == 1:
-        want = None  # already at most the quota: nothing to cap
+    if want is not None and "OMP_NUM_THREADS" not in env and int(want) >= len(
+            os.sched_getaffinity(0)):  # already at most the quota: nothing to cap
+        want = None
     out = subprocess.run([str(BINDER / "start"), sys.executable, "-c",
                           "import os; print(os.environ.get('OMP_NUM_THREADS'))"],
                          env=env, capture_output=True, text=True, check=True).stdout.strip()

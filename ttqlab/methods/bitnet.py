@@ -19,21 +19,13 @@ live here, one file per method.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
 from torch import Tensor
 
-from ..layers import WeightQuantizer
-from ..quantizers import _check_finite, ste
+from . import register
+from .base import WeightQuantizer, _check_finite, ste
 
-__all__ = ["NAME", "OPTIONS", "BitNetWeight", "absmean_codes", "build", "ste_absmean",
-           "ternarize_absmean"]
-
-#: the method's name in ``ttqlab.quantize(model, NAME)``
-NAME = "bitnet"
-#: the options ``quantize`` accepts for it
-OPTIONS: tuple[str, ...] = ("eps",)
+__all__ = ["BitNetWeight", "absmean_codes", "ste_absmean", "ternarize_absmean"]
 
 
 # --------------------------------------------------------------------------- the rule
@@ -84,24 +76,20 @@ def ste_absmean(w: Tensor, eps: float = 1e-5) -> Tensor:
 # --------------------------------------------------------------------------- the method
 
 
+@register
 class BitNetWeight(WeightQuantizer):
     """``gamma * RoundClip(W / (gamma + eps), -1, 1)``, ``gamma = E|W|``, with the
     straight-through gradient (:func:`ternarize_absmean`)."""
 
-    method = NAME
-    OPTIONS: ClassVar[tuple[str, ...]] = OPTIONS
-    scale_names: ClassVar[tuple[str, ...]] = ("gamma",)
+    method = "bitnet"
+    OPTIONS = ("eps",)
+    scale_names = ("gamma",)
     bits = 2
 
     def __init__(self, eps: float = 1e-5):
         super().__init__()
         _check_eps(eps)
         self.eps = float(eps)
-
-    @classmethod
-    def build(cls, weight: Tensor, **options) -> BitNetWeight:
-        """The quantizer for one layer (absmean has no state: ``weight`` is unused)."""
-        return cls(**options)
 
     def options(self) -> dict:
         return {"eps": self.eps}
@@ -133,8 +121,3 @@ class BitNetWeight(WeightQuantizer):
         multiply per output (as TWN)."""
         return {"mults": outs * positions, "adds": nonzero * positions + outs * positions,
                 "shifts": 0}
-
-
-def build(weight: Tensor, **options) -> BitNetWeight:
-    """The quantizer for one weight (registration shim until the methods registry)."""
-    return BitNetWeight.build(weight, **options)

@@ -1,0 +1,100 @@
+"""The course notebooks, copied into a folder of the user's: ``ttqlab course [DEST]``.
+
+A wheel carries the notebooks as the package data ``ttqlab/notebooks/`` (built from the
+repository's ``notebooks/``, their one source). In a repository checkout (an editable
+install, or ``PYTHONPATH``) they are read from ``notebooks/`` directly. Students work in
+their own copy, so the shipped originals stay clean.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+MANIFEST = ".ttqlab-course.json"  # what was copied, with checksums, to tell edits apart
+
+
+def source() -> Path:
+    """The folder that holds the course notebooks (installed package data or the checkout)."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "notebooks", here.parent / "notebooks"):
+        if any(folder.glob("[0-9]*.ipynb")):
+            return folder
+    raise FileNotFoundError("the course notebooks are missing from this installation of "
+                            "ttqlab; reinstall it (pip install --force-reinstall ttqlab)")
+
+
+def files() -> list[Path]:
+    """The course's files, in reading order: the numbered notebooks, then the README."""
+    src = source()
+    out = sorted(src.glob("[0-9]*.ipynb"))
+    if (src / "README.md").is_file():
+        out.append(src / "README.md")
+    return out
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _copied_before(dest: Path) -> dict[str, str]:
+    try:
+        saved = json.loads((dest / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def check_destination(dest: Path, force: bool = False) -> list[Path]:
+    """Raise ``FileExistsError`` naming the student's files that a copy would overwrite.
+
+    A file is the student's if it differs from the course's version and from what an earlier
+    ``ttqlab course`` copied there (an untouched earlier copy is updated silently).
+    """
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise FileExistsError(f"{dest} is a file, not a folder: pass a folder for the course")
+    before = _copied_before(dest)
+    modified = []
+    for f in files():
+        target = dest / f.name
+        if not target.exists():
+            continue
+        digest = _sha256(target)
+        if digest != _sha256(f) and digest != before.get(f.name):
+            modified.append(target)
+    if modified and not force:
+        names = ", ".join(p.name for p in modified)
+        raise FileExistsError(f"{dest} already holds changed copies of {names}; they would be "
+                              f"overwritten. Pass another folder, or --force to overwrite them")
+    return modified
+
+
+def copy(dest: str | Path = "ttqlab-course", force: bool = False) -> list[Path]:
+    """Copy the course into ``dest`` (created if needed) and return the copied files.
+
+    Refuses (``FileExistsError``) to overwrite a notebook the student has changed unless
+    ``force``.
+    """
+    dest = Path(dest)
+    check_destination(dest, force)
+    dest.mkdir(parents=True, exist_ok=True)
+    copied, digests = [], {}
+    for f in files():
+        shutil.copyfile(f, dest / f.name)
+        copied.append(dest / f.name)
+        digests[f.name] = _sha256(f)
+    (dest / MANIFEST).write_text(json.dumps(digests, indent=1))
+    return copied
+
+
+def how_to_open(dest: str | Path) -> str:
+    """The commands that open the copied course in JupyterLab."""
+    first = files()[0].name
+    return (f"To open the course:\n"
+            f"    cd {dest}\n"
+            f"    jupyter lab {first}\n"
+            f"(needs `pip install \"ttqlab[notebooks]\"`; add --allow-root when running as root, "
+            f"e.g. in a container)")
