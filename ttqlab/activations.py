@@ -20,6 +20,10 @@ Both pass the gradient straight through (``dL/dx = dL/dx_q``).
 ``attach(layers, bits, rule)`` puts an :class:`ActivationQuantizer` child named
 ``act_quant`` on each layer and a forward pre-hook that quantizes the layer's input;
 the layer stays an ``nn.Linear`` / ``nn.Conv*d`` and its ``state_dict`` is unchanged.
+On an ``nn.MultiheadAttention`` the query, key and value passed to it are quantized (the
+inputs of ``in_proj_weight``); on an ``nn.RNN`` / ``GRU`` / ``LSTM`` its input sequence
+(the input of ``weight_ih_l0``): the hidden state that ``weight_hh_l*`` multiplies, and
+the deeper layers' inputs, are computed inside the recurrent kernel and stay float.
 ``ttqlab.quantize(model, method, act_bits=8)`` does this for every layer it quantizes.
 For a Conv layer the "token" is a row of the input's last dimension (the width): use it
 mainly for Linear layers and sequence models, as BitNet does.
@@ -113,7 +117,19 @@ class ActivationQuantizer(nn.Module):
 
 def _pre_hook(module: nn.Module, args: tuple) -> tuple:
     # a plain function (not a closure): deep copies and ``bake`` keep working
-    return (getattr(module, _ATTR)(args[0]), *args[1:])
+    aq = getattr(module, _ATTR)
+    n = 3 if isinstance(module, nn.MultiheadAttention) else 1  # query, key, value
+    done: dict[int, Tensor] = {}  # self-attention passes one tensor three times
+    out = []
+    for x in args[:n]:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"act_bits: the input of {type(module).__name__} must be a "
+                            f"tensor to be quantized, got {type(x).__name__} (a "
+                            f"PackedSequence?); pass a padded tensor, or act_bits=None")
+        if id(x) not in done:
+            done[id(x)] = aq(x)
+        out.append(done[id(x)])
+    return (*out, *args[n:])
 
 
 def attach(layers: Iterable[nn.Module], bits: int = 8, rule: str = "absmax") -> None:

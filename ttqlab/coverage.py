@@ -1,14 +1,14 @@
 """Which weights of a model ttqlab quantizes, which stay float, and which train.
 
-``ttqlab.quantize`` quantizes the weight of every ``nn.Linear`` / ``nn.Conv1d/2d/3d``.
-Other weight matrices stay float: ``nn.MultiheadAttention``'s packed ``in_proj_weight``
-(or its separate ``q/k/v_proj_weight``), the ``weight_ih_l*`` / ``weight_hh_l*`` of
-``nn.GRU`` / ``nn.LSTM`` / ``nn.RNN``, ``nn.Embedding`` tables and bare 2-D+
-parameters such as positional embeddings. Rather than leave them float silently,
-``quantize`` warns about each (:func:`warn_float_weights`) and ``layer_report`` lists
-them (:func:`extend_report`). To quantize attention and recurrent weights, build those
-blocks from ``nn.Linear`` (as ``ttqlab.models.transformer`` and ``ttqlab.models.gru``
-do): BitNet's BitLinear replaces exactly these projections.
+``ttqlab.quantize`` quantizes the weight of every ``nn.Linear`` / ``nn.Conv1d/2d/3d``,
+``nn.MultiheadAttention``'s packed ``in_proj_weight`` (or its separate
+``q/k/v_proj_weight``) and the ``weight_ih_l*`` / ``weight_hh_l*`` of ``nn.GRU`` /
+``nn.LSTM`` / ``nn.RNN``. Other weight matrices stay float: ``nn.Embedding`` tables and
+bare 2-D+ parameters such as positional embeddings or a custom module's own matrices.
+Rather than leave them float silently, ``quantize`` warns about each
+(:func:`warn_float_weights`) and ``layer_report`` lists them (:func:`extend_report`).
+BitNet keeps embeddings float too; to quantize a custom module's matrix, compute it with
+an ``nn.Linear``.
 
 :func:`check_optimizer` warns when an optimizer does not hold every trainable
 parameter (an optimizer built before ``quantize`` lacks TTQ's W_p / W_n, which then
@@ -28,11 +28,6 @@ _QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def _why(module: nn.Module, pname: str) -> str:
-    if isinstance(module, nn.MultiheadAttention):
-        return ("nn.MultiheadAttention's packed q/k/v projection" if pname == "in_proj_weight"
-                else "nn.MultiheadAttention's separate q/k/v projection")
-    if isinstance(module, nn.RNNBase):
-        return f"a recurrent weight of nn.{type(module).__name__}"
     if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
         return "an embedding table (BitNet keeps these float too)"
     return f"a bare parameter of {type(module).__name__}"
@@ -40,15 +35,18 @@ def _why(module: nn.Module, pname: str) -> str:
 
 def float_weights(model: nn.Module) -> dict[str, str]:
     """``{parameter name: why}`` for every weight (a parameter with 2 or more dimensions)
-    that is not the weight of a Linear / Conv layer, so ``quantize`` cannot quantize it.
-    Linear / Conv layers kept float on purpose (first / last, ``exclude``) are not
-    listed: ``layer_report`` shows them as ``fp32``."""
+    that ``quantize`` cannot quantize (not a Linear / Conv weight, nor an attention or
+    recurrent weight matrix). Quantizable weights kept float on purpose (first / last,
+    ``exclude``) are not listed: ``layer_report`` shows them as ``fp32``."""
+    from .convert import _weight_names
+
     out = {}
     for mname, module in model.named_modules():
         if isinstance(module, _QUANTIZABLE) or ".parametrizations." in f".{mname}.":
             continue
+        quantizable = set(_weight_names(module))
         for pname, p in module.named_parameters(recurse=False):
-            if p.dim() >= 2:
+            if p.dim() >= 2 and pname not in quantizable:
                 out[f"{mname}.{pname}" if mname else pname] = _why(module, pname)
     return out
 
@@ -59,20 +57,21 @@ def warn_float_weights(model: nn.Module, stacklevel: int = 3) -> dict[str, str]:
     if left:
         lines = "; ".join(f"{k} ({v})" for k, v in left.items())
         warnings.warn(f"{len(left)} weight(s) of this model stay float (ttqlab quantizes "
-                      f"nn.Linear / nn.Conv weights only): {lines}. Build attention and "
-                      f"recurrent blocks from nn.Linear to quantize them (see "
-                      f"ttqlab.models.transformer / ttqlab.models.gru); layer_report lists "
-                      f"them.", stacklevel=stacklevel)
+                      f"nn.Linear / nn.Conv weights and the weight matrices of "
+                      f"nn.MultiheadAttention and nn.RNN / GRU / LSTM): {lines}. To quantize "
+                      f"one, compute it with an nn.Linear; layer_report lists them.",
+                      stacklevel=stacklevel)
     return left
 
 
 def no_layer_error(model: nn.Module, hint: str) -> ValueError:
-    """The error for a model with no Linear / Conv layer to quantize."""
+    """The error for a model with no weight to quantize."""
     left = float_weights(model)
-    more = (f"; its weights {sorted(left)} are not in Linear/Conv layers (attention / "
-            f"recurrent / embedding weights): build those blocks from nn.Linear, e.g. "
-            f"ttqlab.models.transformer or ttqlab.models.gru") if left else ""
-    return ValueError(f"model has no Linear or Conv layer to quantize{hint}{more}")
+    more = (f"; its weights {sorted(left)} are not in Linear / Conv / attention / recurrent "
+            f"layers (embeddings, bare parameters): compute them with an nn.Linear to "
+            f"quantize them") if left else ""
+    return ValueError(f"model has no Linear, Conv, attention or recurrent weight to "
+                      f"quantize{hint}{more}")
 
 
 def extend_report(model: nn.Module, rows: list[dict], cols: list[str]) -> None:

@@ -83,7 +83,15 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from . import activations, methods, models
-from .convert import METHODS, QuantizedWeight, bake, extract, quantizable_layers, quantized_layers
+from .convert import (
+    METHODS,
+    QuantizedWeight,
+    bake,
+    extract,
+    quantizable_weights,
+    quantized_layers,
+    state_key,
+)
 from .packing import nbytes as packed_length
 from .packing import pack as pack_codes
 from .packing import unpack as unpack_codes
@@ -219,8 +227,9 @@ def _n_scales(method: str, options: Mapping, shape: list[int]) -> int:
 
 
 def _weight_key(layer: str) -> str:
-    """The state_dict key of a layer's weight (a bare ``nn.Linear`` model is layer "")."""
-    return f"{layer}.weight" if layer else "weight"
+    """The state_dict key of a layer's weight (a bare ``nn.Linear`` model is layer ""; an
+    attention / recurrent weight such as ``"attn.in_proj_weight"`` is its own key)."""
+    return state_key(layer)
 
 
 def _skipped(key: str) -> bool:
@@ -616,12 +625,13 @@ def _check_fits(model: nn.Module, quantized: Mapping[str, QuantizedWeight],
                 floats: Mapping[str, Tensor]) -> None:
     """Every file entry has a place of the right shape and dtype in ``model``, and every
     tensor ``model`` needs is in the file."""
-    layers = dict(quantizable_layers(model))
+    layers = {n: (m, p) for n, m, p in quantizable_weights(model)}
     for name, qw in quantized.items():
         if name not in layers:
-            raise FormatError(f"layer {name!r} in the file is not a Linear/Conv layer of the "
-                              f"architecture (its layers: {sorted(layers)})")
-        have = tuple(layers[name].weight.shape)
+            raise FormatError(f"layer {name!r} in the file is not a quantizable weight of the "
+                              f"architecture (its weights: {sorted(layers)[:20]})")
+        module, param = layers[name]
+        have = tuple(getattr(module, param).shape)
         if have != tuple(qw.shape):
             raise FormatError(f"layer {name!r}: the file holds a weight of shape "
                               f"{tuple(qw.shape)}, the architecture has {have}")
@@ -700,9 +710,10 @@ def load(path: str | os.PathLike, model: nn.Module | str | None = None) -> nn.Mo
     quantized, floats = unpack(tensors, manifest)
     target = _architecture(model, manifest, quantized, floats)
     activations.attach_from_manifest(target, manifest.get("activations"), FormatError)
-    layers = dict(quantizable_layers(target))
+    layers = {n: (m, p) for n, m, p in quantizable_weights(target)}
     for name, qw in quantized.items():
-        layers[name].weight.copy_(qw.dequantize())
+        module, param = layers[name]
+        getattr(module, param).copy_(qw.dequantize())
     target.load_state_dict(floats, strict=False)
     return target.eval()
 
@@ -742,8 +753,8 @@ def size_report(path: str | os.PathLike) -> Table:
     for key, value in floats.items():
         n, size = value.numel(), value.numel() * value.element_size()
         fp32 = 4 * n if value.is_floating_point() else size
-        if key.endswith(".weight") and value.dim() >= 2:
-            rows.append({"layer": key[: -len(".weight")], "method": str(value.dtype)[6:],
+        if value.dim() >= 2 and (key.endswith(".weight") or state_key(key) == key):
+            rows.append({"layer": key.removesuffix(".weight"), "method": str(value.dtype)[6:],
                          "shape": tuple(value.shape), "params": n,
                          "bits/weight": 8.0 * value.element_size(), "fp32 bytes": fp32,
                          "packed bytes": size, "ratio": fp32 / size if size else math.nan})

@@ -16,7 +16,7 @@ from torch import nn
 
 from . import coverage as _coverage
 from . import methods
-from .convert import latent_weight, quantizable_layers, quantized_layers
+from .convert import latent_weight, quantizable_layers, quantizable_weights, quantized_weights
 
 __all__ = ["ENERGY_PJ", "PACKINGS", "Table", "layer_report", "op_counts", "packed_nbytes"]
 
@@ -109,26 +109,27 @@ def layer_report(model: nn.Module, packing: str = "2bit") -> Table:
     """
     if packing not in PACKINGS:
         raise ValueError(f"packing must be one of {sorted(PACKINGS)}, got {packing!r}")
-    quantized = {name: q for name, _, q in quantized_layers(model)}
+    quantized = {name: q for name, _, _, q in quantized_weights(model)}
     rows, counted = [], set()
-    for name, module in quantizable_layers(model):
-        w = module.weight.detach()
+    for name, module, param in quantizable_weights(model):
+        w = getattr(module, param).detach()
         n = w.numel()
         fp32 = 4 * n
         q = quantized.get(name)
         if q is None:
             method, bits, packed, scales = "fp32", 32.0, fp32, ""
-            counted.add(id(module.weight))
+            counted.add(id(getattr(module, param)))
         else:
             method = q.method
             # float scales as ttqlab.export stores them; INQ's integer n1 and bits live
             # in the file's manifest
+            latent = latent_weight(module, param)
             scale_bytes = sum(v.numel() * v.element_size() for v in
-                              q.scales(latent_weight(module)).values() if v.is_floating_point())
+                              q.scales(latent).values() if v.is_floating_point())
             packed = packed_nbytes(n, method, q.bits, packing) + scale_bytes
             bits = 8 * packed_nbytes(n, method, q.bits, packing) / max(1, n)
-            scales = q.scales_text(latent_weight(module))
-            counted.update(id(p) for p in module.parametrizations.weight.parameters(
+            scales = q.scales_text(latent)
+            counted.update(id(p) for p in module.parametrizations[param].parameters(
                 recurse=False))  # the latent tensor(s) the optimizer trains
         rows.append({
             "layer": name, "method": method, "shape": tuple(w.shape), "params": n,
@@ -180,7 +181,7 @@ def op_counts(model: nn.Module, input_shape: Sequence[int]) -> Table:
     layers = quantizable_layers(model)
     if not layers:
         raise ValueError("model has no Linear or Conv layer to count")
-    layer_methods = {name: q.method for name, _, q in quantized_layers(model)}
+    layer_methods = {name: q.method for name, _, _, q in quantized_weights(model)}
     positions: dict[str, int] = {}
 
     def hook(name):

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from . import checkpoint as checkpoint_lib
 from . import coverage, distributed
-from .convert import latent_weight, quantized_layers
+from .convert import latent_weight, quantized_weights
 
 __all__ = ["History", "evaluate", "fit", "layer_stats", "make_optimizer"]
 
@@ -108,10 +108,10 @@ def layer_stats(model: nn.Module) -> dict[str, dict]:
     (ttq), ``frozen`` (inq, the fraction quantized so far).
     """
     out = {}
-    for name, module, q in quantized_layers(model):
-        w = module.weight
+    for name, module, param, q in quantized_weights(model):
+        w = getattr(module, param)
         row = {"method": q.method, "sparsity": float((w == 0).sum()) / max(1, w.numel())}
-        row.update(q.stats_row(latent_weight(module)))
+        row.update(q.stats_row(latent_weight(module, param)))
         out[name] = row
     return out
 
@@ -119,8 +119,8 @@ def layer_stats(model: nn.Module) -> dict[str, dict]:
 def _codes(model: nn.Module) -> dict[str, Tensor]:
     codes = {}
     with torch.no_grad():
-        for name, module, q in quantized_layers(model):
-            c = q.history_codes(latent_weight(module))
+        for name, module, param, q in quantized_weights(model):
+            c = q.history_codes(latent_weight(module, param))
             if c is not None:
                 codes[name] = c.cpu()
     return codes
