@@ -48,62 +48,58 @@ def test_quantize_train_export_reload_identical(tmp_path, name, method):
         assert torch.equal(loaded(_x(5, 3)), model(_x(5, 3)))
 
 
-def test_multihead_attention_in_proj_is_reported_float():
-    model = nn.Sequential(nn.Linear(3, 16),
-                          nn.TransformerEncoderLayer(16, 2, 32, batch_first=True),
-                          nn.Linear(16, 2))
-    with pytest.warns(UserWarning, match=r"1\.self_attn\.in_proj_weight \(nn\.MultiheadAtt"):
-        ttqlab.quantize(model, "twn")
-    rows = {r["layer"]: r for r in ttqlab.layer_report(model).rows}
-    assert rows["1.self_attn.in_proj_weight"]["method"] == "fp32 (not quantizable)"
-    assert rows["1.self_attn.out_proj"]["method"] == "twn"
-    # the float weight moved out of "(other)", which keeps the biases and LayerNorms
-    assert rows["(other)"]["params"] == sum(p.numel() for p in model.parameters()
-                                            if p.dim() < 2)
-    assert rows["(total)"]["params"] == sum(p.numel() for p in model.parameters())
-
-
-def test_separate_qkv_weights_are_reported_float():
+def test_multihead_attention_in_proj_is_quantized_and_embedding_reported_float():
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 8)
-            self.attn = nn.MultiheadAttention(8, 2, kdim=4, vdim=4, batch_first=True)
-            self.c = nn.Linear(8, 2)
+            self.emb = nn.Embedding(10, 16)
+            self.enc = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+            self.head = nn.Linear(16, 2)
 
-        def forward(self, x):
-            h = self.b(self.a(x))
-            return self.c(self.attn(h, x, x)[0])
+        def forward(self, tokens):
+            return self.head(self.enc(self.emb(tokens)).mean(1))
 
     model = Net()
-    assert not model.attn._qkv_same_embed_dim
-    with pytest.warns(UserWarning, match="3 weight") as rec:
-        ttqlab.quantize(model, "bitnet")
-    msg = str(rec[0].message)
-    assert all(f"attn.{k}_proj_weight" in msg for k in "qkv")
-    assert model(torch.randn(2, 5, 4)).shape == (2, 5, 2)
+    with pytest.warns(UserWarning, match=r"1 weight.*emb\.weight \(an embedding table") as rec:
+        ttqlab.quantize(model, "twn", keep_first_last=False)
+    assert "in_proj_weight" not in str(rec[0].message)
+    rows = {r["layer"]: r for r in ttqlab.layer_report(model).rows}
+    assert rows["enc.self_attn.in_proj_weight"]["method"] == "twn"
+    assert rows["enc.self_attn.in_proj_weight"]["shape"] == (48, 16)  # q, k, v stacked
+    assert rows["enc.self_attn.out_proj"]["method"] == "twn"
+    assert rows["emb.weight"]["method"] == "fp32 (not quantizable)"
+    # the float weight moved out of "(other)", which keeps the biases and LayerNorms
+    assert rows["(other)"]["params"] == sum(p.numel() for p in model.parameters()
+                                            if p.dim() < 2)
+    assert rows["(total)"]["params"] == sum(p.numel() for n, p in model.named_parameters()
+                                            if not n.endswith((".wp", ".wn")))
+    assert model.enc.self_attn.in_proj_weight.unique().numel() <= 3
 
 
-def test_gru_lstm_embedding_weights_are_reported_float():
+def test_gru_lstm_weights_are_quantized_embedding_reported_float():
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
             self.emb = nn.Embedding(10, 8)
             self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
             self.rnn = nn.GRU(8, 8, num_layers=2)
+            self.lstm = nn.LSTM(8, 8)
             self.c = nn.Linear(8, 2)
 
-    with pytest.warns(UserWarning, match="5 weight") as rec:
-        ttqlab.quantize(Net(), "twn")
-    msg = str(rec[0].message)
-    for k in ("emb.weight", "rnn.weight_ih_l0", "rnn.weight_hh_l1"):
-        assert k in msg
+    with pytest.warns(UserWarning, match="1 weight") as rec:
+        model = ttqlab.quantize(Net(), "twn")
+    assert "emb.weight" in str(rec[0].message) and "rnn" not in str(rec[0].message)
+    names = [n for n, _, _ in ttqlab.quantized_layers(model)]
+    assert names == ["b", "rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.weight_ih_l1",
+                     "rnn.weight_hh_l1", "lstm.weight_ih_l0", "lstm.weight_hh_l0"]
 
 
 def test_model_with_no_quantizable_weight():
-    with pytest.raises(ValueError, match=r"no Linear or Conv layer.*weight_ih_l0.*nn\.Linear"):
-        ttqlab.quantize(nn.LSTM(3, 4), "ttq")
-    with pytest.raises(ValueError, match=r"no Linear or Conv layer to quantize$"):
+    with pytest.raises(ValueError, match=r"no Linear or Conv layer.*pass keep_first_last"):
+        ttqlab.quantize(nn.LSTM(3, 4), "ttq")  # weight_ih_l0 and weight_hh_l0: first, last
+    with pytest.raises(ValueError, match=r"no Linear or Conv.*\['weight'\].*nn\.Linear"):
+        ttqlab.quantize(nn.Embedding(3, 4), "ttq", keep_first_last=False)
+    with pytest.raises(ValueError, match=r"no Linear or Conv layer.*to quantize$"):
         ttqlab.quantize(nn.Sequential(nn.ReLU()), "twn")
 
 

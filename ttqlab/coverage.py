@@ -70,8 +70,8 @@ def no_layer_error(model: nn.Module, hint: str) -> ValueError:
     more = (f"; its weights {sorted(left)} are not in Linear / Conv / attention / recurrent "
             f"layers (embeddings, bare parameters): compute them with an nn.Linear to "
             f"quantize them") if left else ""
-    return ValueError(f"model has no Linear, Conv, attention or recurrent weight to "
-                      f"quantize{hint}{more}")
+    return ValueError(f"model has no Linear or Conv layer, nor attention / recurrent "
+                      f"weight, to quantize{hint}{more}")
 
 
 def extend_report(model: nn.Module, rows: list[dict], cols: list[str]) -> None:

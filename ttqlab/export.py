@@ -700,7 +700,11 @@ def load(path: str | os.PathLike, model: nn.Module | str | None = None) -> nn.Mo
         (``torch.equal``) on the same input, device and dtype: each weight is rebuilt
         bit for bit (codes times the stored float scale, or an exact power of two),
         every other tensor is stored unchanged, and the arithmetic that follows is the
-        same. (Across devices or thread counts the usual float round-off applies.)
+        same. (Across devices or thread counts the usual float round-off applies.
+        One more: on a CPU, ``nn.GRU`` / ``nn.LSTM`` switch to oneDNN kernels when no
+        weight requires grad, as a quantized model's computed weights do under
+        ``torch.no_grad()``, so compare with ``loaded.requires_grad_(False)`` there, or
+        with gradients enabled.)
 
     Everything in the file is validated before ``model`` is touched. Raises
     :class:`FormatError` (a ``ValueError``) for a truncated or tampered file, a newer
