@@ -628,8 +628,9 @@ def _check_fits(model: nn.Module, quantized: Mapping[str, QuantizedWeight],
     layers = {n: (m, p) for n, m, p in quantizable_weights(model)}
     for name, qw in quantized.items():
         if name not in layers:
-            raise FormatError(f"layer {name!r} in the file is not a quantizable weight of the "
-                              f"architecture (its weights: {sorted(layers)[:20]})")
+            raise FormatError(f"layer {name!r} in the file is not a Linear/Conv layer (nor an "
+                              f"attention / recurrent weight) of the architecture (its "
+                              f"quantizable weights: {sorted(layers)[:20]})")
         module, param = layers[name]
         have = tuple(getattr(module, param).shape)
         if have != tuple(qw.shape):

@@ -244,8 +244,10 @@ def get(name: str, **kwargs) -> nn.Module:
 
 
 # --------------------------------------------------------------------------- sequence models
-# Built from nn.Linear only (no nn.MultiheadAttention / nn.GRU), so that ttqlab.quantize
-# reaches every projection, as BitNet's BitLinear does: q, k, v, o, the MLP, the gates.
+# Built from nn.Linear only (no nn.MultiheadAttention / nn.GRU), so that every projection
+# gets its own quantized layer and scale, as BitNet's BitLinear does: q, k, v, o, the MLP,
+# the gates (ttqlab.quantize also quantizes nn.MultiheadAttention / nn.GRU, but their
+# stacked matrices as one layer each).
 
 
 def _tokens(input_shape: Sequence[int], patch: int, name: str) -> tuple[int, int]:
@@ -340,8 +342,8 @@ def transformer(
 ) -> nn.Module:
     """A tiny transformer encoder classifier for 1-D signals (mnist1d: 10 tokens of 4
     samples). Every projection is an ``nn.Linear`` (``blocks.i.attn.q/k/v/o``,
-    ``blocks.i.fc1/fc2``), so ``ttqlab.quantize`` reaches them all; ``embed`` and ``head``
-    are the first and last layers."""
+    ``blocks.i.fc1/fc2``), so each gets its own quantized layer and scale; ``embed`` and
+    ``head`` are the first and last layers."""
     return _seeded(lambda: SignalTransformer(input_shape, num_classes, dim, depth, heads,
                                              patch, mlp_ratio), seed)
 
@@ -382,7 +384,7 @@ def gru(
     seed: int | None = None,
 ) -> nn.Module:
     """A GRU classifier for 1-D signals (mnist1d: 10 steps of 4 samples), its gates
-    ``ih`` / ``hh`` as ``nn.Linear`` so that ``ttqlab.quantize`` reaches them;
+    ``ih`` / ``hh`` as ``nn.Linear`` (each quantized layer of its own);
     ``embed`` and ``head`` are the first and last layers."""
     return _seeded(lambda: GRUClassifier(input_shape, num_classes, hidden, patch), seed)
 
