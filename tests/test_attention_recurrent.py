@@ -190,3 +190,19 @@ def test_inq_freezes_recurrent_weights():
     assert torch.equal(w, levels)
     nonzero = w[w != 0].abs()
     assert torch.equal(torch.exp2(torch.log2(nonzero).round()), nonzero)  # powers of two
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("kind", ["gru", "lstm", "transformer"])
+def test_cuda_quantized_attention_recurrent_equal_cpu(kind):
+    """On a GPU the recurrent kernel (cuDNN, which flattens the weights in place) gets the
+    quantized weights and their gradients reach the latent ones, as on a CPU."""
+    cpu = _quantized(kind, "ttq")
+    gpu = copy.deepcopy(cpu).cuda()
+    x, y = _x(8, 1), torch.randint(0, 2, (8,), generator=torch.Generator().manual_seed(1))
+    for model, dev in ((cpu, "cpu"), (gpu, "cuda")):
+        for _ in range(2):  # the second forward re-reads the weights
+            nn.functional.cross_entropy(model(x.to(dev)), y.to(dev)).backward()
+    for (name, a), b in zip(cpu.named_parameters(), gpu.parameters()):
+        torch.testing.assert_close(b.grad.cpu(), a.grad, rtol=1e-3, atol=1e-4, msg=name)

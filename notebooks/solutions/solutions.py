@@ -131,6 +131,15 @@ def add_only_matmul(x, codes, wp, wn):
     return y
 
 
+# --------------------------------------------------------------------------- notebook 8
+
+
+def ternarize_absmean(w, eps=1e-5):
+    """γ · RoundClip(W / (γ + ε), −1, 1), γ = E|W| (torch.round: ties to even)."""
+    gamma = w.abs().mean() if w.numel() else w.new_zeros(())
+    return torch.round(w / (gamma + eps)).clamp(-1, 1) * gamma
+
+
 # --------------------------------------------------------------------------- reasoning
 
 

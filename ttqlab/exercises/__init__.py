@@ -28,7 +28,7 @@ it: while it runs, those functions are replaced by stand-ins that refuse to answ
 
 Layout: one module per notebook, each check next to its catalogue of mistakes:
 ``twn`` (1), ``ste`` (2), ``ttq`` (3), ``sparsity`` (4), ``inq`` (5), ``deployment`` (6),
-and ``reasoning`` (numeric predictions: ``check_inq_sparsity``,
+``bitnet`` (8), and ``reasoning`` (numeric predictions: ``check_inq_sparsity``,
 ``check_laplace_threshold``; answers in docs/answer_key.md).
 """
 
@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .bitnet import ABSMEAN, check_ternarize_absmean
 from .deployment import ADD_ONLY_MATMUL, PACK_2BIT, check_add_only_matmul, check_pack_2bit
 from .inq import INQ_PARTITION, POW2_LEVELS, check_inq_partition, check_pow2_levels
 from .reasoning import check_inq_sparsity, check_laplace_threshold, inq_sparsity_layer
@@ -66,6 +67,7 @@ __all__ = [
     "check_pow2_levels",
     "check_sparsity_threshold",
     "check_ste",
+    "check_ternarize_absmean",
     "check_ttq_backward",
     "check_twn_scale",
     "check_twn_threshold",
@@ -77,7 +79,7 @@ __all__ = [
 # --------------------------------------------------------------------------- catalogue, grading
 
 _ALL = (TWN_THRESHOLD, TWN_SCALE, OPTIMAL_TERNARY, BINARIZE, STE, TTQ_BACKWARD,
-        SPARSITY_THRESHOLD, POW2_LEVELS, INQ_PARTITION, PACK_2BIT, ADD_ONLY_MATMUL)
+        SPARSITY_THRESHOLD, POW2_LEVELS, INQ_PARTITION, PACK_2BIT, ADD_ONLY_MATMUL, ABSMEAN)
 
 #: exercise (the student's function name) -> its check
 EXERCISES: dict[str, Callable[..., bool]] = {
@@ -92,6 +94,7 @@ EXERCISES: dict[str, Callable[..., bool]] = {
     "inq_partition": check_inq_partition,
     "pack_2bit": check_pack_2bit,
     "add_only_matmul": check_add_only_matmul,
+    "ternarize_absmean": check_ternarize_absmean,
 }
 
 #: reasoning exercise (the student answers with a number) -> its check
