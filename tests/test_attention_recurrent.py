@@ -73,7 +73,8 @@ def _quantized(kind, method, seed=0, **kw):
 @pytest.mark.parametrize("kind", list(EXPECTED))
 @pytest.mark.parametrize("method", METHODS)
 def test_quantized_trained_exported_reloaded_identical(tmp_path, kind, method):
-    model = _quantized(kind, method)
+    acts = {"act_bits": 8} if method == "bitnet" else {}  # BitNet's 8-bit activations
+    model = _quantized(kind, method, **acts)
     names = [n for n, _, _ in ttqlab.quantized_layers(model)]
     assert set(EXPECTED[kind]) <= set(names)
     # no float matrix left: every 2-D+ parameter is the latent of a quantized weight
@@ -116,6 +117,10 @@ def test_quantized_trained_exported_reloaded_identical(tmp_path, kind, method):
     with torch.no_grad():  # no weight requires grad: on a CPU a GRU takes oneDNN's kernel,
         out = model(_x(3, 2))  # so compare with a model whose weights do not either
         assert torch.equal(loaded.requires_grad_(False)(_x(3, 2)), out)
+    if acts:  # the file says which inputs are quantized, and load puts them back
+        assert set(ttqlab.activations.act_quantized_layers(loaded)) == \
+            set(ttqlab.activations.act_quantized_layers(model)) >= \
+            {n.rsplit(".", 1)[0] for n in EXPECTED[kind]}
     sizes = {r["layer"]: r for r in export.size_report(path).rows}
     assert all(sizes[n]["method"] == method for n in EXPECTED[kind])
     # unquantize gives back the latent float weights, as plain parameters
