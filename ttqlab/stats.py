@@ -16,7 +16,7 @@ from torch import nn
 
 from . import coverage as _coverage
 from . import methods
-from .convert import latent_weight, quantizable_layers, quantizable_weights, quantized_weights
+from .convert import latent_weight, quantizable_weights, quantized_weights
 
 __all__ = ["ENERGY_PJ", "PACKINGS", "Table", "layer_report", "op_counts", "packed_nbytes"]
 
@@ -157,6 +157,21 @@ def layer_report(model: nn.Module, packing: str = "2bit") -> Table:
     return Table(rows, cols, title=f"layer report (packing={packing})")
 
 
+def _positions(module: nn.Module, param: str, args: tuple, kwargs: dict, output) -> int:
+    """How often one inference of a single sample uses each weight of ``param``."""
+    if isinstance(module, nn.Linear):
+        return output[0].numel() // output.shape[-1]  # tokens of a sequence, else 1
+    if isinstance(module, nn.MultiheadAttention):
+        names = ("query", "key", "value")
+        which = 1 + (param[0] == "v") if param in ("k_proj_weight", "v_proj_weight") else 0
+        x = args[which] if len(args) > which else kwargs[names[which]]
+        return x.shape[1] if module.batch_first and x.dim() == 3 else x.shape[0]
+    if isinstance(module, nn.RNNBase):
+        x = args[0] if args else kwargs["input"]
+        return x.shape[1] if module.batch_first and x.dim() == 3 else x.shape[0]
+    return output[0].numel() // output.shape[1]  # Conv: output pixels
+
+
 #: energy per operation in picojoules, 45 nm (Horowitz, "Computing's energy problem",
 #: ISSCC 2014): 32-bit float multiply and add; a multiplication by 2^n is an addition to
 #: the float's 8-bit exponent (8-bit integer add)
@@ -177,19 +192,35 @@ def op_counts(model: nn.Module, input_shape: Sequence[int]) -> Table:
     multiplication per output. INQ: every non-zero weight is a shift (``x * 2^n``) plus
     an addition. Energy ``= mults * 3.7 pJ + adds * 0.9 pJ + shifts * 0.03 pJ``;
     activations, BatchNorm, biases and memory traffic are not counted.
+
+    "Positions" are the output pixels of a Conv, the tokens of a Linear applied to a
+    sequence, the query (``in_proj_weight``, ``q_proj_weight``) or key / value tokens of an
+    ``nn.MultiheadAttention`` and the time steps of a recurrent weight. Attention's score
+    and softmax arithmetic and the recurrent gates' elementwise products are not counted.
     """
-    layers = quantizable_layers(model)
+    layers = quantizable_weights(model)
     if not layers:
         raise ValueError("model has no Linear or Conv layer to count")
     layer_methods = {name: q.method for name, _, _, q in quantized_weights(model)}
     positions: dict[str, int] = {}
+    owners: dict[int, tuple[nn.Module, list[tuple[str, str]]]] = {}
+    # attention calls its out_proj's weight directly (no forward, no hook): count it there
+    attention_of = {id(m.out_proj): m for m in model.modules()
+                    if isinstance(m, nn.MultiheadAttention)}
+    for name, module, param in layers:
+        owner = attention_of.get(id(module))
+        if owner is not None:
+            module, param = owner, "out_proj"
+        owners.setdefault(id(module), (module, []))[1].append((name, param))
 
-    def hook(name):
-        def record(module, inputs, output):
-            positions[name] = output[0].numel() // output.shape[1]
+    def hook(weights):
+        def record(module, args, kwargs, output):
+            for name, param in weights:
+                positions[name] = _positions(module, param, args, kwargs, output)
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in layers]
+    handles = [m.register_forward_hook(hook(ws), with_kwargs=True)
+               for m, ws in owners.values()]
     was_training = model.training
     model.eval()
     try:
@@ -200,8 +231,8 @@ def op_counts(model: nn.Module, input_shape: Sequence[int]) -> Table:
         for h in handles:
             h.remove()
     rows = []
-    for name, module in layers:
-        w = module.weight.detach()
+    for name, module, param in layers:
+        w = getattr(module, param).detach()
         n, outs, pos = w.numel(), w.shape[0], positions.get(name, 0)
         nonzero = int((w != 0).sum())
         method = layer_methods.get(name, "fp32")
