@@ -108,13 +108,17 @@ def _quick_note(meta: dict) -> str:
 # --------------------------------------------------------------------------- accuracy
 
 
+ACC_ORDER = ["fp32", "binary", "twn", "ttq", "inq", "inq-oneshot"]
+ACC_LABELS = {**LABELS, "inq-oneshot": "INQ 5-bit, one step (ablation)"}
+
+
 def _groups(rows: list[dict]) -> dict[tuple, dict[str, dict]]:
-    """(dataset, model, layers, init) -> method -> row."""
+    """(dataset, model, layers, init) -> method -> row (rows of benchmarks.accuracy)."""
     out: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for r in rows:
-        if r.get("method") in ACC_METHODS:
+        if r.get("method") in ACC_ORDER and "test_acc_mean" in r:
             out[_key(r)][r["method"]] = r
-    return dict(out)
+    return {k: {m: g[m] for m in ACC_ORDER if m in g} for k, g in out.items()}
 
 
 def _key(row: dict) -> tuple:
@@ -128,78 +132,81 @@ def _group_name(key: tuple) -> str:
     return f"{dataset}, {model}{extra}"
 
 
-def _row_label(method: str, groups: dict) -> str:
-    row = next(g[method] for g in groups.values() if method in g)
-    if method == REFERENCE:
-        return f"full precision, {_n(row['epochs total'], 'epoch')} (reference)"
-    if method == "fp32" and any(REFERENCE in g for g in groups.values()):
-        return f"full precision, {_n(row['epochs'], 'epoch')} (start point)"
-    return LABELS[method] + (f", {_n(row['epochs total'], 'epoch')}" if "epochs total" in row
-                             else "")
+def _claims(g: dict[str, dict]) -> list[str]:
+    """Each paper's claim as the paired per-seed difference, and whether it shows."""
+    from benchmarks.accuracy import CLAIMS
+
+    lines = []
+    test = next(iter(g.values())).get("test")
+    one = 100 / test if test else 0.0
+    for claim, paper, better, worse in CLAIMS:
+        if better not in g or worse not in g:
+            continue
+        d = [a - b for a, b in zip(g[better]["test_acc"], g[worse]["test_acc"])]
+        m = sum(d) / len(d)
+        s = math.sqrt(sum((x - m) ** 2 for x in d) / (len(d) - 1)) if len(d) > 1 else 0.0
+        if worse == "fp32":
+            shows = m > -max(2 * s, one)
+        else:
+            shows = m > 0 and m > 2 * s
+        lines.append(f"- {paper}: *{claim}* ({ACC_LABELS[better]} − {ACC_LABELS[worse]}): "
+                     f"{_signed(m)} ± {s:.2f} points per seed: "
+                     + ("**shows** here." if shows else "**does not show** here."))
+    return lines
 
 
 def accuracy_section(doc: dict, figure: str | None) -> str:
     groups = _groups(doc["rows"])
     if not groups:
         return ""
-    header = ["method"] + [f"{_group_name(k)} (ttqlab)" for k in groups] + [
-        f"{name} ({src} paper)" for name, src, _ in PAPERS]
-    has_ref = any(REFERENCE in g for g in groups.values())
-    table = []
-    for m in ACC_METHODS:
-        if not any(m in g for g in groups.values()):
-            continue
-        cells = [_row_label(m, groups)]
-        for g in groups.values():
-            r = g.get(m)
-            if r is None:
-                cells.append("–")
-            elif r.get("reference", "fp32") == m or (m == "fp32" and has_ref):
-                cells.append(f"{r['acc mean']:.2f} ± {r['acc std']:.2f}")
-            else:
-                cells.append(f"{r['acc mean']:.2f} ± {r['acc std']:.2f} "
-                             f"({_signed(r['vs fp32'])} ± {r.get('gap std', 0):.2f})")
-        paper_row = "fp32" if m == (REFERENCE if has_ref else "fp32") else m
-        for _, _, ref in PAPERS:
-            v = ref.get(paper_row) if m != "fp32" or not has_ref else None
-            cells.append("–" if v is None else f"{v:.2f}" + (
-                "" if paper_row == "fp32" else f" ({_signed(v - ref['fp32'])})"))
-        table.append(cells)
-    any_row = next(iter(next(iter(groups.values())).values()))
-    seeds = any_row["seeds"]
-    text = [
-        "### Accuracy",
-        "",
-        "Test accuracy in %: ttqlab's as mean ± standard deviation over "
-        f"{_n(seeds, 'seed')}, with the gap to the reference in brackets (mean ± std of the "
-        "per-seed differences); the reference is full precision trained for as many "
-        "epochs as the quantized models, which start from the trained full-precision model. "
-        "The papers' published numbers beside them, with their gap to their own full "
-        "precision (different datasets and networks: see *Not reproduced here*)."
-        f"{_quick_note(doc['meta'])}",
-        "",
-        _md(header, table),
-        "",
-        f"Papers: {PAPER_SOURCES}",
-        "",
-        "Conditions: " + "; ".join(_conditions(k, g) for k, g in groups.items())
-        + f". Machine: {_machine(doc['meta'])}. "
-        f"`{doc['meta'].get('command', 'python -m benchmarks accuracy')}`.",
-        "",
-    ]
-    text += _accuracy_goals(groups)
-    for key in groups:
-        sweep = [r for r in doc["rows"] if r.get("method") == "ttq-sparsity" and _key(r) == key]
-        if sweep:
-            text.append(f"- {_group_name(key)}, TTQ at a fixed sparsity (ttqlab's "
-                        "fixed-sparsity mode, threshold = that quantile of |w|; not the "
-                        "authors' p_ternarize): " + "; ".join(
-                            f"{100 * r['target sparsity']:.0f}% zeros: {r['acc mean']:.2f} "
-                            f"± {r['acc std']:.2f} ({_signed(r['vs fp32'])})" for r in sweep)
-                        + ".")
+    text = ["### Accuracy", ""]
+    for key, g in groups.items():
+        r0 = next(iter(g.values()))
+        seeds = len(r0["seeds"])
+        header = ["method", f"test accuracy (%), {_group_name(key)}", "Δ vs fp32 (points)",
+                  "zeros (%)"] + [f"{name} ({src} paper)" for name, src, _ in PAPERS]
+        table = []
+        for m, r in g.items():
+            d = r.get("delta_vs_fp32_mean")
+            cells = [ACC_LABELS[m], f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f}",
+                     "reference" if m == "fp32" else "–" if d is None else
+                     f"{_signed(d)} ± {r['delta_vs_fp32_std']:.2f}",
+                     f"{100 * r['sparsity']:.1f}"]
+            for _, _, ref in PAPERS:
+                v = ref.get(m)
+                cells.append("–" if v is None else f"{v:.2f}" + (
+                    "" if m == "fp32" else f" ({_signed(v - ref['fp32'])})"))
+            table.append(cells)
+        minutes = r0.get("compare seconds")
+        text += [
+            f"Test accuracy in %, mean ± standard deviation over {_n(seeds, 'seed')}; Δ is "
+            "the mean ± std of the per-seed differences to full precision. Equal budgets: "
+            f"every method trained {_n(r0['epochs'], 'epoch')} in total, half full-precision "
+            "pre-training and half fine-tuning (INQ: re-training spread over its steps, the "
+            "same total; fp32 trains on unquantized: the control). One test image = "
+            f"{r0['point per test image']:.2f} points. The papers' published numbers beside "
+            "them, with their gap to their own full precision (other datasets and networks: "
+            f"see *Not reproduced here*).{_quick_note(doc['meta'])}",
+            "",
+            _md(header, table),
+            "",
+            f"Papers: {PAPER_SOURCES}",
+            "",
+            f"Conditions: {_conditions(key, g)}. Machine: {_machine(doc['meta'])}. "
+            f"`{doc['meta'].get('command', 'python -m benchmarks accuracy')}`."
+            + (f" The {len([m for m in g if m != 'inq-oneshot'])}-method comparison over "
+               f"{_n(seeds, 'seed')} took {minutes:.0f} s on this (shared) machine."
+               if minutes else ""),
+            "",
+            "Which papers' claims show on this dataset (a difference counts when it exceeds "
+            "twice its per-seed spread):",
+            "",
+            *_claims(g),
+            "",
+        ]
     if figure:
-        text += ["", f"![Test accuracy against weight sparsity]({figure})"]
-    return "\n".join(text)
+        text += [f"![Test accuracy, Δ to full precision and size per method]({figure})"]
+    return "\n".join(text).rstrip()
 
 
 def _conditions(key: tuple, g: dict) -> str:
@@ -207,69 +214,26 @@ def _conditions(key: tuple, g: dict) -> str:
     r = next(iter(g.values()))
     size = f" ({r['train']} train / {r['test']} test)" if "train" in r else ""
     layers = "all layers quantized" if key[2] == "all" else "first and last layer fp32"
-    return (f"{key[0]}{size}, {key[1]}, {layers}, {_n(r['seeds'], 'seed')}, "
-            f"{_n(r['epochs'], 'epoch')} per training run"
-            + (f", {r['training']}" if "training" in r else ""))
-
-
-def _accuracy_goals(groups: dict) -> list[str]:
-    lines = []
-    for key, g in groups.items():
-        if "fp32" not in g and REFERENCE not in g:
-            continue
-        parts = []
-        for m in ("twn", "ttq"):
-            if m in g:
-                gap = g[m]["vs fp32"]
-                ok = gap >= -TERNARY_GAP
-                parts.append(f"{LABELS[m]} {_signed(gap)} ± {g[m].get('gap std', 0):.2f} "
-                             f"({'met' if ok else 'not met'})")
-        if "binary" in g and "twn" in g and "ttq" in g:
-            best = round(max(g["twn"]["acc mean"], g["ttq"]["acc mean"]), 2)
-            binary = round(g["binary"]["acc mean"], 2)
-            verdict = ("below" if binary < best else "equal to" if binary == best
-                       else "above")
-            parts.append(f"binary {binary:.2f}: {verdict} the best ternary ({best:.2f})")
-        lines.append(f"- {_group_name(key)}: goal ternary within {TERNARY_GAP} points of full "
-                     f"precision: " + "; ".join(parts) + ".")
-    return lines
+    return (f"{key[0]}{size}, {key[1]}, {layers}, seeds {', '.join(map(str, r['seeds']))}, "
+            f"{_n(r['epochs'], 'epoch')} per method" +
+            (f", {r['training']}" if "training" in r else ""))
 
 
 def plot_accuracy(doc: dict, path: Path) -> bool:
-    """Test accuracy (mean ± std over seeds) against weight sparsity, one panel per setup."""
+    """ttqlab.viz.accuracy_intervals of the first setup: dots with seed error bars."""
     groups = _groups(doc["rows"])
     if not groups:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ttqlab import viz
 
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4), squeeze=False)
-    for ax, (key, g) in zip(axes[0], groups.items()):
-        for m, r in g.items():
-            if m == "fp32" and REFERENCE in g:
-                continue  # plot the reference, trained as long as the others
-            x = 100 * r["sparsity"]
-            ax.errorbar(x, r["acc mean"], yerr=r["acc std"], fmt="o", capsize=4, ms=7,
-                        color=COLORS[m], label=LABELS[m])
-        sweep = sorted((r for r in doc["rows"] if r.get("method") == "ttq-sparsity"
-                        and _key(r) == key), key=lambda r: r["sparsity"])
-        if sweep:
-            ax.errorbar([100 * r["sparsity"] for r in sweep], [r["acc mean"] for r in sweep],
-                        yerr=[r["acc std"] for r in sweep], fmt="--s", capsize=3, ms=5,
-                        color=COLORS["ttq"], alpha=0.7,
-                        label="TTQ, fixed sparsity " + ", ".join(
-                            f"{r['target sparsity']:g}" for r in sweep))
-        ax.set_title(f"{_group_name(key)}: {next(iter(g.values()))['seeds']} seeds")
-        ax.set_xlabel("weight sparsity of the quantized layers (% zeros)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_xlim(-5, 100)
-        ax.grid(alpha=0.3)
-    for ax in axes[0]:
-        ax.legend(loc="best", fontsize=7)
-    fig.suptitle("Test accuracy vs weight sparsity per method (mean ± std over seeds)")
-    _save(fig, path)
+    key, g = next(iter(groups.items()))
+    fig = viz.accuracy_intervals(list(g.values()), title=f"{_group_name(key)}: "
+                                 f"{len(next(iter(g.values()))['seeds'])} seeds, equal budgets")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
     return True
 
 
@@ -451,7 +415,7 @@ def render(docs: dict[str, dict], figures: Path, readme_dir: Path) -> str:
              "(`python -m benchmarks`, then `python -m benchmarks.report` writes this "
              "section and the figures from `benchmarks/results/*.json`)."]
     if "accuracy" in docs:
-        fig = figures / "accuracy_vs_sparsity.png"
+        fig = figures / "accuracy.png"
         parts.append(accuracy_section(docs["accuracy"],
                                       rel(fig) if plot_accuracy(docs["accuracy"], fig)
                                       else None))

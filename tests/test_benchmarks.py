@@ -12,8 +12,8 @@ from benchmarks import read_results, report
 
 COLUMNS = {
     "step_time": {"model", "method", "batch", "device", "threads", "step_ms", "ratio"},
-    "accuracy": {"dataset", "model", "method", "epochs", "seeds", "acc mean", "acc std",
-                 "vs fp32", "sparsity"},
+    "accuracy": {"dataset", "model", "method", "epochs", "seeds", "test_acc_mean",
+                 "test_acc_std", "delta_vs_fp32_mean", "delta_vs_fp32_std", "sparsity"},
     "file_size": {"model", "method", "packing", "q fp32 file", "q packed file", "q ratio",
                   "model fp32 file", "model packed file", "model ratio", "outputs equal"},
 }
@@ -51,10 +51,13 @@ def test_step_time_rows(results):
 
 def test_accuracy_rows(results):
     rows = read_results(results / "accuracy.json")["rows"]
-    assert {r["dataset"] for r in rows} == {"digits", "mnist1d"}
+    assert {r["dataset"] for r in rows} == {"mnist1d"}
+    assert [r["method"] for r in rows] == ["fp32", "binary", "twn", "ttq", "inq", "inq-oneshot"]
+    assert len({r["epochs"] for r in rows}) == 1  # equal budgets
     for r in rows:
-        assert r["seeds"] == 2 and 0 <= r["acc mean"] <= 100 and r["acc std"] >= 0
-        assert r["min"] <= r["acc mean"] <= r["max"]
+        assert r["seeds"] == [0, 1] and len(r["test_acc"]) == 2
+        assert min(r["test_acc"]) <= r["test_acc_mean"] <= max(r["test_acc"])
+        assert 0 <= r["test_acc_mean"] <= 100 and r["test_acc_std"] >= 0
     ternary = [r for r in rows if r["method"] in ("twn", "ttq")]
     assert ternary and all(0 < r["sparsity"] < 1 for r in ternary)
 
@@ -80,7 +83,7 @@ def test_report_writes_readme_section_and_figures(results, tmp_path):
     assert "quick CI configuration" in section  # our numbers say how they were made
     assert "ttqlab reproduce ttq-cifar10-resnet56" in section
     assert "TWN 98.70 (A GPU x2, shortened run)" in section
-    for name in ("accuracy_vs_sparsity.png", "size_per_method.png"):
+    for name in ("accuracy.png", "size_per_method.png"):
         if name == "size_per_method.png" and "file_size" not in QUICK:
             continue
         png = figures / name

@@ -11,18 +11,54 @@ from ttqlab.cli import main
 
 
 @pytest.mark.slow
-def test_compare_runs_end_to_end_on_digits(tmp_path, capsys):
-    out = tmp_path / "compare.json"
-    assert main(["compare", "--dataset", "digits", "--epochs", "2", "--json", str(out)]) == 0
+def test_compare_runs_end_to_end_with_two_seeds(tmp_path, capsys):
+    out = tmp_path / "sub" / "compare.json"
+    assert main(["compare", "--dataset", "digits", "--epochs", "2", "--seeds", "2",
+                 "--json", str(out)]) == 0
     text = capsys.readouterr().out
     for method in ("fp32", "binary", "twn", "ttq", "inq"):
         assert method in text
-    rows = json.loads(out.read_text())
+    assert "±" in text and "one test image = 0.22 points" in text and "Columns:" in text
+    saved = json.loads(out.read_text())
+    rows = saved["rows"]
     assert [r["method"] for r in rows] == ["fp32", "binary", "twn", "ttq", "inq"]
-    assert all(0.5 < r["test_acc"] <= 1 for r in rows)
+    assert saved["seeds"] == [0, 1] and saved["model"] == "lenet5"
+    for r in rows:
+        assert r["epochs"] == 2 and r["seeds"] == [0, 1] and len(r["test_acc"]) == 2
+        assert 50 < r["test_acc_mean"] <= 100 and r["test_acc_std"] >= 0
+        assert r["delta_vs_fp32_mean"] == pytest.approx(
+            sum(a - b for a, b in zip(r["test_acc"], rows[0]["test_acc"])) / 2)
     by = {r["method"]: r for r in rows}
-    assert by["ttq"]["bits/weight"] == 2 and by["inq"]["bits/weight"] == 5
-    assert by["binary"]["quantized ratio"] > 30 and by["twn"]["quantized ratio"] > 15
+    assert by["ttq"]["bits_per_weight"] == 2 and by["inq"]["bits_per_weight"] == 5
+    assert by["binary"]["model_bytes"] < by["twn"]["model_bytes"] < by["fp32"]["model_bytes"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "0"], "--seeds"), (["--seeds", "-2"], "--seeds"),
+    (["--json", "{tmp}"], "is a folder"),
+    (["--json", "{tmp}/file.txt/x.json"], "is a file, not a folder"),
+    (["--model", "lenet5", "--channels", "8"], "--channels"),
+    (["--threads", "0"], "--threads")])
+def test_compare_bad_input_fails_before_training(argv, message, tmp_path, capsys,
+                                                 monkeypatch):
+    (tmp_path / "file.txt").write_text("")
+    import ttqlab.cli
+
+    def no_training(*a, **k):
+        raise AssertionError("training started despite bad input")
+
+    monkeypatch.setattr(ttqlab.cli, "compare", no_training)
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    with pytest.raises(SystemExit) as exit_:  # a usage error: argparse's exit status 2
+        main(["compare", "--dataset", "digits", *argv])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_compare_without_fp32_says_there_is_no_delta(capsys):
+    assert main(["compare", "--dataset", "synthetic", "--methods", "twn", "--epochs", "2",
+                 "--seeds", "1"]) == 0
+    assert "No Δ column" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("method", ["ttq", "inq"])

@@ -323,6 +323,46 @@ WRONG = {
 }
 
 
+def _side_means(pos, neg):
+    """A student's per-side means (0 for an empty side)."""
+    return (pos.sum() / max(pos.numel(), 1), neg.sum() / max(neg.numel(), 1))
+
+
+def _pow2_act(kmin_of=lambda kmax, b: kmax - 2**b + 2, rnd=torch.round, zero=True):
+    """A student's power-of-two activation quantizer, with one step written differently."""
+    def fn(x, bits, kmax):
+        kmin = kmin_of(kmax, bits)
+        k = rnd(torch.log2(x.clamp(min=1e-30))).clamp(kmin, kmax)
+        q = 2.0**k
+        return torch.where(x >= 2.0 ** (kmin - 1), q, torch.zeros_like(x)) if zero else q
+    return fn
+
+
+def _pow2_nearest_linear(x, bits, kmax):
+    """Nearest level in the linear domain (cut at 1.5 * 2^k instead of 2^(k + 1/2))."""
+    kmin = kmax - 2**bits + 2
+    out = torch.zeros_like(x)
+    for i, v in enumerate(x.flatten().tolist()):
+        if v >= 2.0 ** (kmin - 1):
+            levels = [2.0**k for k in range(kmin, kmax + 1)]
+            out.view(-1)[i] = min(levels, key=lambda lv: abs(v - lv))
+    return out
+
+
+WRONG["l2_scales"] = {
+    "signed_n": lambda w, c: _side_means(w[c == 1], w[c == -1]),
+    "one_alpha": lambda w, c: (w[c != 0].abs().sum() / max(int((c != 0).sum()), 1),) * 2,
+    "by_n": lambda w, c: (w[c == 1].sum() / w.numel(), -w[c == -1].sum() / w.numel()),
+    "abs": lambda w, c: _side_means(w[c == 1].abs(), w[c == -1].abs()),
+    "by_sign": lambda w, c: _side_means(w[w > 0], -w[w < 0]),
+}
+WRONG["pow2_activation"] = {
+    "no_zero": _pow2_act(zero=False),
+    "linear": _pow2_nearest_linear,
+    "too_many": _pow2_act(kmin_of=lambda kmax, b: kmax - 2**b + 1),
+    "floor": _pow2_act(rnd=torch.floor),
+}
+
 def _ascending(w):
     """Keeps the k* *smallest* magnitudes (sorted the wrong way), α their mean."""
     mags = sorted(w.abs().flatten().tolist())
@@ -528,7 +568,12 @@ def _exec_exercise_cells(nb, capsys):
         if meta.get("role") == "stub":
             exec(source, namespace)
         elif meta.get("role") == "check":
-            results[meta["exercise"]] = eval(source, namespace)
+            assigned = re.match(r"\s*(\w+)\s*=[^=]", source)  # passed_x = check_x(x)
+            if assigned:
+                exec(source, namespace)
+                results[meta["exercise"]] = namespace[assigned.group(1)]
+            else:
+                results[meta["exercise"]] = eval(source, namespace)
     return results, capsys.readouterr()
 
 
@@ -564,7 +609,9 @@ def test_nbgrader_source_notebooks(capsys):
             assert test["metadata"]["nbgrader"] == {
                 "grade": True, "grade_id": f"{name}-check", "locked": True, "points": 1,
                 "schema_version": 3, "solution": False, "task": False}
-            assert test["source"] == f"assert ttqlab.exercises.check_{name}({name})"
+            call = f"ttqlab.exercises.check_{name}({name})"
+            assert test["source"] == f"assert {call}" or re.fullmatch(
+                rf"(\w+) = {re.escape(call)}\nassert \1", test["source"]), test["source"]
             assert f"def {name}(" in answer["source"] and "### END SOLUTION" in answer["source"]
             namespace = {}
             exec("import torch\nimport ttqlab", namespace)

@@ -22,8 +22,12 @@ def read(path):
 def test_the_course_is_there_in_reading_order():
     names = [p.name for p in NOTEBOOKS]
     assert len(names) >= 5, names
-    numbers = [int(re.match(r"(\d\d)_", n).group(1)) for n in names]
-    assert numbers == list(range(1, len(names) + 1)), f"numbered 01, 02, ... in order: {names}"
+    parts = [re.match(r"(\d\d)([a-z]?)_", n) for n in names]
+    assert all(parts), f"named NN_title.ipynb (or NNb_ for a second part): {names}"
+    numbers = sorted({int(p.group(1)) for p in parts})
+    assert numbers == list(range(1, len(numbers) + 1)), f"numbered 01, 02, ... in order: {names}"
+    for p in parts:   # a part "07b" continues a notebook "07"
+        assert not p.group(2) or any(q.group(1) == p.group(1) and not q.group(2) for q in parts)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)

@@ -215,3 +215,21 @@ def test_resume_refuses_another_method_or_optimizer(tmp_path):
     with pytest.raises(ValueError, match=r"(?s)quantized: started with .*'twn'.*'ttq'"):
         phase("ttq", "sgd", resume=True)
     phase("twn", "sgd", resume=True)  # the same run resumes
+
+
+def test_cli_compile_and_deterministic_reach_fit(tmp_path, monkeypatch):
+    """`ttqlab reproduce --compile --deterministic` trains every phase with those settings."""
+    seen = []
+    real_fit = reproduce.fit
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs.get("compile"), kwargs.get("deterministic")))
+        kwargs["compile"] = False  # the setting arrived; compiling here would only be slow
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(reproduce, "fit", spy)
+    argv = ["reproduce", "twn-mnist", "--out", str(tmp_path / "r"), "--dataset-override",
+            "synthetic", "--max-epochs", "1", "--limit-train", "64", "--no-baseline",
+            "--compile", "--deterministic"]
+    assert main(argv) == 0
+    assert seen and all(s == (True, True) for s in seen), seen

@@ -183,10 +183,16 @@ def test_tradeoff_figures():
 def test_method_and_layer_bars():
     rows = [{"method": "fp32", "test_acc": 0.99, "model bytes": 700_000},
             {"method": "ttq", "test_acc": 0.98, "model bytes": 50_000}]
-    fig = viz.method_bars(rows)
+    fig = viz.method_bars(rows, test_images=450)
     assert_labelled(fig)
-    heights = [p.get_height() for p in fig.axes[1].patches]
-    assert heights == [700_000, 50_000]
+    size_ax = fig.axes[2]
+    widths = [p.get_width() for p in size_ax.patches]
+    assert widths == pytest.approx([700_000 / 1024, 50_000 / 1024])  # KiB
+    assert size_ax.get_xscale() == "linear" and size_ax.get_xlim()[0] == 0  # no log, from 0
+    # no accuracy bars at all (a truncated baseline would exaggerate the gap): dots, and
+    # for a single run the ± one test image band
+    assert not fig.axes[0].patches or all(p.get_width() < 1 for p in fig.axes[0].patches)
+    assert "one test image (0.22 points)" in fig.axes[0].get_title()
     fig = viz.layer_bars({"a": {"conv2": 0.5, "fc1": 0.25}, "b": {"conv2": 0.1}})
     assert_labelled(fig)
     bars = [p.get_height() for p in fig.axes[0].patches]
@@ -198,3 +204,37 @@ def test_bad_weights_are_rejected_with_a_clear_message():
         viz.ternary_histogram(torch.zeros(0))
     with pytest.raises(ValueError, match="NaN"):
         viz.ternary_error_curve(torch.tensor([1.0, float("nan")]))
+
+
+def test_accuracy_intervals_show_seed_spread_and_delta():
+    rows = [{"method": "fp32", "test_acc_mean": 74.0, "test_acc_std": 2.0,
+             "test_acc": [72.0, 74.0, 76.0], "delta_vs_fp32_mean": 0.0,
+             "delta_vs_fp32_std": 0.0, "model_bytes": 10_000},
+            {"method": "binary", "test_acc_mean": 61.0, "test_acc_std": 1.0,
+             "test_acc": [60.0, 61.0, 62.0], "delta_vs_fp32_mean": -13.0,
+             "delta_vs_fp32_std": 1.5, "model_bytes": 4_000}]
+    fig = viz.accuracy_intervals(rows)
+    assert_labelled(fig)
+    acc_ax, delta_ax, _ = fig.axes
+    assert "3 seeds" in acc_ax.get_title()
+    # the error bar of binary spans mean ± std
+    segments = [c for c in acc_ax.collections if hasattr(c, "get_segments")]
+    spans = sorted(tuple(np.round(seg[:, 0], 6)) for c in segments for seg in c.get_segments())
+    assert (60.0, 62.0) in spans
+    dots = [tuple(line.get_xdata()) for line in delta_ax.get_lines() if line.get_marker() == "o"]
+    assert (-13.0,) in dots
+    assert acc_ax.get_xlim()[1] <= 100.5
+
+
+def test_one_colour_per_method_and_layer_everywhere():
+    from ttqlab import palette
+
+    assert viz.COLORS is palette.METHOD_COLORS
+    assert len(set(palette.METHOD_COLORS.values())) == len(palette.METHOD_COLORS)
+    assert not set(palette.LAYER_COLORS) & set(palette.METHOD_COLORS.values())
+    assert palette.method_color("TTQ") == palette.method_color("ttq t=0.05") == \
+        palette.METHOD_COLORS["ttq"]
+    h, _ = trained_history("twn")
+    fig = viz.layer_curves(h, "sparsity")
+    for i, line in enumerate(fig.axes[0].get_lines()):
+        assert line.get_color() == palette.layer_color(i)

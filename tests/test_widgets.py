@@ -164,6 +164,10 @@ def test_tradeoff_explorer_axis_dropdown_and_run_slider():
     assert changed(before, ex.figure)
     assert list(ex.figure.data[-1].y) == [80.0, 40.0]  # per-layer sparsity of run 2
     assert ex.state["t"] == 0.2
+    # the slider names the run; the readout is labelled values in percent
+    assert [label for label, _ in ex.slider.options][2] == rows()[2]["label"]
+    shown = ex.readout.value.split("</b>")[1]
+    assert "test accuracy 93.00%" in shown and "=" not in shown
     with pytest.raises(ValueError, match="numeric key"):
         widgets.tradeoff_explorer(rows(), x="label")
 
@@ -235,3 +239,47 @@ def test_import_ttqlab_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def _fonts(figure) -> list[float]:
+    """Every font size a plotly layout sets (None = plotly's default 12 px)."""
+    sizes = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("font"), dict) and node["font"].get("size") is not None:
+                sizes.append(node["font"]["size"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(figure.to_plotly_json()["layout"])
+    return sizes
+
+
+def test_dashboard_has_a_legend_per_panel_and_readable_fonts():
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 3, (64,))
+    model = ttqlab.quantize(ttqlab.models.mlp(input_shape=(1, 8, 8), num_classes=3,
+                                              hidden=(8, 8, 8), seed=0), "twn")
+    dash = widgets.training_dashboard()
+    history = ttqlab.fit(model, (x, y), (x, y), epochs=2, progress=False, callbacks=[dash])
+    legends = {t.legend or "legend" for t in dash.figure.data}
+    assert legends == {"legend", "legend2", "legend3"}  # loss, accuracy, layers
+    assert dash.figure.layout.yaxis.type == "log"  # epoch 0's loss does not flatten the rest
+    lo, hi = dash.figure.layout.yaxis2.range
+    accs = [100 * a for a in history["test_acc"] + history["train_acc"][1:]]
+    assert lo <= min(accs) and hi >= max(accs) and (lo, hi) != (0, 100)
+    assert min(_fonts(dash.figure)) >= 12
+    assert dash.figure.layout.width is None  # fills the output area
+    from ttqlab.palette import layer_color
+    for i, trace in enumerate(dash.figure.data[4:]):
+        assert trace.line.color == layer_color(i)
+
+
+def test_explorer_sliders_are_long_and_fonts_readable(w):
+    for ex in (widgets.threshold_explorer(w), widgets.levels_explorer(w),
+               widgets.partition_explorer(w), widgets.tradeoff_explorer(rows())):
+        assert ex.slider.layout.width == "480px"
+        assert min(_fonts(ex.figure)) >= 12

@@ -1,7 +1,7 @@
 """Command line for the headless jobs: ``ttqlab train``, ``ttqlab compare``, ``ttqlab course``.
 
     ttqlab train --method ttq --model lenet5 --dataset digits --epochs 10
-    ttqlab compare --dataset digits
+    ttqlab compare                      # mnist1d, cnn1d(16), 3 seeds, equal budgets
     ttqlab course my-course
 
 Every option and output path is checked before any work starts: a usage error exits with
@@ -31,9 +31,10 @@ EXAMPLES = {
   ttqlab train --method inq --model mlp --dataset mnist1d --bits 4 --json inq.json
   ttqlab train --method ttq --sparsity 0.5 --seed 1""",
     "compare": """examples:
-  ttqlab compare --dataset digits
-  ttqlab compare --dataset mnist1d --model mlp --epochs 15 --json results.json
-  ttqlab compare --methods fp32 twn ttq --init scratch""",
+  ttqlab compare                              # mnist1d, cnn1d(16), 3 seeds, 10 epochs each
+  ttqlab compare --seeds 5 --json results.json
+  ttqlab compare --dataset digits --init scratch
+  ttqlab compare --methods fp32 twn ttq --epochs 20""",
     "export": """examples:
   ttqlab export --method twn --model lenet5 --dataset digits --out lenet5-twn.safetensors
   ttqlab export --method ttq --packing 2bit --out lenet5-ttq.safetensors
@@ -208,6 +209,19 @@ def _validate(args: argparse.Namespace) -> None:
             check_output_folder(args.out, "--out")
         if args.data_root is not None:
             check_output_folder(args.data_root, "--data-root")
+    if args.command == "compare":
+        from .experiments import check_seeds
+
+        if args.seeds < 1:
+            raise ValueError(f"--seeds is the number of seeds and must be >= 1, got "
+                             f"{args.seeds}; e.g. --seeds 3")
+        check_seeds(list(range(args.seed, args.seed + args.seeds)))
+        if args.threads is not None and args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        if args.pretrain_epochs is not None and not 1 <= args.pretrain_epochs < args.epochs:
+            raise ValueError(f"--pretrain-epochs must be in 1 .. --epochs - 1 "
+                             f"({args.epochs - 1}), got {args.pretrain_epochs}")
+        _compare_model(args)  # --channels only with cnn1d
     if args.command == "report" and not Path(args.file).is_file():
         raise ValueError(f"no such file: {args.file}")
     if args.command == "course":
@@ -321,18 +335,61 @@ def cmd_train(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    data = datasets.load(args.dataset, seed=args.seed)
-    print(f"{data}\nmodel: {args.model}; training {', '.join(args.methods)} "
-          f"({args.epochs} epochs each, init={args.init})")
-    table, _ = compare(_build(args, data), data, epochs=args.epochs, methods=args.methods,
-                       init=args.init, seed=args.seed,
+    import time
+
+    seeds = list(range(args.seed, args.seed + args.seeds))  # checked in _validate
+    model_kwargs = _compare_model(args)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    data = datasets.load(args.dataset, seed=args.seed)  # seeds vary the init and the order
+    _build(args, data)  # checks that the model fits the data
+
+    def build(seed):
+        return models.get(args.model, seed=seed, input_shape=data.input_shape,
+                          num_classes=data.num_classes, **model_kwargs)
+    kw_text = "".join(f", {k}={v}" for k, v in model_kwargs.items())
+    print(f"{data}\nmodel: {args.model}{kw_text}; training "
+          f"{', '.join(args.methods)} ({args.epochs} epochs each in total, init={args.init},"
+          f" seeds {', '.join(map(str, seeds))})", flush=True)
+    start = time.perf_counter()
+    table, _ = compare(build, data, epochs=args.epochs, methods=args.methods,
+                       init=args.init, seeds=seeds, pretrain_epochs=args.pretrain_epochs,
                        keep_first_last=not args.quantize_first_last,
                        progress=args.progress, **_fit_kwargs(args))
+    wall = time.perf_counter() - start
     print(table)
+    print(f"Wall time: {wall:.0f} s for {len(args.methods)} methods x {len(seeds)} seeds.")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(table.rows, indent=1))
+        args.json.write_text(json.dumps({**table.to_dict(), "dataset": args.dataset,
+                                         "model": args.model, "wall_seconds": wall},
+                                        indent=1))
+        print(f"Wrote {args.json}")
     return 0
+
+
+#: compare's default model per dataset: the narrow cnn1d on mnist1d leaves the headroom in
+#: which the methods differ beyond seed noise (README, "Results")
+COMPARE_MODELS = {"mnist1d": ("cnn1d", {"channels": 16}), "digits": ("lenet5", {}),
+                  "synthetic": ("mlp", {}), "mnist": ("lenet5", {}),
+                  "fashion-mnist": ("lenet5", {}), "cifar10": ("resnet20", {})}
+
+
+def _compare_model(args) -> dict:
+    """Fill in ``args.model`` from the dataset; the builder's extra kwargs."""
+    default, kwargs = COMPARE_MODELS.get(args.dataset, ("lenet5", {}))
+    if args.model is None:
+        args.model = default
+    elif args.model != default:
+        kwargs = {}
+    if args.channels is not None:
+        if args.model != "cnn1d":
+            raise ValueError(f"--channels sets cnn1d's width; model {args.model} has no "
+                             f"channels option (drop --channels or pass --model cnn1d)")
+        kwargs = {"channels": args.channels}
+    return kwargs
 
 
 def cmd_course(args) -> int:
@@ -355,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="ttqlab", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Ternary and low-bit weight quantization (TWN, TTQ, INQ) on PyTorch.",
-        epilog="examples:\n  ttqlab compare --dataset digits\n  ttqlab course my-course\n"
+        epilog="examples:\n  ttqlab compare\n  ttqlab course my-course\n"
                "  ttqlab COMMAND --help      # the options and examples of one command\n\n"
                "exit status: 0 done, 1 failed while working, 2 bad options")
     ap.add_argument("--version", action="version",
@@ -384,8 +441,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS,
                    help="the methods to train (default all)")
     c.add_argument("--init", default="pretrained", choices=["pretrained", "scratch"],
-                   help="quantized methods start from the trained fp32 model (default) or "
-                        "from scratch")
+                   help="quantized methods start from the pre-trained fp32 model (default) "
+                        "or from scratch; every method trains --epochs epochs in total")
+    c.set_defaults(dataset="mnist1d", model=None)
+    c.add_argument("--channels", type=int, default=None,
+                   help="cnn1d's channel count (default 16 on mnist1d: a narrow model with "
+                        "headroom; 64 is MNIST-1D's baseline)")
+    c.add_argument("--threads", type=int, default=1,
+                   help="PyTorch CPU threads (default 1: fastest for these small models, "
+                        "and not slowed down by a busy machine)")
+    c.add_argument("--seeds", type=int, default=3,
+                   help="number of seeds, --seed, --seed+1, ... (default 3): mean +- std")
+    c.add_argument("--pretrain-epochs", type=int, default=None,
+                   help="full-precision pre-training epochs within --epochs (default half)")
     c.set_defaults(func=cmd_compare)
 
     from .reproduce import add_parser as add_reproduce  # ttqlab reproduce NAME ...

@@ -103,21 +103,22 @@ class LeNet5(nn.Module):
     Inputs smaller than 28x28 (8x8 digits) use padding 2 so the two 5x5 convolutions fit.
     """
 
-    def __init__(self, input_shape=(1, 28, 28), num_classes=10, batch_norm=True):
+    def __init__(self, input_shape=(1, 28, 28), num_classes=10, batch_norm=True, width=1.0):
         super().__init__()
         c, h, w = input_shape
+        c1, c2, f1 = (max(1, round(width * k)) for k in (32, 64, 512))
         pad = 0 if min(h, w) >= 28 else 2
-        self.conv1 = nn.Conv2d(c, 32, 5, padding=pad, bias=not batch_norm)
-        self.bn1 = nn.BatchNorm2d(32) if batch_norm else nn.Identity()
-        self.conv2 = nn.Conv2d(32, 64, 5, padding=pad, bias=not batch_norm)
-        self.bn2 = nn.BatchNorm2d(64) if batch_norm else nn.Identity()
+        self.conv1 = nn.Conv2d(c, c1, 5, padding=pad, bias=not batch_norm)
+        self.bn1 = nn.BatchNorm2d(c1) if batch_norm else nn.Identity()
+        self.conv2 = nn.Conv2d(c1, c2, 5, padding=pad, bias=not batch_norm)
+        self.bn2 = nn.BatchNorm2d(c2) if batch_norm else nn.Identity()
         h, w = (h + 2 * pad - 4) // 2, (w + 2 * pad - 4) // 2
         h, w = (h + 2 * pad - 4) // 2, (w + 2 * pad - 4) // 2
         if h < 1 or w < 1:
             raise ValueError(f"input_shape {tuple(input_shape)} is too small for LeNet-5")
-        self.fc1 = nn.Linear(64 * h * w, 512, bias=not batch_norm)
-        self.bn3 = nn.BatchNorm1d(512) if batch_norm else nn.Identity()
-        self.fc2 = nn.Linear(512, num_classes)
+        self.fc1 = nn.Linear(c2 * h * w, f1, bias=not batch_norm)
+        self.bn3 = nn.BatchNorm1d(f1) if batch_norm else nn.Identity()
+        self.fc2 = nn.Linear(f1, num_classes)
 
     def forward(self, x):
         x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
@@ -127,9 +128,10 @@ class LeNet5(nn.Module):
 
 
 @_recorded("lenet5")
-def lenet5(input_shape=(1, 28, 28), num_classes=10, *, batch_norm=True, seed=None):
-    """TWN's LeNet-5 (32C5-MP2-64C5-MP2-512FC); BatchNorm after each layer by default."""
-    return _seeded(lambda: LeNet5(tuple(input_shape), num_classes, batch_norm), seed)
+def lenet5(input_shape=(1, 28, 28), num_classes=10, *, batch_norm=True, width=1.0, seed=None):
+    """TWN's LeNet-5 (32C5-MP2-64C5-MP2-512FC); BatchNorm after each layer by default.
+    ``width`` scales the channel and hidden counts (0.25: 8C5-16C5-128FC)."""
+    return _seeded(lambda: LeNet5(tuple(input_shape), num_classes, batch_norm, width), seed)
 
 
 @_recorded("vgg7")

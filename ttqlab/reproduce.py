@@ -93,6 +93,8 @@ class Run:
     progress: bool = False
     verbose: bool = True
     baseline: bool = True
+    compile: bool = False
+    deterministic: bool = False
     callbacks: Sequence[Callable[[History, nn.Module], None]] = ()
     data_options: dict = field(default_factory=dict)
     phases: list[dict] = field(default_factory=list)
@@ -155,7 +157,7 @@ class Run:
                       lr_schedule=ms or None, schedule_unit=unit, seed=self.seed,
                       device=self.device, progress=self.progress and distributed.is_main(),
                       callbacks=callbacks, checkpoint=self.out / phase, resume=self.resume,
-                      **fit_kwargs)
+                      compile=self.compile, deterministic=self.deterministic, **fit_kwargs)
         acc = 100 * history.last["test_acc"]
         self.phases.append({"phase": phase, "epochs": n, "full epochs": full,
                             "iterations": n * steps, "batch_size": batch_size,
@@ -400,6 +402,7 @@ def run(name: str, out: str | os.PathLike | None = None, *, resume: bool = False
         max_epochs: int | None = None, dataset: str | None = None, seed: int = 0,
         baseline: bool = True, progress: bool = False, verbose: bool = True,
         callbacks: Iterable[Callable[[History, nn.Module], None]] = (),
+        compile: bool = False, deterministic: bool = False,
         **data_options) -> dict:
     """Run recipe ``name``; return (and write to ``out/result.json``) what it measured.
 
@@ -417,6 +420,9 @@ def run(name: str, out: str | os.PathLike | None = None, *, resume: bool = False
         seed: same seed, same numbers.
         baseline: also train the full-precision comparison where a recipe has a separate
             one (TWN); TTQ and INQ always pre-train in full precision.
+        compile: train through ``torch.compile`` (``fit(compile=True)``).
+        deterministic: PyTorch's deterministic algorithms only (``fit(deterministic=True)``):
+            on a GPU, what makes ``resume`` bit-exact.
         **data_options: passed to ``ttqlab.data.load`` (``limit_train``, ``root``, ...).
 
     Returns:
@@ -433,7 +439,8 @@ def run(name: str, out: str | os.PathLike | None = None, *, resume: bool = False
     r = Run(recipe, out, resume=resume, device=torch.device(device) if device else None,
             epochs_scale=epochs_scale, max_epochs=max_epochs, dataset=dataset, seed=seed,
             progress=progress, verbose=verbose, baseline=baseline,
-            callbacks=list(callbacks), data_options=data_options)
+            callbacks=list(callbacks), data_options=data_options, compile=compile,
+            deterministic=deterministic)
     d = r.data()
     _same_run(out, {"recipe": name, "dataset": d.name, "train": len(d.train),
                     "test": len(d.test), "input_shape": list(d.input_shape),
@@ -504,6 +511,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the separate full-precision run (TWN recipes)")
     p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.add_argument("--compile", action="store_true",
+                   help="train through torch.compile (fit(compile=True))")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic PyTorch kernels only (bit-exact --resume on a GPU)")
     p.set_defaults(func=main)
     return p
 
@@ -523,7 +534,8 @@ def main(args: argparse.Namespace) -> int:
         run(args.name, args.out, resume=args.resume, device=device,
             epochs_scale=args.epochs_scale, max_epochs=args.max_epochs,
             dataset=args.dataset_override, seed=args.seed, baseline=not args.no_baseline,
-            progress=args.progress, **options)
+            progress=args.progress, compile=args.compile,
+            deterministic=args.deterministic, **options)
     except KeyboardInterrupt:
         print("\ninterrupted; continue with the same command plus --resume",
               file=sys.stderr)

@@ -154,7 +154,23 @@ def layer_report(model: nn.Module, packing: str = "2bit") -> Table:
     cols = ["layer", "method", "shape", "params", "sparsity", "scales", "bits/weight",
             "fp32 bytes", "packed bytes", "ratio"]
     _coverage.extend_report(model, rows, cols)  # activation bits, weights left float
-    return Table(rows, cols, title=f"layer report (packing={packing})")
+    return Table(rows, cols, title=_report_title(rows, packing))
+
+
+def _report_title(rows: list[dict], packing: str) -> str:
+    """Say how each kind of layer is packed: ``packing`` only concerns ternary layers."""
+    methods = {r.get("method") for r in rows}
+    parts = []
+    if methods & {"twn", "ttq", "bitnet"} or any(
+            r.get("method") == "inq" and r["bits/weight"] <= 2 for r in rows):
+        parts.append(f"ternary codes packed {packing}")
+    if "binary" in methods:
+        parts.append("binary 1 bit")
+    inq_bits = sorted({round(r["bits/weight"]) for r in rows
+                       if r.get("method") == "inq" and r["bits/weight"] > 2})
+    if inq_bits:
+        parts.append("INQ " + "/".join(map(str, inq_bits)) + "-bit codes")
+    return "layer report" + (f" ({'; '.join(parts)})" if parts else " (float model)")
 
 
 def _positions(module: nn.Module, param: str, args: tuple, kwargs: dict, output) -> int:

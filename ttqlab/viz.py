@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from . import quantizers as Q
+from .palette import METHOD_COLORS, REGION_COLORS, layer_color, method_color
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -31,6 +32,7 @@ __all__ = [
     "COLORS",
     "LABELS",
     "REGION_COLORS",
+    "accuracy_intervals",
     "accuracy_vs_sparsity",
     "inq_partition",
     "kernel_grid",
@@ -47,11 +49,8 @@ __all__ = [
     "ttq_scales",
 ]
 
-#: colour of each method in every figure
-COLORS = {"fp32": "#333333", "binary": "#9467bd", "twn": "#ff7f0e", "ttq": "#1f77b4",
-          "inq": "#2ca02c"}
-#: colour of the negative / zero / positive region of a ternary weight
-REGION_COLORS = {"negative": "#d62728", "zero": "#b0b0b0", "positive": "#1f77b4"}
+#: colour of each method in every figure (``ttqlab.palette``, shared with the widgets)
+COLORS = METHOD_COLORS
 #: axis label (with unit) of each quantity the figures plot
 LABELS = {
     "test_acc": "test accuracy (%)",
@@ -77,13 +76,36 @@ _PERCENT = {"test_acc", "train_acc", "sparsity", "frozen"}
 # --------------------------------------------------------------------------- helpers
 
 
+_SHARP = False
+
+
 def _plt():
     try:
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover - exercised only without matplotlib
         raise ImportError("ttqlab.viz needs matplotlib: pip install matplotlib "
                           "(or pip install 'ttqlab[notebooks]')") from None
+    _sharp(plt)
     return plt
+
+
+def _sharp(plt) -> None:
+    """Sharp figures on HiDPI screens: Jupyter shows them at double resolution ("retina"),
+    ``fig.savefig`` writes 200 dpi; both once, on the first figure."""
+    global _SHARP
+    if _SHARP:
+        return
+    _SHARP = True
+    plt.rcParams["savefig.dpi"] = 200
+    try:
+        from IPython import get_ipython
+
+        if get_ipython() is not None and "matplotlib_inline" in __import__("sys").modules:
+            from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+            set_matplotlib_formats("retina")
+    except Exception:  # a plain Python session has nothing to set
+        pass
 
 
 def _figure(nrows: int = 1, ncols: int = 1, *, width: float = 6.4, height: float = 4.0,
@@ -277,13 +299,9 @@ def _histories(histories) -> dict[str, History]:
                     "{'fp32': h1, 'twn': h2}")
 
 
-_TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-          "#7f7f7f", "#bcbd22", "#17becf")
-
-
 def _color(label: str, i: int) -> str:
-    """A method's own colour, else the i-th of matplotlib's tab10 (as hex, for plotly)."""
-    return COLORS.get(str(label).lower(), _TAB10[i % 10])
+    """A method's own colour (``ttqlab.palette``), else the i-th of a few other colours."""
+    return method_color(label, i)
 
 
 def learning_curves(histories, *, title: str | None = None) -> Figure:
@@ -336,7 +354,7 @@ def layer_curves(history: History, key: str = "sparsity", *, title: str | None =
     ax = axes[0, 0]
     for i, name in enumerate(names):
         ep = history.layer(name, "epoch")
-        ax.plot(ep, _scaled(key, history.layer(name, key)), marker=".", color=f"C{i % 10}",
+        ax.plot(ep, _scaled(key, history.layer(name, key)), marker=".", color=layer_color(i),
                 label=name)
     ax.set_xlabel("epoch")
     _integer_epochs(ax)
@@ -367,7 +385,7 @@ def ttq_scales(history: History, *, title: str | None = None) -> Figure:
         for key, ls in (("wp", "-"), ("wn", "--")):
             label = f"{name} {'W_p' if key == 'wp' else 'W_n'}"
             v = history.layer(name, key)
-            ax.plot(ep, v, color=_TAB10[i % 10], ls=ls, marker=".", label=label)
+            ax.plot(ep, v, color=layer_color(i), ls=ls, marker=".", label=label)
             bad = [(e, x) for e, x in zip(ep, v) if x <= 0]
             if bad:
                 ax.plot(*zip(*bad), "x", color="red", ms=10, mew=2)
@@ -533,11 +551,11 @@ def _tradeoff_ax(ax, rows, x, y, group, annotate):
         xs, ys = _scaled(x, [r[x] for r in rs]), _scaled(y, [r[y] for r in rs])
         ax.plot(xs, ys, marker="o", color=_color(g, i), label=g or None)
         if annotate:
-            for r, xv, yv in zip(rs, xs, ys):
-                if r.get(annotate) is not None:
+            for j, (r, xv, yv) in enumerate(zip(rs, xs, ys)):
+                if r.get(annotate) is not None:  # alternate above / below: neighbours
                     ax.annotate(f"{r[annotate]:g}" if isinstance(r[annotate], float)
                                 else str(r[annotate]), (xv, yv), textcoords="offset points",
-                                xytext=(3, 4), fontsize=7)
+                                xytext=(4, 6 if j % 2 == 0 else -13), fontsize=9)
     ax.set_xlabel(_label(x))
     ax.set_ylabel(_label(y))
     ax.grid(alpha=0.3)
@@ -587,36 +605,118 @@ def accuracy_vs_sparsity(rows: Sequence[Mapping], *, group: str | None = None,
     return _done(fig)
 
 
-def method_bars(rows: Sequence[Mapping], *, title: str | None = None) -> Figure:
-    """Side-by-side bars per method: test accuracy (%) and model size (bytes, log axis).
+def _acc_stats(row: Mapping) -> tuple[float, float, list[float]]:
+    """(mean %, std %, per-seed %) of a result row: ``compare``'s rows (percent, over
+    seeds) or a single run's row with ``test_acc`` as a fraction."""
+    if "test_acc_mean" in row:
+        runs = [float(a) for a in row.get("test_acc", [row["test_acc_mean"]])]
+        return float(row["test_acc_mean"]), float(row.get("test_acc_std") or 0.0), runs
+    a = 100 * float(row["test_acc"])
+    return a, 0.0, [a]
 
-    ``rows``: dicts with ``method``, ``test_acc`` and ``model bytes`` (e.g. the rows of
-    ``ttqlab.experiments.compare``'s table)."""
-    rows = _check_rows(rows, ["method", "test_acc", "model bytes"])
+
+def _size(row: Mapping) -> float:
+    return float(row["model_bytes"] if "model_bytes" in row else row["model bytes"])
+
+
+def accuracy_intervals(rows: Sequence[Mapping], *, test_images: int | None = None,
+                       title: str | None = None) -> Figure:
+    """Methods compared without misleading bars: test accuracy as dots with mean ± std
+    over seeds (each seed a small dot), Δ vs fp32 in points (mean ± std of the per-seed
+    differences), and model size in KiB on a linear axis from 0.
+
+    ``rows``: ``compare``'s table rows (``test_acc_mean``, ``test_acc_std``, ``test_acc``
+    per seed, ``delta_vs_fp32_*``, ``model_bytes``) or single-run rows (``test_acc`` as a
+    fraction, ``model bytes``); for single runs pass ``test_images`` to draw the ± one
+    test image band (what one image more or less right would change).
+    """
+    rows = _check_rows(rows, ["method"])
+    for r in rows:
+        if "test_acc_mean" not in r and "test_acc" not in r:
+            raise KeyError("every row needs test_acc_mean (compare's rows) or test_acc; "
+                           f"got {sorted(r)}")
     labels = [str(r["method"]) for r in rows]
     colors = [_color(m, i) for i, m in enumerate(labels)]
-    fig, axes = _figure(1, 2, width=5.0)
-    acc = _scaled("test_acc", [r["test_acc"] for r in rows])
+    stats = [_acc_stats(r) for r in rows]
+    seeds = max(len(s[2]) for s in stats)
+    has_delta = any(r.get("delta_vs_fp32_mean") is not None for r in rows) or (
+        "fp32" in labels and seeds == 1)
+    ncols = 3 if has_delta else 2
+    fig, axes = _figure(1, ncols, width=3.9, height=0.45 * len(rows) + 2.2)
+    y = np.arange(len(rows))[::-1]
     ax = axes[0, 0]
-    ax.bar(labels, acc, color=colors)
-    lo = min(acc)
-    ax.set_ylim(max(0.0, lo - 5), 100)
-    for i, v in enumerate(acc):
-        ax.text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xlabel("method")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy")
-    ax = axes[0, 1]
-    size = [float(r["model bytes"]) for r in rows]
-    ax.bar(labels, size, color=colors)
-    ax.set_yscale("log")
-    for i, v in enumerate(size):
-        ax.text(i, v, f"{v / 1024:.0f} KiB", ha="center", va="bottom", fontsize=8)
-    ax.set_xlabel("method")
-    ax.set_ylabel("model size (bytes, log axis)")
-    ax.set_title("Size (packed)")
+    if seeds == 1 and test_images:
+        one = 100.0 / test_images
+        for yi, (m, _, _) in zip(y, stats):
+            ax.fill_betweenx([yi - 0.3, yi + 0.3], m - one, m + one, color="#dddddd", lw=0)
+    for yi, c, (m, sd, runs) in zip(y, colors, stats):
+        ax.errorbar([m], [yi], xerr=[sd] if sd else None, fmt="o", color=c, ms=7,
+                    capsize=4, lw=2)
+        if len(runs) > 1:
+            ax.plot(runs, [yi] * len(runs), "|", color=c, ms=10, alpha=0.7)
+        ax.annotate(f"{m:.2f}" + (f" ± {sd:.2f}" if len(runs) > 1 else ""), (m, yi),
+                    textcoords="offset points", xytext=(0, 9), ha="center", fontsize=9)
+    ax.set_yticks(y, labels)
+    ax.set_ylabel("method")
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    lo = min(min(s[2]) for s in stats)
+    hi = max(max(s[2]) for s in stats)
+    pad = max(0.5, 0.15 * (hi - lo))
+    ax.set_xlim(lo - pad, min(100.0, hi + pad) if hi < 100 else 100.5)
+    ax.set_xlabel("test accuracy (%)")
+    how = (f"mean ± std over {seeds} seeds (ticks: seeds)" if seeds > 1 else
+           f"one run; grey: ± one test image ({100 / test_images:.2f} points)"
+           if test_images else "one run (no seeds: differences may be noise)")
+    ax.set_title(f"Accuracy\n{how}", fontsize=10)
+    ax.grid(alpha=0.3, axis="x")
+    col = 1
+    if has_delta:
+        ax = axes[0, col]
+        col += 1
+        base = next((s for lab, s in zip(labels, stats) if lab == "fp32"), None)
+        for yi, c, r, lab, (m, _, _) in zip(y, colors, rows, labels, stats):
+            if r.get("delta_vs_fp32_mean") is not None:
+                d, sd = float(r["delta_vs_fp32_mean"]), float(r.get("delta_vs_fp32_std") or 0)
+            else:
+                d, sd = m - base[0], 0.0
+            ax.errorbar([d], [yi], xerr=[sd] if sd else None, fmt="o", color=c, ms=7,
+                        capsize=4, lw=2)
+            ax.annotate("reference" if lab == "fp32" else f"{d:+.2f}", (d, yi),
+                        textcoords="offset points", xytext=(0, 9),
+                        ha="right" if lab == "fp32" else "center", fontsize=9)
+        ax.axvline(0, color=COLORS["fp32"], lw=1)
+        ax.set_yticks(y, labels)
+        ax.set_ylabel("method")
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.set_xlabel("Δ test accuracy vs fp32 (points)")
+        ax.set_title("Difference to full precision\n" + (
+            "mean ± std of per-seed differences" if seeds > 1 else "one run"), fontsize=10)
+        ax.grid(alpha=0.3, axis="x")
+    ax = axes[0, col]
+    if all("model_bytes" in r or "model bytes" in r for r in rows):
+        kib = [_size(r) / 1024 for r in rows]
+        ax.barh(y, kib, color=colors, height=0.6)
+        for yi, v in zip(y, kib):
+            ax.annotate(f"{v:.1f} KiB", (v, yi), textcoords="offset points", xytext=(3, 0),
+                        va="center", fontsize=9)
+        ax.set_xlim(0, 1.3 * max(kib))
+        ax.set_yticks(y, labels)
+        ax.set_ylabel("method")
+        ax.set_xlabel("model size, packed (KiB, axis from 0)")
+        ax.set_title("Size", fontsize=10)
+        ax.grid(alpha=0.3, axis="x")
+    else:
+        ax.set_visible(False)
     fig.suptitle(title or "Methods compared")
     return _done(fig)
+
+
+def method_bars(rows: Sequence[Mapping], *, test_images: int | None = None,
+                title: str | None = None) -> Figure:
+    """The methods compared: accuracy and Δ as dots with seed error bars, size in KiB.
+    (Kept under its old name; it no longer draws accuracy bars on a truncated axis:
+    see :func:`accuracy_intervals`.)"""
+    return accuracy_intervals(rows, test_images=test_images, title=title)
 
 
 def layer_bars(values: Mapping[str, Mapping[str, float]], key: str = "sparsity", *,
@@ -639,6 +739,6 @@ def layer_bars(values: Mapping[str, Mapping[str, float]], key: str = "sparsity",
     ax.set_xlabel("layer")
     ax.set_ylabel(_label(key))
     ax.set_title(title or f"{key} per layer")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # never over a bar
     ax.grid(alpha=0.3, axis="y")
     return _done(fig)

@@ -29,6 +29,7 @@ from torch import nn
 
 from . import quantizers as Q
 from . import viz
+from .palette import SPLIT_DASH, layer_color
 
 __all__ = [
     "Explorer",
@@ -46,7 +47,9 @@ __all__ = [
     "training_dashboard",
 ]
 
-_HEIGHT = 400
+_HEIGHT = 440
+#: smallest font anywhere in a widget (px), and the length of every slider
+_FONT, _SLIDER_WIDTH = 13, "480px"
 
 
 def missing_dependencies() -> str | None:
@@ -89,11 +92,15 @@ def _go():
 
 def _figure(rows: int, cols: int, titles: Sequence[str], title: str, **kwargs):
     go, make_subplots = _go()
+    height = kwargs.pop("height", None)
     fig = go.FigureWidget(make_subplots(rows=rows, cols=cols, subplot_titles=list(titles),
                                         **kwargs))
-    fig.update_layout(title=title, template="plotly_white", height=_HEIGHT,
-                      margin={"l": 60, "r": 20, "t": 80, "b": 50},
-                      legend={"font": {"size": 10}})
+    # no fixed width: the figure fills the notebook's output area
+    fig.update_layout(title=title, template="plotly_white", height=height or _HEIGHT,
+                      autosize=True, font={"size": _FONT},
+                      margin={"l": 70, "r": 30, "t": 90, "b": 60},
+                      legend={"font": {"size": max(12, _FONT - 1)}})
+    fig.update_annotations(font_size=_FONT + 1)  # the subplot titles
     return fig
 
 
@@ -113,6 +120,15 @@ def _vlines(xs: Sequence[float], top: float) -> tuple[list, list]:
     return x, y
 
 
+def _style_control(control) -> None:
+    """Sliders at least 480 px long, descriptions never cut off."""
+    name = type(control).__name__
+    if "Slider" in name:
+        control.layout.width = _SLIDER_WIDTH
+    if hasattr(control, "style") and hasattr(control.style, "description_width"):
+        control.style.description_width = "initial"
+
+
 class Explorer:
     """A plotly figure with ipywidgets controls above it and a text readout.
 
@@ -128,7 +144,10 @@ class Explorer:
         self.controls = dict(controls)
         self.readout = W.HTML()
         self.state: dict = {}
-        self.box = W.VBox([W.HBox(list(self.controls.values())), self.readout, figure])
+        for control in self.controls.values():
+            _style_control(control)
+        self.box = W.VBox([W.HBox(list(self.controls.values()),
+                                  layout={"flex_flow": "row wrap"}), self.readout, figure])
         for control in self.controls.values():
             control.observe(self._changed, names="value")
 
@@ -375,15 +394,17 @@ class PartitionExplorer(Explorer):
                                         description="partition")
         fig = _figure(1, 2, ["frozen (colour) and free (grey) weights", "weight histogram"],
                       title or f"INQ partition explorer, b = {bits} bits, "
-                               f"schedule {self.schedule}", horizontal_spacing=0.3)
+                               f"schedule {self.schedule}", column_widths=[0.55, 0.45],
+                      horizontal_spacing=0.2)
         vmax = float(np.abs(self.w_map).max()) or 1.0
         fig.add_trace(go.Heatmap(z=np.ones_like(self.w_map).tolist(), colorscale=[[0, "#bdbdbd"],
                                                                            [1, "#bdbdbd"]],
                                  showscale=False, name="free"), row=1, col=1)
         fig.add_trace(go.Heatmap(z=self.w_map.tolist(), colorscale="RdBu", reversescale=True,
                                  zmin=-vmax, zmax=vmax, name="frozen",
-                                 colorbar={"title": {"text": "frozen value", "side": "right"},
-                                           "x": 0.36, "xanchor": "left", "thickness": 12}),
+                                 colorbar={"title": {"text": "frozen<br>value", "side": "top"},
+                                           "x": 0.46, "xanchor": "left", "thickness": 12,
+                                           "len": 0.8}),
                       row=1, col=1)
         centers = ((self.edges[:-1] + self.edges[1:]) / 2).tolist()
         width = float(self.edges[1] - self.edges[0])
@@ -467,7 +488,10 @@ class TradeoffExplorer(Explorer):
                              f"{numeric}")
         self.y, self.group = y, group
         self.x = W.Dropdown(options=numeric, value=x, description="x axis")
-        self.slider = W.IntSlider(value=0, min=0, max=len(self.rows) - 1, description="run")
+        # the slider names the run (its label), not a bare index; its value is the index
+        self.slider = W.SelectionSlider(options=[(self._label(i), i) for i in
+                                                 range(len(self.rows))], value=0,
+                                        description="run")
         fig = _figure(1, 2, ["accuracy trade-off", "sparsity per layer (chosen run)"],
                       title or "Trade-off explorer", column_widths=[0.6, 0.4],
                       horizontal_spacing=0.16)
@@ -518,9 +542,18 @@ class TradeoffExplorer(Explorer):
             self.figure.layout.xaxis.title.text = viz._label(xkey)
         self.state = {"x": xkey, "run": int(self.slider.value),
                       **{k: v for k, v in chosen.items() if k != "layers"}}
-        shown = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
-                          for k, v in chosen.items() if k != "layers")
-        self.readout.value = f"run {int(self.slider.value)}: {shown}"
+        self.readout.value = f"<b>{self._label(int(self.slider.value))}</b>: " + ", ".join(
+            _readout(k, v) for k, v in chosen.items() if k not in ("layers", "label"))
+
+
+def _readout(key: str, value) -> str:
+    """One labelled value: percentages in %, other numbers to 4 digits."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{key}: {value}"
+    if key in viz._PERCENT:
+        return f"{viz._label(key).split(' (')[0]} {100 * value:.2f}%"
+    return f"{viz._label(key)} {value:.4g}" if isinstance(value, float) else \
+        f"{viz._label(key)} {value:,}"
 
 
 def tradeoff_explorer(rows: Sequence[Mapping], x: str = "sparsity", **kwargs) -> TradeoffExplorer:
@@ -549,20 +582,37 @@ class TrainingDashboard:
         go, _ = _go()
         self.layer_key = layer_key
         self.history = None
-        self.figure = _figure(1, 3, ["loss", "accuracy", f"{layer_key} per layer"],
-                              title or "Training dashboard")
-        for col, key in ((1, "loss"), (2, "acc")):
-            for split, dash in (("train", "dash"), ("test", "solid")):
+        # two wide panels on top, the per-layer panel below across the whole width; each
+        # panel has its own legend (plotly's legend, legend2, legend3)
+        self.figure = _figure(2, 2, ["loss (log axis: epoch 0 does not flatten the rest)",
+                                     "accuracy", f"{layer_key} per quantized layer"],
+                              title or "Training dashboard", height=720,
+                              specs=[[{}, {}], [{"colspan": 2}, None]],
+                              vertical_spacing=0.26, horizontal_spacing=0.14)
+        for col, key, legend in ((1, "loss", "legend"), (2, "accuracy", "legend2")):
+            for split in ("train", "test"):
                 self.figure.add_trace(go.Scatter(
-                    x=[], y=[], mode="lines+markers", name=f"{split} {key}",
-                    line={"dash": dash, "color": "#1f77b4" if split == "test" else "#ff7f0e"}),
+                    x=[], y=[], mode="lines+markers", name=f"{split} {key}", legend=legend,
+                    line={"dash": SPLIT_DASH[split],
+                          "color": "#222222" if split == "test" else "#888888"}),
                     row=1, col=col)
-        for col in (1, 2, 3):
-            self.figure.update_xaxes(title_text="epoch", row=1, col=col)
-        self.figure.update_yaxes(title_text="cross-entropy loss (nats per sample)", row=1,
-                                 col=1)
+        # legends under each top panel's epoch axis (never over the curves), the layers' on
+        # the right of the bottom panel
+        legend = {"font": {"size": max(12, _FONT - 1)}, "orientation": "h",
+                  "yanchor": "top", "xanchor": "center"}
+        lay = self.figure.layout
+        below = lay.yaxis.domain[0] - 0.1
+        self.figure.update_layout(
+            legend={**legend, "x": sum(lay.xaxis.domain) / 2, "y": below},
+            legend2={**legend, "x": sum(lay.xaxis2.domain) / 2, "y": below},
+            legend3={"font": {"size": max(12, _FONT - 1)}, "x": 1.0, "xanchor": "left",
+                     "y": lay.yaxis3.domain[1], "yanchor": "top"})
+        for row, col in ((1, 1), (1, 2), (2, 1)):
+            self.figure.update_xaxes(title_text="epoch", row=row, col=col)
+        self.figure.update_yaxes(title_text="cross-entropy (nats per sample)", type="log",
+                                 row=1, col=1)
         self.figure.update_yaxes(title_text="accuracy (%)", row=1, col=2)
-        self.figure.update_yaxes(title_text=viz._label(layer_key), row=1, col=3)
+        self.figure.update_yaxes(title_text=viz._label(layer_key), row=2, col=1)
         self.readout = W.HTML("waiting for the first epoch …")
         self.box = W.VBox([self.readout, self.figure])
 
@@ -584,14 +634,20 @@ class TrainingDashboard:
             have = {t.name for t in self.figure.data[4:]}
             for i, name in enumerate(names):
                 if name not in have:
-                    color = viz._color("", i + 2)
                     self.figure.add_trace(go.Scatter(x=[], y=[], mode="lines+markers",
-                                                     name=name, line={"color": color}),
-                                          row=1, col=3)
+                                                     name=name, legend="legend3",
+                                                     line={"color": layer_color(i)}),
+                                          row=2, col=1)
             for trace in self.figure.data[4:]:
                 trace.x = history.layer(trace.name, "epoch")
                 trace.y = _json_safe(viz._scaled(self.layer_key,
                                                  history.layer(trace.name, self.layer_key)))
+            # accuracy: the range of the data (every epoch shown), not a fixed 0-100
+            accs = [a for k in (2, 3) for a in series[k] if not math.isnan(a)]
+            if accs:
+                self.figure.update_yaxes(range=[max(0.0, min(accs) - 3),
+                                                min(100.5, max(accs) + 3)], row=1, col=2)
+            self.figure.update_xaxes(dtick=max(1, math.ceil(max(ep) / 10)) if ep else 1)
         last = history.last
         self.readout.value = (f"epoch {last['epoch']}: train loss {last['train_loss']:.4f}, "
                               f"test loss {last['test_loss']:.4f}, test accuracy "

@@ -21,6 +21,7 @@ import argparse
 import ast
 import copy
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -98,7 +99,11 @@ def solve(nb: dict, nbgrader: bool = False) -> dict:
             if nbgrader:
                 cell["metadata"]["nbgrader"] = _nbgrader(f"{name}-answer", solution=True)
         elif role == "check" and nbgrader:
-            cell["source"] = f"assert ttqlab.exercises.check_{name}({name})"
+            call = f"ttqlab.exercises.check_{name}({name})"
+            target = "".join(cell["source"]).split("=")[0].strip() if re.match(
+                r"\s*\w+\s*=[^=]", "".join(cell["source"])) else None
+            # a check whose result later cells read (``passed_x = check(...)``) keeps its name
+            cell["source"] = f"{target} = {call}\nassert {target}" if target else f"assert {call}"
             cell["metadata"]["nbgrader"] = _nbgrader(f"{name}-check", grade=True, points=1)
     return nb
 

@@ -131,6 +131,24 @@ def add_only_matmul(x, codes, wp, wn):
     return y
 
 
+# --------------------------------------------------------------------------- notebooks 7 and 7b
+
+
+def l2_scales(w, codes):
+    """alpha_p = mean of w over codes = +1, alpha_n = mean of -w over codes = -1 (0 if empty):
+    for a fixed assignment, ||w - w_t||² splits into one quadratic per side."""
+    pos, neg = w[codes > 0], -w[codes < 0]
+    return pos.sum() / max(pos.numel(), 1), neg.sum() / max(neg.numel(), 1)
+
+
+def pow2_activation(x, bits, kmax):
+    """0 or 2^k: 2^bits - 1 exponents k in [kmax - 2^bits + 2, kmax] and one code for zero;
+    k = round(log2 x), clamped; 0 below half the smallest level."""
+    kmin = kmax - (2**bits - 2)
+    k = torch.round(torch.log2(x.clamp(min=1e-30))).clamp(kmin, kmax)
+    return torch.where(x >= 2.0 ** (kmin - 1), 2.0**k, torch.zeros_like(x))
+
+
 # --------------------------------------------------------------------------- notebook 8
 
 

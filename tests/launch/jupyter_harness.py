@@ -408,6 +408,14 @@ _JS_REPORT = """
       }
     return hits;
   };
+  // the smallest font drawn in a plot (px)
+  const minFont = (plot) => {
+    const sizes = Array.from(plot.querySelectorAll('svg text'))
+      .filter(t => t.textContent.trim() && !t.closest('.hoverlayer')
+                   && t.getBoundingClientRect().width > 0)
+      .map(t => parseFloat(getComputedStyle(t).fontSize)).filter(s => s > 0);
+    return sizes.length ? Math.min(...sizes) : null;
+  };
   const panel = window.jupyterapp.shell.currentWidget;
   const cells = panel.content.widgets;
   const out = [];
@@ -446,14 +454,19 @@ _JS_REPORT = """
           c => c.classList.contains('lm-Widget') && c.getBoundingClientRect().height > 0).length
           : 0,
         width: rect ? rect.width : 0, height: rect ? rect.height : 0,
+        area_width: areaRect.width,
+        sliders: node ? Array.from(node.querySelectorAll('.widget-hslider'))
+          .map(el => el.getBoundingClientRect().width).filter(w => w > 0) : [],
         plots: plots.map(p => ({
           overlaps: overlappingText(p),
+          min_font: minFont(p),
           traces: (p.data || []).length,
           svg: !!p.querySelector('svg.main-svg'),
           width: p.getBoundingClientRect().width, height: p.getBoundingClientRect().height,
           title: (p.layout && p.layout.title && (p.layout.title.text || p.layout.title)) || '',
         })),
-        images: images.map(i => ({w: i.naturalWidth, h: i.naturalHeight})),
+        images: images.map(i => ({w: i.naturalWidth, h: i.naturalHeight,
+                                  shown: i.getBoundingClientRect().width})),
         overflow,
         problems: ['Error displaying widget', 'Loading widget...', 'Failed to load model',
                    'Could not create view', 'A Jupyter widget could not be displayed']
@@ -464,6 +477,11 @@ _JS_REPORT = """
   return out;
 }
 """
+
+
+#: layout checks on every output: plotly text, plot width (fraction of the output area),
+#: ipywidgets slider length, pixels per displayed pixel of a matplotlib image (retina = 2)
+MIN_FONT_PX, MIN_PLOT_FRACTION, MIN_SLIDER_PX, MIN_IMAGE_DENSITY = 12, 0.8, 400, 1.5
 
 
 @dataclasses.dataclass
@@ -484,6 +502,8 @@ class Output:
     images: list
     overflow: float
     problems: list
+    area_width: float = 0.0
+    sliders: list = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -532,9 +552,23 @@ class NotebookRun:
                 if p["overlaps"]:
                     out.append(f"cell {o.cell}: figure {p['title']!r} draws labels over each "
                                f"other: {p['overlaps'][:5]}")
+                if p.get("min_font") is not None and p["min_font"] < MIN_FONT_PX:
+                    out.append(f"cell {o.cell}: figure {p['title']!r} has text of "
+                               f"{p['min_font']:.0f} px (at least {MIN_FONT_PX} px)")
+                if o.area_width and p["width"] < MIN_PLOT_FRACTION * o.area_width:
+                    out.append(f"cell {o.cell}: figure {p['title']!r} is {p['width']:.0f} px "
+                               f"wide in a {o.area_width:.0f} px output: use the output width")
+            for w in o.sliders:
+                if w < MIN_SLIDER_PX:
+                    out.append(f"cell {o.cell}: a slider is {w:.0f} px long (at least "
+                               f"{MIN_SLIDER_PX} px)")
             for im in o.images:
                 if im["w"] == 0 or im["h"] == 0:
                     out.append(f"cell {o.cell}: an image did not load")
+                elif im.get("shown") and im["w"] < MIN_IMAGE_DENSITY * im["shown"]:
+                    out.append(f"cell {o.cell}: an image is drawn at {im['w']} px for "
+                               f"{im['shown']:.0f} px on screen: blurry on HiDPI screens "
+                               f"(ttqlab.viz sets the retina format)")
             if o.overflow > 2:
                 out.append(f"cell {o.cell}: output overflows its cell by {o.overflow:.0f} px")
         out += [f"JavaScript error in the page: {e}" for e in self.page_errors]

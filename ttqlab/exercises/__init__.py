@@ -28,8 +28,8 @@ it: while it runs, those functions are replaced by stand-ins that refuse to answ
 
 Layout: one module per notebook, each check next to its catalogue of mistakes:
 ``twn`` (1), ``ste`` (2), ``ttq`` (3), ``sparsity`` (4), ``inq`` (5), ``deployment`` (6),
-``bitnet`` (8), and ``reasoning`` (numeric predictions: ``check_inq_sparsity``,
-``check_laplace_threshold``; answers in docs/answer_key.md).
+``reviewers`` (7 and 7b), ``bitnet`` (8), and ``reasoning`` (numeric predictions:
+``check_inq_sparsity``, ``check_laplace_threshold``; answers in docs/answer_key.md).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from .bitnet import ABSMEAN, check_ternarize_absmean
 from .deployment import ADD_ONLY_MATMUL, PACK_2BIT, check_add_only_matmul, check_pack_2bit
 from .inq import INQ_PARTITION, POW2_LEVELS, check_inq_partition, check_pow2_levels
 from .reasoning import check_inq_sparsity, check_laplace_threshold, inq_sparsity_layer
+from .reviewers import L2_SCALES, POW2_ACTIVATION, check_l2_scales, check_pow2_activation
 from .sparsity import SPARSITY_THRESHOLD, check_sparsity_threshold
 from .ste import BINARIZE, STE, check_binarize, check_ste
 from .ttq import TTQ_BACKWARD, check_ttq_backward
@@ -61,9 +62,11 @@ __all__ = [
     "check_binarize",
     "check_inq_partition",
     "check_inq_sparsity",
+    "check_l2_scales",
     "check_laplace_threshold",
     "check_optimal_ternary",
     "check_pack_2bit",
+    "check_pow2_activation",
     "check_pow2_levels",
     "check_sparsity_threshold",
     "check_ste",
@@ -79,7 +82,8 @@ __all__ = [
 # --------------------------------------------------------------------------- catalogue, grading
 
 _ALL = (TWN_THRESHOLD, TWN_SCALE, OPTIMAL_TERNARY, BINARIZE, STE, TTQ_BACKWARD,
-        SPARSITY_THRESHOLD, POW2_LEVELS, INQ_PARTITION, PACK_2BIT, ADD_ONLY_MATMUL, ABSMEAN)
+        SPARSITY_THRESHOLD, POW2_LEVELS, INQ_PARTITION, PACK_2BIT, ADD_ONLY_MATMUL, L2_SCALES,
+        POW2_ACTIVATION, ABSMEAN)
 
 #: exercise (the student's function name) -> its check
 EXERCISES: dict[str, Callable[..., bool]] = {
@@ -94,6 +98,8 @@ EXERCISES: dict[str, Callable[..., bool]] = {
     "inq_partition": check_inq_partition,
     "pack_2bit": check_pack_2bit,
     "add_only_matmul": check_add_only_matmul,
+    "l2_scales": check_l2_scales,
+    "pow2_activation": check_pow2_activation,
     "ternarize_absmean": check_ternarize_absmean,
 }
 
