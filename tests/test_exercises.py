@@ -304,6 +304,22 @@ WRONG = {
         "no_scales": _matmul(lambda p, n, wp, wn: p - n),
         "transposed": _matmul(lambda p, n, wp, wn: (wp * p - wn * n).T),
     },
+    "ternarize_absmean": {
+        "half_up": lambda w, eps=1e-5: (
+            lambda g: (torch.sign(w) * torch.floor((w / (g + eps)).abs() + 0.5)).clamp(-1, 1)
+            * g)(w.abs().mean()),
+        "no_clip": lambda w, eps=1e-5: torch.round(w / (w.abs().mean() + eps)) * w.abs().mean(),
+        "no_scale": lambda w, eps=1e-5: torch.round(w / (w.abs().mean() + eps)).clamp(-1, 1),
+        "max_scale": lambda w, eps=1e-5: torch.round(w / (w.abs().max() + eps)).clamp(-1, 1)
+        * w.abs().max(),
+        "per_channel": lambda w, eps=1e-5: (
+            lambda g: torch.round(w / (g + eps)).clamp(-1, 1) * g)(
+            w.abs().mean(dim=tuple(range(1, w.dim())), keepdim=True) if w.dim() > 1
+            else w.abs().mean()),
+        "twn": lambda w, eps=1e-5: (
+            lambda d: torch.where(w.abs() > d, torch.sign(w), 0.0)
+            * w.abs()[w.abs() > d].mean())(0.7 * w.abs().mean()),
+    },
 }
 
 

@@ -66,3 +66,33 @@ def test_op_counts_keeps_training_mode_and_rejects_models_without_layers():
     assert model.training
     with pytest.raises(ValueError, match="no Linear or Conv"):
         op_counts(nn.Sequential(nn.ReLU()), (3,))
+
+
+class _Seq(nn.Module):
+    """(1, 5, 3) -> Linear -> self-attention -> GRU -> Linear on the last step."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(3, 8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.gru = nn.GRU(8, 4, batch_first=True)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.inp(x)
+        h = self.attn(h, h, h, need_weights=False)[0]
+        return self.head(self.gru(h)[0][:, -1])
+
+
+def test_sequence_layers_count_per_token_and_time_step():
+    torch.manual_seed(0)
+    model = ttqlab.quantize(_Seq(), "twn", keep_first_last=False)
+    rows = {r["layer"]: r for r in op_counts(model, (5, 3))}
+    assert rows["inp"]["positions"] == 5          # a Linear on 5 tokens
+    assert rows["attn.in_proj_weight"]["positions"] == 5
+    assert rows["attn.out_proj"]["positions"] == 5
+    assert rows["gru.weight_ih_l0"]["positions"] == 5 == rows["gru.weight_hh_l0"]["positions"]
+    assert rows["head"]["positions"] == 1
+    w = model.gru.weight_hh_l0
+    assert rows["gru.weight_hh_l0"]["adds"] == (int((w != 0).sum()) + 12) * 5
+    assert rows["gru.weight_hh_l0"]["method"] == "twn"

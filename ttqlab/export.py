@@ -82,8 +82,16 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from . import methods, models
-from .convert import METHODS, QuantizedWeight, bake, extract, quantizable_layers, quantized_layers
+from . import activations, methods, models
+from .convert import (
+    METHODS,
+    QuantizedWeight,
+    bake,
+    extract,
+    quantizable_weights,
+    quantized_layers,
+    state_key,
+)
 from .packing import nbytes as packed_length
 from .packing import pack as pack_codes
 from .packing import unpack as unpack_codes
@@ -219,8 +227,9 @@ def _n_scales(method: str, options: Mapping, shape: list[int]) -> int:
 
 
 def _weight_key(layer: str) -> str:
-    """The state_dict key of a layer's weight (a bare ``nn.Linear`` model is layer "")."""
-    return f"{layer}.weight" if layer else "weight"
+    """The state_dict key of a layer's weight (a bare ``nn.Linear`` model is layer ""; an
+    attention / recurrent weight such as ``"attn.in_proj_weight"`` is its own key)."""
+    return state_key(layer)
 
 
 def _skipped(key: str) -> bool:
@@ -286,6 +295,8 @@ def pack(model: nn.Module, packing: str = "base3") -> tuple[dict[str, Tensor], d
     manifest = {"format": FORMAT, "version": FORMAT_VERSION, "ttqlab": _version(),
                 "packing": packing, "architecture": _spec_of(model),
                 "quantized": list(groups.values())}
+    if activations.act_quantized_layers(model):  # optional field: quantized layer inputs
+        manifest["activations"] = activations.manifest_entry(model)
     return tensors, manifest
 
 
@@ -434,6 +445,7 @@ _OPTION_CHECKS = {
     "reduce": lambda v: v in ("sum", "mean"),
     "init": lambda v: v == "mean" or _is_number(v),
     "bits": lambda v: isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 8,
+    "eps": lambda v: _is_number(v) and 0 <= v < 1,
     "scale": lambda v: v in ("layer", "channel", "none"),
 }
 _REQUIRED = {"twn": ("per_channel",), "inq": ("bits",)}
@@ -613,12 +625,14 @@ def _check_fits(model: nn.Module, quantized: Mapping[str, QuantizedWeight],
                 floats: Mapping[str, Tensor]) -> None:
     """Every file entry has a place of the right shape and dtype in ``model``, and every
     tensor ``model`` needs is in the file."""
-    layers = dict(quantizable_layers(model))
+    layers = {n: (m, p) for n, m, p in quantizable_weights(model)}
     for name, qw in quantized.items():
         if name not in layers:
-            raise FormatError(f"layer {name!r} in the file is not a Linear/Conv layer of the "
-                              f"architecture (its layers: {sorted(layers)})")
-        have = tuple(layers[name].weight.shape)
+            raise FormatError(f"layer {name!r} in the file is not a Linear/Conv layer (nor an "
+                              f"attention / recurrent weight) of the architecture (its "
+                              f"quantizable weights: {sorted(layers)[:20]})")
+        module, param = layers[name]
+        have = tuple(getattr(module, param).shape)
         if have != tuple(qw.shape):
             raise FormatError(f"layer {name!r}: the file holds a weight of shape "
                               f"{tuple(qw.shape)}, the architecture has {have}")
@@ -687,7 +701,11 @@ def load(path: str | os.PathLike, model: nn.Module | str | None = None) -> nn.Mo
         (``torch.equal``) on the same input, device and dtype: each weight is rebuilt
         bit for bit (codes times the stored float scale, or an exact power of two),
         every other tensor is stored unchanged, and the arithmetic that follows is the
-        same. (Across devices or thread counts the usual float round-off applies.)
+        same. (Across devices or thread counts the usual float round-off applies.
+        One more: on a CPU, ``nn.GRU`` / ``nn.LSTM`` switch to oneDNN kernels when no
+        weight requires grad, as a quantized model's computed weights do under
+        ``torch.no_grad()``, so compare with ``loaded.requires_grad_(False)`` there, or
+        with gradients enabled.)
 
     Everything in the file is validated before ``model`` is touched. Raises
     :class:`FormatError` (a ``ValueError``) for a truncated or tampered file, a newer
@@ -696,9 +714,11 @@ def load(path: str | os.PathLike, model: nn.Module | str | None = None) -> nn.Mo
     tensors, manifest = read(path)
     quantized, floats = unpack(tensors, manifest)
     target = _architecture(model, manifest, quantized, floats)
-    layers = dict(quantizable_layers(target))
+    activations.attach_from_manifest(target, manifest.get("activations"), FormatError)
+    layers = {n: (m, p) for n, m, p in quantizable_weights(target)}
     for name, qw in quantized.items():
-        layers[name].weight.copy_(qw.dequantize())
+        module, param = layers[name]
+        getattr(module, param).copy_(qw.dequantize())
     target.load_state_dict(floats, strict=False)
     return target.eval()
 
@@ -738,8 +758,8 @@ def size_report(path: str | os.PathLike) -> Table:
     for key, value in floats.items():
         n, size = value.numel(), value.numel() * value.element_size()
         fp32 = 4 * n if value.is_floating_point() else size
-        if key.endswith(".weight") and value.dim() >= 2:
-            rows.append({"layer": key[: -len(".weight")], "method": str(value.dtype)[6:],
+        if value.dim() >= 2 and (key.endswith(".weight") or state_key(key) == key):
+            rows.append({"layer": key.removesuffix(".weight"), "method": str(value.dtype)[6:],
                          "shape": tuple(value.shape), "params": n,
                          "bits/weight": 8.0 * value.element_size(), "fp32 bytes": fp32,
                          "packed bytes": size, "ratio": fp32 / size if size else math.nan})

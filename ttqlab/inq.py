@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import quantizers as Q
-from .convert import latent_weight, quantize, quantized_layers
+from .convert import latent_weight, quantize, quantized_layers, quantized_weights
 from .methods.inq import INQWeight
 
 __all__ = ["INQ", "SCHEDULES"]
@@ -149,11 +149,13 @@ class INQ:
                           "step() does nothing more", stacklevel=2)
             return 1.0
         target = self.schedule[self.steps_taken]
-        for name, module, q in self.layers:
+        weights = [(n, m, p, q) for n, m, p, q in quantized_weights(self.model)
+                   if isinstance(q, INQWeight)]
+        for name, module, param, q in weights:
             if not bool(q.frozen_mask.any()):
-                _check_largest_level(name, latent_weight(module), self.bits)
-        for i, (_, module, q) in enumerate(self.layers):
-            w = latent_weight(module)
+                _check_largest_level(name, latent_weight(module, param), self.bits)
+        for i, (_, module, param, q) in enumerate(weights):
+            w = latent_weight(module, param)
             n = w.numel()
             goal = n if target == 1.0 else round(target * n)
             count = goal - int(q.frozen_mask.sum())

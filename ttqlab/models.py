@@ -243,3 +243,153 @@ def get(name: str, **kwargs) -> nn.Module:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
     return MODELS[name](**kwargs)
+
+
+# --------------------------------------------------------------------------- sequence models
+# Built from nn.Linear only (no nn.MultiheadAttention / nn.GRU), so that every projection
+# gets its own quantized layer and scale, as BitNet's BitLinear does: q, k, v, o, the MLP,
+# the gates (ttqlab.quantize also quantizes nn.MultiheadAttention / nn.GRU, but their
+# stacked matrices as one layer each).
+
+
+def _tokens(input_shape: Sequence[int], patch: int, name: str) -> tuple[int, int]:
+    """A (channels, length) signal cut into length / patch tokens of channels * patch."""
+    if len(input_shape) != 2:
+        raise ValueError(f"{name} takes 1-D samples of shape (channels, length), e.g. (1, 40) "
+                         f"for mnist1d; got input_shape {tuple(input_shape)}")
+    c, length = input_shape
+    if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1 or length % patch:
+        raise ValueError(f"patch must be a positive integer dividing the length {length}, "
+                         f"got {patch!r}")
+    return length // patch, c * patch
+
+
+def _as_tokens(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """(N, C, L) -> (N, L / patch, C * patch): token t holds samples t*patch .. t*patch+patch-1."""
+    n, c, length = x.shape
+    return x.reshape(n, c, length // patch, patch).permute(0, 2, 1, 3).reshape(
+        n, length // patch, c * patch)
+
+
+class _Attention(nn.Module):
+    """Multi-head self-attention with separate ``q``, ``k``, ``v``, ``o`` nn.Linear:
+    ``softmax(Q K^T / sqrt(d_head)) V``, heads concatenated, then ``o``."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, x):
+        n, t, d = x.shape
+
+        def split(z):
+            return z.reshape(n, t, self.heads, d // self.heads).transpose(1, 2)
+
+        y = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
+        return self.o(y.transpose(1, 2).reshape(n, t, d))
+
+
+class _EncoderBlock(nn.Module):
+    """Pre-LayerNorm transformer block: ``x + attn(LN(x))``, then ``x + fc2(GELU(fc1(LN(x))))``."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = _Attention(dim, heads)
+        self.fc1, self.fc2 = nn.Linear(dim, mlp_ratio * dim), nn.Linear(mlp_ratio * dim, dim)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+class SignalTransformer(nn.Module):
+    """Tokens (patches of the signal) -> ``embed`` -> + sinusoidal positions -> encoder
+    blocks -> LayerNorm -> mean over tokens -> ``head``."""
+
+    def __init__(self, input_shape, num_classes, dim, depth, heads, patch, mlp_ratio):
+        super().__init__()
+        tokens, width = _tokens(input_shape, patch, "transformer")
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be a multiple of heads ({heads})")
+        self.patch = patch
+        self.embed = nn.Linear(width, dim)
+        pos = torch.arange(tokens, dtype=torch.float32)[:, None]
+        freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2) / dim)
+        pe = torch.zeros(tokens, dim)
+        pe[:, 0::2], pe[:, 1::2] = torch.sin(pos * freq), torch.cos(pos * freq)[:, :dim // 2]
+        self.register_buffer("positions", pe, persistent=False)  # fixed, not a weight
+        self.blocks = nn.Sequential(*(_EncoderBlock(dim, heads, mlp_ratio)
+                                      for _ in range(depth)))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x):
+        h = self.blocks(self.embed(_as_tokens(x, self.patch)) + self.positions)
+        return self.head(self.norm(h).mean(dim=1))
+
+
+@_recorded("transformer")
+def transformer(
+    input_shape: Sequence[int] = (1, 40),
+    num_classes: int = 10,
+    dim: int = 32,
+    depth: int = 1,
+    *,
+    heads: int = 4,
+    patch: int = 4,
+    mlp_ratio: int = 2,
+    seed: int | None = None,
+) -> nn.Module:
+    """A tiny transformer encoder classifier for 1-D signals (mnist1d: 10 tokens of 4
+    samples). Every projection is an ``nn.Linear`` (``blocks.i.attn.q/k/v/o``,
+    ``blocks.i.fc1/fc2``), so each gets its own quantized layer and scale; ``embed`` and
+    ``head`` are the first and last layers."""
+    return _seeded(lambda: SignalTransformer(input_shape, num_classes, dim, depth, heads,
+                                             patch, mlp_ratio), seed)
+
+
+class GRUClassifier(nn.Module):
+    """Tokens -> ``embed`` -> GRU (gates from nn.Linear ``ih`` and ``hh``) -> last state
+    -> ``head``. Per step (Cho et al. 2014, PyTorch's convention):
+    ``r, z = sigmoid(ih_r x + hh_r h), sigmoid(ih_z x + hh_z h)``,
+    ``n = tanh(ih_n x + r * hh_n h)``, ``h = (1 - z) * n + z * h``."""
+
+    def __init__(self, input_shape, num_classes, hidden, patch):
+        super().__init__()
+        _, width = _tokens(input_shape, patch, "gru")
+        self.patch = patch
+        self.embed = nn.Linear(width, hidden)
+        self.ih = nn.Linear(hidden, 3 * hidden)
+        self.hh = nn.Linear(hidden, 3 * hidden)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x):
+        gx = self.ih(self.embed(_as_tokens(x, self.patch)))  # all steps at once
+        h = gx.new_zeros(gx.shape[0], self.hh.in_features)
+        for t in range(gx.shape[1]):
+            xr, xz, xn = gx[:, t].chunk(3, dim=-1)
+            hr, hz, hn = self.hh(h).chunk(3, dim=-1)
+            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+            h = torch.lerp(torch.tanh(xn + r * hn), h, z)
+        return self.head(h)
+
+
+@_recorded("gru")
+def gru(
+    input_shape: Sequence[int] = (1, 40),
+    num_classes: int = 10,
+    hidden: int = 48,
+    *,
+    patch: int = 4,
+    seed: int | None = None,
+) -> nn.Module:
+    """A GRU classifier for 1-D signals (mnist1d: 10 steps of 4 samples), its gates
+    ``ih`` / ``hh`` as ``nn.Linear`` (each quantized layer of its own);
+    ``embed`` and ``head`` are the first and last layers."""
+    return _seeded(lambda: GRUClassifier(input_shape, num_classes, hidden, patch), seed)
+
+
+MODELS.update(transformer=transformer, gru=gru)
+__all__ += ["GRUClassifier", "SignalTransformer", "gru", "transformer"]

@@ -10,6 +10,7 @@ Notation follows the papers (see ``shared/papers.md`` in the repository):
 * TWN   (Li et al. 2016):   W ~ alpha * T,  T in {-1, 0, +1}
 * TTQ   (Zhu et al. 2017):  w_t in {-W_n, 0, +W_p}
 * INQ   (Zhou et al. 2017): W in P_l = {+-2^n1, ..., +-2^n2, 0}
+* BitNet b1.58 (Ma et al. 2024): W ~ gamma * RoundClip(W / (gamma + eps), -1, 1), gamma = E|W|
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .methods.base import (  # noqa: F401  (private helpers kept for old imports
     ste,
 )
 from .methods.binary import _binarize, binarize, ste_sign  # noqa: F401
+from .methods.bitnet import absmean_codes, ste_absmean, ternarize_absmean
 from .methods.inq import (  # noqa: F401
     _check_bits,
     _exponent_of_nearest_pow2,
@@ -48,6 +50,7 @@ from .methods.twn import (  # noqa: F401
 )
 
 __all__ = [
+    "absmean_codes",
     "binarize",
     "inq_exponent_range",
     "optimal_ternary_params",
@@ -56,8 +59,10 @@ __all__ = [
     "pow2_levels",
     "quantize_pow2",
     "ste",
+    "ste_absmean",
     "ste_sign",
     "ste_tern",
+    "ternarize_absmean",
     "ternarize_optimal",
     "ternarize_ttq",
     "ternarize_twn",

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from . import coverage as _coverage
 from . import methods
-from .convert import latent_weight, quantizable_layers, quantized_layers
+from .convert import latent_weight, quantizable_weights, quantized_weights
 
 __all__ = ["ENERGY_PJ", "PACKINGS", "Table", "layer_report", "op_counts", "packed_nbytes"]
 
@@ -108,26 +109,27 @@ def layer_report(model: nn.Module, packing: str = "2bit") -> Table:
     """
     if packing not in PACKINGS:
         raise ValueError(f"packing must be one of {sorted(PACKINGS)}, got {packing!r}")
-    quantized = {name: q for name, _, q in quantized_layers(model)}
+    quantized = {name: q for name, _, _, q in quantized_weights(model)}
     rows, counted = [], set()
-    for name, module in quantizable_layers(model):
-        w = module.weight.detach()
+    for name, module, param in quantizable_weights(model):
+        w = getattr(module, param).detach()
         n = w.numel()
         fp32 = 4 * n
         q = quantized.get(name)
         if q is None:
             method, bits, packed, scales = "fp32", 32.0, fp32, ""
-            counted.add(id(module.weight))
+            counted.add(id(getattr(module, param)))
         else:
             method = q.method
             # float scales as ttqlab.export stores them; INQ's integer n1 and bits live
             # in the file's manifest
+            latent = latent_weight(module, param)
             scale_bytes = sum(v.numel() * v.element_size() for v in
-                              q.scales(latent_weight(module)).values() if v.is_floating_point())
+                              q.scales(latent).values() if v.is_floating_point())
             packed = packed_nbytes(n, method, q.bits, packing) + scale_bytes
             bits = 8 * packed_nbytes(n, method, q.bits, packing) / max(1, n)
-            scales = q.scales_text(latent_weight(module))
-            counted.update(id(p) for p in module.parametrizations.weight.parameters(
+            scales = q.scales_text(latent)
+            counted.update(id(p) for p in module.parametrizations[param].parameters(
                 recurse=False))  # the latent tensor(s) the optimizer trains
         rows.append({
             "layer": name, "method": method, "shape": tuple(w.shape), "params": n,
@@ -151,6 +153,7 @@ def layer_report(model: nn.Module, packing: str = "2bit") -> Table:
                  "ratio": fp32_total / packed_total if packed_total else float("nan")})
     cols = ["layer", "method", "shape", "params", "sparsity", "scales", "bits/weight",
             "fp32 bytes", "packed bytes", "ratio"]
+    _coverage.extend_report(model, rows, cols)  # activation bits, weights left float
     return Table(rows, cols, title=_report_title(rows, packing))
 
 
@@ -158,8 +161,8 @@ def _report_title(rows: list[dict], packing: str) -> str:
     """Say how each kind of layer is packed: ``packing`` only concerns ternary layers."""
     methods = {r.get("method") for r in rows}
     parts = []
-    if methods & {"twn", "ttq"} or any(r.get("method") == "inq" and r["bits/weight"] <= 2
-                                       for r in rows):
+    if methods & {"twn", "ttq", "bitnet"} or any(
+            r.get("method") == "inq" and r["bits/weight"] <= 2 for r in rows):
         parts.append(f"ternary codes packed {packing}")
     if "binary" in methods:
         parts.append("binary 1 bit")
@@ -168,6 +171,21 @@ def _report_title(rows: list[dict], packing: str) -> str:
     if inq_bits:
         parts.append("INQ " + "/".join(map(str, inq_bits)) + "-bit codes")
     return "layer report" + (f" ({'; '.join(parts)})" if parts else " (float model)")
+
+
+def _positions(module: nn.Module, param: str, args: tuple, kwargs: dict, output) -> int:
+    """How often one inference of a single sample uses each weight of ``param``."""
+    if isinstance(module, nn.Linear):
+        return output[0].numel() // output.shape[-1]  # tokens of a sequence, else 1
+    if isinstance(module, nn.MultiheadAttention):
+        names = ("query", "key", "value")
+        which = 1 + (param[0] == "v") if param in ("k_proj_weight", "v_proj_weight") else 0
+        x = args[which] if len(args) > which else kwargs[names[which]]
+        return x.shape[1] if module.batch_first and x.dim() == 3 else x.shape[0]
+    if isinstance(module, nn.RNNBase):
+        x = args[0] if args else kwargs["input"]
+        return x.shape[1] if module.batch_first and x.dim() == 3 else x.shape[0]
+    return output[0].numel() // output.shape[1]  # Conv: output pixels
 
 
 #: energy per operation in picojoules, 45 nm (Horowitz, "Computing's energy problem",
@@ -190,19 +208,35 @@ def op_counts(model: nn.Module, input_shape: Sequence[int]) -> Table:
     multiplication per output. INQ: every non-zero weight is a shift (``x * 2^n``) plus
     an addition. Energy ``= mults * 3.7 pJ + adds * 0.9 pJ + shifts * 0.03 pJ``;
     activations, BatchNorm, biases and memory traffic are not counted.
+
+    "Positions" are the output pixels of a Conv, the tokens of a Linear applied to a
+    sequence, the query (``in_proj_weight``, ``q_proj_weight``) or key / value tokens of an
+    ``nn.MultiheadAttention`` and the time steps of a recurrent weight. Attention's score
+    and softmax arithmetic and the recurrent gates' elementwise products are not counted.
     """
-    layers = quantizable_layers(model)
+    layers = quantizable_weights(model)
     if not layers:
         raise ValueError("model has no Linear or Conv layer to count")
-    layer_methods = {name: q.method for name, _, q in quantized_layers(model)}
+    layer_methods = {name: q.method for name, _, _, q in quantized_weights(model)}
     positions: dict[str, int] = {}
+    owners: dict[int, tuple[nn.Module, list[tuple[str, str]]]] = {}
+    # attention calls its out_proj's weight directly (no forward, no hook): count it there
+    attention_of = {id(m.out_proj): m for m in model.modules()
+                    if isinstance(m, nn.MultiheadAttention)}
+    for name, module, param in layers:
+        owner = attention_of.get(id(module))
+        if owner is not None:
+            module, param = owner, "out_proj"
+        owners.setdefault(id(module), (module, []))[1].append((name, param))
 
-    def hook(name):
-        def record(module, inputs, output):
-            positions[name] = output[0].numel() // output.shape[1]
+    def hook(weights):
+        def record(module, args, kwargs, output):
+            for name, param in weights:
+                positions[name] = _positions(module, param, args, kwargs, output)
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in layers]
+    handles = [m.register_forward_hook(hook(ws), with_kwargs=True)
+               for m, ws in owners.values()]
     was_training = model.training
     model.eval()
     try:
@@ -213,8 +247,8 @@ def op_counts(model: nn.Module, input_shape: Sequence[int]) -> Table:
         for h in handles:
             h.remove()
     rows = []
-    for name, module in layers:
-        w = module.weight.detach()
+    for name, module, param in layers:
+        w = getattr(module, param).detach()
         n, outs, pos = w.numel(), w.shape[0], positions.get(name, 0)
         nonzero = int((w != 0).sum())
         method = layer_methods.get(name, "fp32")

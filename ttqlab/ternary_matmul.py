@@ -93,9 +93,10 @@ def _scales(scales, n: int, x: Tensor) -> tuple[Tensor, Tensor, bool]:
         if "wp" in scales and "wn" in scales:
             return (_scale_rows(scales["wp"], n, x, "wp"), _scale_rows(scales["wn"], n, x, "wn"),
                     True)
-        if "alpha" in scales:
-            alpha = _scale_rows(scales["alpha"], n, x, "alpha")
-            return alpha, alpha, False
+        for key in ("alpha", "gamma"):  # TWN / binary, BitNet b1.58
+            if key in scales:
+                alpha = _scale_rows(scales[key], n, x, key)
+                return alpha, alpha, False
         raise ValueError(f"scales must have 'alpha' (TWN, binary) or 'wp' and 'wn' (TTQ), got "
                          f"keys {sorted(scales)}; INQ's powers of two are not ternary")
     alpha = _scale_rows(scales, n, x, "alpha")

@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from . import checkpoint as checkpoint_lib
-from . import distributed
-from .convert import latent_weight, quantized_layers
+from . import coverage, distributed
+from .convert import latent_weight, quantized_weights
 
 __all__ = ["History", "evaluate", "fit", "layer_stats", "make_optimizer"]
 
@@ -103,14 +103,15 @@ def _device_of(model: nn.Module) -> torch.device:
 def layer_stats(model: nn.Module) -> dict[str, dict]:
     """Per quantized layer: method, sparsity of ``layer.weight`` and its scales.
 
-    Scales: ``alpha`` (binary, twn; mean over channels when per-channel), ``wp`` and ``wn``
+    Scales: ``alpha`` (binary, twn; mean over channels when per-channel), ``gamma``
+    (bitnet), ``wp`` and ``wn``
     (ttq), ``frozen`` (inq, the fraction quantized so far).
     """
     out = {}
-    for name, module, q in quantized_layers(model):
-        w = module.weight
+    for name, module, param, q in quantized_weights(model):
+        w = getattr(module, param)
         row = {"method": q.method, "sparsity": float((w == 0).sum()) / max(1, w.numel())}
-        row.update(q.stats_row(latent_weight(module)))
+        row.update(q.stats_row(latent_weight(module, param)))
         out[name] = row
     return out
 
@@ -118,8 +119,8 @@ def layer_stats(model: nn.Module) -> dict[str, dict]:
 def _codes(model: nn.Module) -> dict[str, Tensor]:
     codes = {}
     with torch.no_grad():
-        for name, module, q in quantized_layers(model):
-            c = q.history_codes(latent_weight(module))
+        for name, module, param, q in quantized_weights(model):
+            c = q.history_codes(latent_weight(module, param))
             if c is not None:
                 codes[name] = c.cpu()
     return codes
@@ -421,6 +422,7 @@ def _make_run(model, train, test, *, epochs, lr, optimizer, batch_size, weight_d
     aug_gen = torch.Generator().manual_seed(seed + 1)
     if isinstance(optimizer, torch.optim.Optimizer):
         opt = optimizer
+        coverage.check_optimizer(model, opt)  # warn: parameters the optimizer misses
     else:
         opt = make_optimizer(model, optimizer, lr, weight_decay, momentum)
     per_iteration = schedule_unit == "iteration"

@@ -149,6 +149,15 @@ def pow2_activation(x, bits, kmax):
     return torch.where(x >= 2.0 ** (kmin - 1), 2.0**k, torch.zeros_like(x))
 
 
+# --------------------------------------------------------------------------- notebook 8
+
+
+def ternarize_absmean(w, eps=1e-5):
+    """γ · RoundClip(W / (γ + ε), −1, 1), γ = E|W| (torch.round: ties to even)."""
+    gamma = w.abs().mean() if w.numel() else w.new_zeros(())
+    return torch.round(w / (gamma + eps)).clamp(-1, 1) * gamma
+
+
 # --------------------------------------------------------------------------- reasoning
 
 

@@ -29,9 +29,10 @@ it: while it runs, those functions are replaced by stand-ins that refuse to answ
 
 Layout: one module per notebook, each check next to its catalogue of mistakes:
 ``twn`` (1), ``ste`` (2), ``ttq`` (3), ``sparsity`` (4), ``inq`` (5), ``deployment`` (6),
-``reviewers`` (7 and 7b), ``own_model`` (9: ``check_payload_bytes``, the bytes of a
-packed model file), and ``reasoning`` (numeric predictions: ``check_inq_sparsity``,
-``check_laplace_threshold``; answers in docs/answer_key.md).
+``reviewers`` (7 and 7b), ``bitnet`` (8: ``check_ternarize_absmean``), ``own_model`` (9:
+``check_payload_bytes``, the bytes of a packed model file), and ``reasoning`` (numeric
+predictions: ``check_inq_sparsity``, ``check_laplace_threshold``; answers in
+docs/answer_key.md).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .bitnet import ABSMEAN, check_ternarize_absmean
 from .deployment import ADD_ONLY_MATMUL, PACK_2BIT, check_add_only_matmul, check_pack_2bit
 from .inq import INQ_PARTITION, POW2_LEVELS, check_inq_partition, check_pow2_levels
 from .own_model import PAYLOAD_BYTES, check_payload_bytes
@@ -73,6 +75,7 @@ __all__ = [
     "check_pow2_levels",
     "check_sparsity_threshold",
     "check_ste",
+    "check_ternarize_absmean",
     "check_ttq_backward",
     "check_twn_scale",
     "check_twn_threshold",
@@ -85,7 +88,7 @@ __all__ = [
 
 _ALL = (TWN_THRESHOLD, TWN_SCALE, OPTIMAL_TERNARY, BINARIZE, STE, TTQ_BACKWARD,
         SPARSITY_THRESHOLD, POW2_LEVELS, INQ_PARTITION, PACK_2BIT, ADD_ONLY_MATMUL, L2_SCALES,
-        POW2_ACTIVATION, PAYLOAD_BYTES)
+        POW2_ACTIVATION, ABSMEAN, PAYLOAD_BYTES)
 
 #: exercise (the student's function name) -> its check
 EXERCISES: dict[str, Callable[..., bool]] = {
@@ -102,6 +105,7 @@ EXERCISES: dict[str, Callable[..., bool]] = {
     "add_only_matmul": check_add_only_matmul,
     "l2_scales": check_l2_scales,
     "pow2_activation": check_pow2_activation,
+    "ternarize_absmean": check_ternarize_absmean,
     "payload_bytes": check_payload_bytes,
 }
 
