@@ -354,5 +354,7 @@ def test_cli_export_then_report(tmp_path, capsys):
     assert export.read(out)[1]["quantized"][0]["method"] == "twn"
     assert main(["report", str(out)]) == 0
     assert str(export.size_report(out)) in capsys.readouterr().out
-    assert main(["report", str(tmp_path / "missing.safetensors")]) == 2
+    with pytest.raises(SystemExit) as exit_:  # a usage error, before any work: status 2
+        main(["report", str(tmp_path / "missing.safetensors")])
+    assert exit_.value.code == 2
     assert "no such file" in capsys.readouterr().err

@@ -116,7 +116,9 @@ def test_reproduce_command_runs_and_refuses_to_overwrite(tmp_path, capsys):
     assert result["conditions"]["dataset"] == "synthetic"
     assert result["conditions"]["epochs"] == {"fp32": 1, "twn": 1}
     assert all(0 <= v <= 100 for v in result["measured"].values())
-    assert main(args) == 2
+    with pytest.raises(SystemExit) as exit_:  # refused before any work: a usage error
+        main(args)
+    assert exit_.value.code == 2
     assert "resume" in capsys.readouterr().err
     assert main([*args, "--resume"]) == 0  # finished phases are loaded, not retrained
     again = json.loads((tmp_path / "result.json").read_text())

@@ -207,6 +207,12 @@ def _validate(args: argparse.Namespace) -> None:
             raise ValueError(f"--max-epochs must be at least 1, got {args.max_epochs}")
         if args.name is not None and not args.list:
             check_output_folder(args.out, "--out")
+            from .reproduce import _holds_checkpoints
+
+            out = args.out if args.out is not None else Path("runs") / args.name
+            if not args.resume and _holds_checkpoints(out):
+                raise ValueError(f"--out {out} already holds a run: add --resume to continue "
+                                 f"it, or pass another --out to start afresh")
         if args.data_root is not None:
             check_output_folder(args.data_root, "--data-root")
     if args.command == "compare":
