@@ -530,7 +530,7 @@ def inq_partition(w, frozen_mask, *, frozen_values=None, max_rows: int = 32,
     flat_w, flat_m = w.flatten().numpy(), mask.flatten().numpy()
     edges = np.histogram_bin_edges(flat_w, bins=60)
     ax.hist([flat_w[~flat_m], flat_w[flat_m]], bins=edges, stacked=True,
-            color=["#b0b0b0", "#1f77b4"], label=["free (re-trained)", "frozen (power of two)"])
+            color=["#b0b0b0", "#1f77b4"], label=["free", "frozen (power of two)"])
     ax.set_xlabel("latent weight value")
     ax.set_ylabel("count (weights per bin)")
     ax.set_title("which weights are frozen")

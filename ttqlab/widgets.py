@@ -408,7 +408,7 @@ class PartitionExplorer(Explorer):
                       row=1, col=1)
         centers = ((self.edges[:-1] + self.edges[1:]) / 2).tolist()
         width = float(self.edges[1] - self.edges[0])
-        fig.add_trace(go.Bar(x=centers, y=[], width=width, name="free (re-trained)",
+        fig.add_trace(go.Bar(x=centers, y=[], width=width, name="free",
                              marker_color="#b0b0b0", marker_line_width=0), row=1, col=2)
         fig.add_trace(go.Bar(x=centers, y=[], width=width, name="frozen (power of two)",
                              marker_color="#1f77b4", marker_line_width=0), row=1, col=2)
