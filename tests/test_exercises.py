@@ -2,6 +2,7 @@
 rejects each typical wrong solution with the hint for that mistake, and never crashes on
 a student function that raises, returns the wrong thing, or has the wrong signature."""
 
+import ast
 import importlib.util
 import json
 import math
@@ -617,13 +618,18 @@ def _exec_exercise_cells(nb, capsys):
         if meta.get("role") == "stub":
             exec(source, namespace)
         elif meta.get("role") == "check":
-            assigned = re.match(r"\s*(\w+)\s*=[^=]", source)  # passed_x = check_x(x)
-            if assigned:
-                exec(source, namespace)
-                results[meta["exercise"]] = namespace[assigned.group(1)]
-            else:
-                results[meta["exercise"]] = eval(source, namespace)
+            results[meta["exercise"]] = _run_check_call(source, meta["exercise"], namespace)
     return results, capsys.readouterr()
+
+
+def _run_check_call(source, name, namespace):
+    """The value of the cell's ``ttqlab.exercises.check_NAME(...)`` call, run alone (the
+    rest of a check cell may use the notebook's other variables)."""
+    for statement in ast.parse(source).body:
+        value = getattr(statement, "value", None)
+        if isinstance(value, ast.Call) and ast.unparse(value.func).endswith(f"check_{name}"):
+            return eval(ast.unparse(value), namespace)
+    raise AssertionError(f"no ttqlab.exercises.check_{name}(...) call in:\n{source}")
 
 
 def test_the_committed_exercises_are_unsolved_and_say_so(capsys):
@@ -638,7 +644,8 @@ def test_the_solved_notebooks_pass_every_check(capsys):
     make, notebooks = _notebook_exercises()
     for path, nb in notebooks:
         results, out = _exec_exercise_cells(make.solve(nb), capsys)
-        assert results and all(results.values()), f"{path.name}: {out.out}"
+        assert all(results.values()) and len(results) == len(make.exercises(nb)), \
+            f"{path.name}: {out.out}"
         assert out.out.count("✓ check_") == len(results)
 
 
@@ -741,6 +748,8 @@ DELEGATING = [
      "ttqlab.export.pack"),
     ("payload_bytes", lambda model, packing: int(__import__("ttqlab").layer_report(
         model, packing).rows[-1]["bytes"]), "ttqlab.layer_report"),
+    ("pow2_levels", lambda w, bits: __import__("ttqlab").quantizers.pow2_levels(w, bits),
+     "ttqlab.quantizers.pow2_levels"),
 ]
 
 
@@ -848,3 +857,40 @@ def test_the_worked_reasoning_answers_pass(capsys):
     w4 = torch.randn(300, generator=torch.Generator().manual_seed(7))
     assert run(lambda a: E.check_inq_sparsity(a, w4, bits=4), S.inq_sparsity(w4, 4),
                capsys)[0] is True
+
+
+def test_a_reasoning_check_without_an_answer_says_what_to_do(capsys):
+    for check in (E.check_laplace_threshold, E.check_inq_sparsity):
+        ok, out = run(check, None, capsys)
+        assert ok is False and "no answer yet" in out and "Replace None" in out, out
+        assert "forget" not in out and "Traceback" not in out
+
+
+def _reasoning_cells(nb):
+    """{exercise: (answer cell source, check cell source)} of a notebook."""
+    cells = {}
+    for cell in nb["cells"]:
+        meta = cell.get("metadata", {}).get("ttqlab", {})
+        if meta.get("role") in ("answer", "answer-check"):
+            cells.setdefault(meta["exercise"], {})[meta["role"]] = "".join(cell["source"])
+    return {name: (c["answer"], c["answer-check"]) for name, c in cells.items()}
+
+
+def test_reasoning_exercises_sit_in_their_notebooks_and_run_unattended(capsys):
+    make, notebooks = _notebook_exercises()
+    where = {path.stem: set(_reasoning_cells(nb)) for path, nb in notebooks}
+    assert "laplace_threshold" in where["01_why_ternary"]
+    assert "inq_sparsity" in where["05_inq"]
+    assert set().union(*where.values()) == set(E.REASONING)
+    layer = torch.randn(64, 32, 5, 5, generator=torch.Generator().manual_seed(3)) * 0.05
+    for path, nb in notebooks:
+        for solved in (False, True):
+            cells = _reasoning_cells(make.solve(nb) if solved else nb)
+            for name, (answer, check) in cells.items():
+                namespace = {"w": layer}  # the notebook's layer (notebook 5: conv2's weight)
+                exec("import math\nimport torch\nimport ttqlab\n" + answer, namespace)
+                exec(check, namespace)
+                out = capsys.readouterr().out
+                passed = [v for k, v in namespace.items() if k.startswith("passed_")]
+                assert passed == [solved], f"{path.name} {name}: {out}"
+                assert ("✓ check_" in out) if solved else ("no answer yet" in out), out

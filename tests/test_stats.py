@@ -46,6 +46,14 @@ def test_layer_report_inq_and_float_model():
     assert row["bits/weight"] == 4 and "frozen=0.5" in row["scales"]
 
 
+@pytest.mark.parametrize("bits", [3, 5])
+def test_layer_report_title_names_inq_bits_not_ternary_packing(bits):
+    m = ttqlab.quantize(ttqlab.models.mlp(seed=0), "inq", bits=bits)
+    text = str(layer_report(m))
+    assert f"INQ {bits}-bit codes" in text and "2bit" not in text and "packing" not in text
+    assert {r["bits/weight"] for r in layer_report(m).rows if r.get("method") == "inq"} == {bits}
+
+
 def test_table_formatting():
     t = Table([{"a": 1.23456, "b": None}, {"a": float("nan"), "b": (2, 3)}], title="T")
     text = str(t)

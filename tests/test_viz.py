@@ -159,6 +159,9 @@ def test_inq_partition_map_and_histogram(w):
     hist = next(ax for ax in fig.axes if ax.get_title() == "which weights are frozen")
     free, frozen = (sum(p.get_height() for p in c.patches) for c in hist.containers)
     assert free == frozen == w.numel() // 2
+    # nothing is re-trained here: the free weights are called free
+    legend = [t.get_text() for t in hist.get_legend().get_texts()]
+    assert legend == ["free", "frozen (power of two)"]
     with pytest.raises(ValueError, match="frozen_mask"):
         viz.inq_partition(w, mask[0])
 
@@ -238,3 +241,22 @@ def test_one_colour_per_method_and_layer_everywhere():
     fig = viz.layer_curves(h, "sparsity")
     for i, line in enumerate(fig.axes[0].get_lines()):
         assert line.get_color() == palette.layer_color(i)
+
+
+def test_an_empty_region_gets_a_hollow_swatch_that_says_so(w):
+    fig = viz.ternary_histogram(w, 0.0)  # nothing has |W| <= 0
+    legend = fig.axes[0].get_legend()
+    texts = [t.get_text() for t in legend.get_texts()]
+    zero = next(i for i, t in enumerate(texts) if t.startswith("T = 0"))
+    assert texts[zero] == "T = 0 (none)", texts
+    assert legend.legend_handles[zero].get_facecolor()[3] == 0  # no fill, no default colour
+    fig = viz.ternary_histogram(w, float(w.abs().mean()))
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "T = 0" in texts
+
+
+def test_error_curve_marks_are_distinct_shapes(w):
+    ax = viz.ternary_error_curve(w).axes[0]
+    marks = [ln for ln in ax.lines if len(ln.get_xdata()) == 1]
+    assert len({ln.get_marker() for ln in marks}) == len(marks) == 3
+    assert len({ln.get_markersize() for ln in marks}) == 3

@@ -10,7 +10,7 @@ import torch
 
 import ttqlab
 from ttqlab import quantizers as Q
-from ttqlab import widgets
+from ttqlab import viz, widgets
 
 matplotlib.use("Agg")
 from matplotlib.figure import Figure
@@ -283,3 +283,42 @@ def test_explorer_sliders_are_long_and_fonts_readable(w):
                widgets.partition_explorer(w), widgets.tradeoff_explorer(rows())):
         assert ex.slider.layout.width == "480px"
         assert min(_fonts(ex.figure)) >= 12
+
+
+def test_threshold_explorer_empty_region_has_a_hollow_swatch(w):
+    ex = widgets.threshold_explorer(w)
+    zero = ex.figure.data[1]
+    assert zero.marker.color == viz.REGION_COLORS["zero"]
+    ex.slider.value = 0.0  # no weight has |W| <= 0: T = 0 is empty
+    assert sum(zero.y) == 0 and zero.marker.color == "rgba(0,0,0,0)" and zero.marker.line.width
+    ex.slider.value = 0.7
+    assert zero.marker.color == viz.REGION_COLORS["zero"]
+
+
+def test_twn_and_optimum_markers_differ_in_shape_and_size(w):
+    ex = widgets.threshold_explorer(w)
+    twn, opt = (t for t in ex.figure.data if t.name in ("TWN", "optimum"))
+    assert twn.marker.symbol != opt.marker.symbol and twn.marker.size > opt.marker.size
+
+
+def test_tradeoff_runs_without_a_label_are_named_by_their_setting():
+    mixed = [{k: v for k, v in r.items() if k != "label"} for r in rows()]
+    mixed[2] = {**mixed[2], "mode": "fixed sparsity p", "t": None}
+    for r in mixed:
+        r["setting"] = r.pop("t") or 0.9
+    ex = widgets.tradeoff_explorer(mixed, group="mode")
+    names = [label for label, _ in ex.slider.options]
+    assert names == ["threshold t = 0.05", "threshold t = 0.1", "fixed sparsity p = 0.9"]
+    assert not any(n.startswith("run") for n in names)
+    ex.x.value = "setting"  # t and p on one axis: the title says which is which
+    assert "threshold t" in ex.figure.layout.xaxis.title.text
+    assert "fixed sparsity p" in ex.figure.layout.xaxis.title.text
+    bare = [{"test_acc": 0.9, "sparsity": 0.5, "t": 0.05}, {"test_acc": 0.8, "sparsity": 0.7}]
+    assert [label for label, _ in widgets.tradeoff_explorer(bare).slider.options] == \
+        ["t=0.05", "sparsity 70%"]
+
+
+def test_partition_explorer_calls_the_free_weights_free(w):
+    ex = widgets.partition_explorer(w, bits=5)
+    names = {t.name for t in ex.figure.data}
+    assert "free" in names and not any("train" in (n or "") for n in names)

@@ -569,6 +569,10 @@ def check_number(title: str, answer: Any, expected: float, *, tol: float,
     (absolute). ``mistakes``: ``{id: (the number that mistake gives, hint)}``; the nearest
     one within ``tol`` of the answer is named. Prints a verdict; returns True / False."""
     say = print if verbose else (lambda *_: None)
+    if answer is None:  # the notebook's default: not answered yet, not an error
+        say(f"… {title}: no answer yet. Replace None in the cell above by {what}, run that "
+            f"cell, then run this one again.")
+        return False
     value, why = one_number(answer) if not isinstance(answer, bool) else (None, "")
     if value is None:
         say(f"✗ {title}: answer with {what} (a Python float such as 0.5), got "

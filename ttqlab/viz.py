@@ -217,8 +217,24 @@ def ternary_histogram(w, delta: float | None = None, *, marks: Mapping[str, floa
     ax.set_xlabel("weight value")
     ax.set_ylabel("count (weights per bin)")
     ax.set_title(title or f"Ternary regions of {a.size:,} weights at threshold Δ = {delta:.3g}")
-    ax.legend(fontsize=8, loc="upper right")
+    handles, labels = ax.get_legend_handles_labels()
+    for region, sel in regions.items():
+        if not sel.any() and names[region] in labels:
+            # an empty region: a hollow swatch that says so (not the default colour)
+            j = labels.index(names[region])
+            n = int({"negative": a < -delta, "zero": np.abs(a) <= delta,
+                     "positive": a > delta}[region].sum())
+            handles[j] = _hollow_patch()
+            labels[j] = f"{names[region]} ({'none' if n == 0 else f'{n:,}, under one bin'})"
+    ax.legend(handles, labels, fontsize=8, loc="upper right")
     return _done(fig)
+
+
+def _hollow_patch():
+    """A legend swatch for an empty region: an outline, no fill (never a default colour)."""
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((0, 0), 0, 0, facecolor="none", edgecolor="#7f7f7f", lw=0.8)
 
 
 def ternary_error_curve(w, *, max_factor: float = 2.5, num: int = 400,
@@ -242,11 +258,17 @@ def ternary_error_curve(w, *, max_factor: float = 2.5, num: int = 400,
     ax2.plot(factors, 100 * sparsity, color="#7f7f7f", ls="--", label="sparsity (right axis)")
     ax2.set_ylabel("sparsity (% of weights that are zero)")
     ax2.set_ylim(0, 100)
-    marks = ((0.7, "TWN 0.7 E|W|", "#ff7f0e"), (0.75, "arXiv v2 0.75 E|W|", "#bcbd22"),
-             (f_opt, f"exact optimum {f_opt:.3f} E|W|", "#2ca02c"))
-    for f, name, color in marks:
+    # the three marks often lie within a few hundredths of each other: distinct shapes and
+    # sizes, largest hollow at the back, smallest filled in front, so none hides another
+    marks = ((0.7, "TWN 0.7 E|W|", "#ff7f0e", {"marker": "o", "ms": 14, "mfc": "none", "mew": 2}),
+             (0.75, "arXiv v2 0.75 E|W|", "#bcbd22",
+              {"marker": "s", "ms": 9, "mfc": "none", "mew": 2}),
+             (f_opt, f"exact optimum {f_opt:.3f} E|W|", "#2ca02c",
+              {"marker": "D", "ms": 5, "mec": "black", "mew": 0.5}))
+    for z, (f, name, color, style) in enumerate(marks):
         e = float(_error_curve(a, np.array([f * mean]))[0][0])
-        ax.plot([f], [100 * e], "o", color=color, label=f"{name}: {100 * e:.2f}%")
+        ax.plot([f], [100 * e], ls="none", color=color, zorder=3 + z,
+                label=f"{name}: {100 * e:.2f}%", **style)
     ax.set_xlabel("threshold Δ / E|W| (multiples of the mean |weight|)")
     ax.set_ylabel("relative error ||W-αT||²/||W||² (%)")
     ax.set_title(title or "Ternary reconstruction error against the threshold")
@@ -530,7 +552,7 @@ def inq_partition(w, frozen_mask, *, frozen_values=None, max_rows: int = 32,
     flat_w, flat_m = w.flatten().numpy(), mask.flatten().numpy()
     edges = np.histogram_bin_edges(flat_w, bins=60)
     ax.hist([flat_w[~flat_m], flat_w[flat_m]], bins=edges, stacked=True,
-            color=["#b0b0b0", "#1f77b4"], label=["free (re-trained)", "frozen (power of two)"])
+            color=["#b0b0b0", "#1f77b4"], label=["free", "frozen (power of two)"])
     ax.set_xlabel("latent weight value")
     ax.set_ylabel("count (weights per bin)")
     ax.set_title("which weights are frozen")

@@ -169,6 +169,9 @@ class Explorer:
 # --------------------------------------------------------------------------- TWN threshold
 
 
+_REGIONS = (("negative", "T = -1"), ("zero", "T = 0"), ("positive", "T = +1"))
+
+
 class ThresholdExplorer(Explorer):
     """Slide the ternary threshold ``Delta = factor * E|W|`` over a weight histogram.
 
@@ -201,8 +204,7 @@ class ThresholdExplorer(Explorer):
                       title or f"Ternary threshold explorer ({a.size:,} weights)",
                       column_widths=[0.62, 0.38])
         width = float(edges[1] - edges[0])
-        for region, name in (("negative", "T = -1"), ("zero", "T = 0"),
-                             ("positive", "T = +1")):
+        for region, name in _REGIONS:
             fig.add_trace(go.Bar(x=self.centers.tolist(), y=counts.tolist(), width=width, name=name,
                                  marker_color=viz.REGION_COLORS[region],
                                  marker_line_width=0), row=1, col=1)
@@ -215,10 +217,18 @@ class ThresholdExplorer(Explorer):
         fig.add_trace(go.Scatter(x=self.factors.tolist(), y=(100 * err).tolist(),
                                  mode="lines", name="error", line={"color": "black"},
                                  showlegend=False), row=1, col=2)
-        for name, f, color in (("TWN", 0.7, "#ff7f0e"), ("optimum", self.optimal, "#2ca02c")):
+        # TWN's 0.7 and the optimum are often a few hundredths apart: a large ring and a small
+        # filled diamond, so neither hides the other
+        for name, f, marker in (
+                ("TWN", 0.7, {"color": "#ff7f0e", "size": 16, "symbol": "circle-open",
+                              "line": {"width": 2.5}}),
+                ("optimum", self.optimal, {"color": "#2ca02c", "size": 9, "symbol": "diamond",
+                                           "line": {"width": 1, "color": "black"}})):
             e = float(viz._error_curve(a, np.array([f * self.mean]))[0][0])
             fig.add_trace(go.Scatter(x=[f], y=[100 * e], mode="markers", name=name,
-                                     marker={"color": color, "size": 9}, showlegend=False),
+                                     marker=marker, showlegend=False,
+                                     hovertemplate=f"{name}: Δ = %{{x:.3f}} E|W|, "
+                                                   "error %{y:.2f}%<extra></extra>"),
                           row=1, col=2)
         fig.add_trace(go.Scatter(x=[factor], y=[0], mode="markers", name="slider",
                                  marker={"color": "black", "size": 12, "symbol": "x"},
@@ -240,8 +250,13 @@ class ThresholdExplorer(Explorer):
         masks = (c < -delta, np.abs(c) <= delta, c > delta)
         top = float(self.counts.max()) * 1.05
         with self.figure.batch_update():
-            for trace, sel in zip(self.figure.data[:3], masks):
+            for trace, sel, (region, _) in zip(self.figure.data[:3], masks, _REGIONS):
                 trace.y = np.where(sel, self.counts, 0).tolist()
+                # an empty region gets a hollow legend swatch (same name: the legend, and so
+                # the panels, keep their width while the slider moves)
+                shown = bool((self.counts[sel] > 0).any())
+                trace.marker.color = viz.REGION_COLORS[region] if shown else "rgba(0,0,0,0)"
+                trace.marker.line = {"width": 0 if shown else 1, "color": "#7f7f7f"}
             self.figure.data[3].x, self.figure.data[3].y = _vlines([-delta, delta], top)
             self.figure.data[-1].x, self.figure.data[-1].y = [f], [100 * fit["error"]]
         self.state = {"factor": f, **fit, "twn_factor": 0.7, "optimal_factor": self.optimal}
@@ -408,7 +423,7 @@ class PartitionExplorer(Explorer):
                       row=1, col=1)
         centers = ((self.edges[:-1] + self.edges[1:]) / 2).tolist()
         width = float(self.edges[1] - self.edges[0])
-        fig.add_trace(go.Bar(x=centers, y=[], width=width, name="free (re-trained)",
+        fig.add_trace(go.Bar(x=centers, y=[], width=width, name="free",
                              marker_color="#b0b0b0", marker_line_width=0), row=1, col=2)
         fig.add_trace(go.Bar(x=centers, y=[], width=width, name="frozen (power of two)",
                              marker_color="#1f77b4", marker_line_width=0), row=1, col=2)
@@ -515,8 +530,7 @@ class TradeoffExplorer(Explorer):
         self.update()
 
     def _label(self, i: int) -> str:
-        r = self.rows[i]
-        return str(r.get("label", f"run {i}"))
+        return setting_label(self.rows[i], self.group)
 
     def update(self) -> None:
         xkey = self.x.value
@@ -539,11 +553,37 @@ class TradeoffExplorer(Explorer):
             hi.x, hi.y = [sx(chosen)], [sy(chosen)]
             bars = self.figure.data[len(self.groups) + 1]
             bars.x, bars.y = list(layers), [100 * float(v) for v in layers.values()]
-            self.figure.layout.xaxis.title.text = viz._label(xkey)
+            title = viz._label(xkey)
+            if xkey == "setting" and self.group and len(self.groups) > 1:
+                # one axis, several kinds of setting (t and p): say which is which
+                title += f" ({' / '.join(self.groups)}: see the legend)"
+            self.figure.layout.xaxis.title.text = title
         self.state = {"x": xkey, "run": int(self.slider.value),
                       **{k: v for k, v in chosen.items() if k != "layers"}}
         self.readout.value = f"<b>{self._label(int(self.slider.value))}</b>: " + ", ".join(
             _readout(k, v) for k, v in chosen.items() if k not in ("layers", "label"))
+
+
+#: keys that say what a run was set to, in the order a label names them
+_SETTING_KEYS = ("method", "t", "p", "sparsity target", "factor", "bits", "epochs", "seed")
+
+
+def setting_label(row: Mapping, group: str | None = None) -> str:
+    """A run's name for sliders and hover text: its ``label``, else its setting with the
+    setting's name (``"threshold t = 0.05"``, ``"t=0.05"``, ``"sparsity 50%"``), never a bare
+    index, so that runs of different kinds (t and p) cannot be confused."""
+    if "label" in row:
+        return str(row["label"])
+    if "setting" in row:
+        kind = row.get(group) if group else row.get("mode")
+        return f"{kind} = {row['setting']}" if kind is not None else f"setting {row['setting']}"
+    parts = [f"{k}={row[k]:g}" if isinstance(row[k], float) else f"{k}={row[k]}"
+             for k in _SETTING_KEYS if k in row]
+    if parts:
+        return ", ".join(parts)
+    if "sparsity" in row:
+        return f"sparsity {100 * float(row['sparsity']):.0f}%"
+    return ", ".join(_readout(k, v) for k, v in row.items() if k != "layers")
 
 
 def _readout(key: str, value) -> str:

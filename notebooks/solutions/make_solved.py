@@ -4,7 +4,9 @@ Each notebook's fill-in exercises are cells tagged in their metadata
 ``{"ttqlab": {"exercise": NAME, "role": "stub"}}`` (the function to write) and
 ``... "role": "check"}`` (the call of ``ttqlab.exercises.check_NAME``). This script
 fills in every ``raise NotImplementedError`` of a stub with the body of the same function
-(or method) in ``solutions.py``:
+(or method) in ``solutions.py``. A reasoning exercise's answer cell (``"role": "answer"``,
+``NAME = None``) gets the worked answer (``"solution"``: the call of a solutions.py function)
+and its ``"answer-check"`` cell then passes:
 
     python notebooks/solutions/make_solved.py OUT_DIR [NOTEBOOK ...]
 
@@ -89,12 +91,29 @@ def fill_in(stub: str, bodies: dict[str, str], nbgrader: bool = False) -> str:
     return ("import math\n\n\n" if needs_math else "") + text
 
 
+def answer(cell: dict) -> str:
+    """A reasoning exercise's answer cell (``NAME = None  # ...``, metadata ``"role":
+    "answer"`` and ``"solution": "f(args)"``) with the worked answer: solutions.py's ``f``,
+    then ``NAME = f(args)``."""
+    expr = cell["metadata"]["ttqlab"]["solution"]
+    target = ast.parse("".join(cell["source"])).body[0].targets[0].id
+    source = (HERE / "solutions.py").read_text(encoding="utf-8")
+    name = ast.parse(expr, mode="eval").body.func.id
+    fn = next(node for node in ast.parse(source).body
+              if isinstance(node, ast.FunctionDef) and node.name == name)
+    text = f"{ast.get_source_segment(source, fn)}\n\n\n{target} = {expr}"
+    return ("import math\n\n\n" if "math." in text else "") + text
+
+
 def solve(nb: dict, nbgrader: bool = False) -> dict:
-    """A copy of ``nb`` with every stub filled in with its solution (outputs stay empty)."""
+    """A copy of ``nb`` with every stub filled in with its solution, and every reasoning
+    answer with the worked answer (outputs stay empty)."""
     nb, bodies = copy.deepcopy(nb), solution_bodies()
     for cell in nb["cells"]:
         name, role = _role(cell)
-        if role == "stub":
+        if role == "answer" and not nbgrader:  # nbgrader: the students' version
+            cell["source"] = answer(cell)
+        elif role == "stub":
             cell["source"] = fill_in("".join(cell["source"]), bodies, nbgrader)
             if nbgrader:
                 cell["metadata"]["nbgrader"] = _nbgrader(f"{name}-answer", solution=True)
