@@ -17,6 +17,11 @@ from .train import History, evaluate, fit
 
 __version__ = "0.1.0"
 
+if "ipykernel" in __import__("sys").modules:  # in Jupyter: sharp (retina) figures
+    from .viz import sharp_in_jupyter as _sharp_in_jupyter
+
+    _sharp_in_jupyter()
+
 # Submodules imported on first use, so ``import ttqlab`` stays light.
 _LAZY = ("data", "exercises", "export", "viz", "widgets")
 

@@ -89,22 +89,42 @@ def _plt():
     return plt
 
 
-def _sharp(plt) -> None:
-    """Sharp figures on HiDPI screens: Jupyter shows them at double resolution ("retina"),
-    ``fig.savefig`` writes 200 dpi; both once, on the first figure."""
+def _sharp(plt=None) -> None:
+    """Sharp figures on HiDPI screens: ``fig.savefig`` writes 200 dpi, and in Jupyter
+    matplotlib shows figures at double resolution ("retina"); both once."""
     global _SHARP
     if _SHARP:
         return
     _SHARP = True
-    plt.rcParams["savefig.dpi"] = 200
+    if plt is not None:
+        plt.rcParams["savefig.dpi"] = 200
+    sharp_in_jupyter()
+
+
+def sharp_in_jupyter() -> None:
+    """Make Jupyter's inline matplotlib figures "retina" (double resolution), for every
+    figure of the kernel, the notebook's own ``plt`` calls included.
+
+    Called by ``import ttqlab`` inside a Jupyter kernel. It sets the inline backend's
+    configuration (which the backend reads when pyplot is first imported) and, when the
+    backend is already active, switches its format now. Outside Jupyter it does nothing."""
+    import sys
+
+    if "ipykernel" not in sys.modules:
+        return
     try:
         from IPython import get_ipython
+        from matplotlib_inline.config import InlineBackend
 
-        if get_ipython() is not None and "matplotlib_inline" in __import__("sys").modules:
+        shell = get_ipython()
+        if shell is None:
+            return
+        InlineBackend.instance(parent=shell).figure_formats = {"retina"}
+        if "matplotlib.pyplot" in sys.modules:
             from matplotlib_inline.backend_inline import set_matplotlib_formats
 
             set_matplotlib_formats("retina")
-    except Exception:  # a plain Python session has nothing to set
+    except Exception:  # no matplotlib-inline: nothing to configure
         pass
 
 

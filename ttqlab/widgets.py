@@ -688,6 +688,11 @@ class TrainingDashboard:
                 self.figure.update_yaxes(range=[max(0.0, min(accs) - 3),
                                                 min(100.5, max(accs) + 3)], row=1, col=2)
             self.figure.update_xaxes(dtick=max(1, math.ceil(max(ep) / 10)) if ep else 1)
+            losses = [v for k in (0, 1) for v in series[k] if v > 0 and math.isfinite(v)]
+            if losses:  # full-size labels at 1-2-5 steps (plotly's own log labels are tiny)
+                ticks = _log_ticks(min(losses), max(losses))
+                self.figure.update_yaxes(tickmode="array", tickvals=ticks,
+                                         ticktext=[f"{t:g}" for t in ticks], row=1, col=1)
         last = history.last
         self.readout.value = (f"epoch {last['epoch']}: train loss {last['train_loss']:.4f}, "
                               f"test loss {last['test_loss']:.4f}, test accuracy "
@@ -695,6 +700,15 @@ class TrainingDashboard:
 
     def _repr_mimebundle_(self, **kwargs):
         return self.box._repr_mimebundle_(**kwargs)
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 tick values covering ``[lo, hi]`` on a log axis (at least two)."""
+    ticks = []
+    for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1):
+        ticks += [m * 10.0 ** e for m in (1, 2, 5)]
+    inside = [t for t in ticks if lo / 1.5 <= t <= hi * 1.5]
+    return inside if len(inside) >= 2 else [t for t in ticks if lo / 10 <= t <= hi * 10]
 
 
 class StaticDashboard:

@@ -45,7 +45,7 @@ NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9]*.ipynb"))
 #: makes a figure that silently disappears a failure.
 FIGURES = {
     "01": ["Ternary threshold explorer"],
-    "02": ["TWN training, live"],
+    "02": ["TWN training (seed 0), live"],
     "03": ["TTQ fine-tuning, live"],
     "04": ["TTQ sparsity trade-offs"],
     "05": ["INQ power-of-two levels", "INQ partition explorer"],
@@ -197,13 +197,13 @@ def test_a_slider_wired_to_nothing_leaves_the_figure_unchanged(page, lab, scratc
         import plotly.graph_objects as go
         fig = go.FigureWidget(go.Scatter(x=[0, 1, 2], y=[1, 3, 2]))
         fig.update_layout(title="not wired", height=300)
-        W.VBox([W.HBox([W.FloatSlider(description="x")]), fig])
+        W.VBox([W.HBox([W.FloatSlider(description="x", layout=W.Layout(width="480px"))]), fig])
     """, """
         import ipywidgets as W
         import plotly.graph_objects as go
         fig2 = go.FigureWidget(go.Scatter(x=[0, 1, 2], y=[1, 3, 2]))
         fig2.update_layout(title="wired", height=300)
-        s = W.FloatSlider(description="y")
+        s = W.FloatSlider(description="y", layout=W.Layout(width="480px"))
         s.observe(lambda c: setattr(fig2.data[0], "y", [c.new, 3, 2]), names="value")
         W.VBox([W.HBox([s]), fig2])
     """)
