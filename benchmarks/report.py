@@ -53,8 +53,9 @@ ONESHOT_NOTE = ("What the INQ ablation controls for: \"one step\" freezes every 
                 "precision (first and last layer, biases, BatchNorm) can still learn; INQ's "
                 "steps leave free weights to re-train. Against one-shot rounding followed by "
                 "straight-through fine-tuning of every weight at an equal budget, INQ does "
-                "*not* win on these small networks (notebooks 5 and 7b measure it): what shows is that re-training "
-                "free weights helps, not that incremental freezing is needed.")
+                "*not* win on these small networks (notebooks 5 and 7b measure it): what "
+                "shows is that re-training free weights helps, not that incremental freezing "
+                "is needed.")
 TERNARY_GAP = 1.5   # goal: ternary within 1.5 points of full precision
 STEP_RATIO = 1.10   # goal: training-step time at most 1.10x full precision
 
