@@ -229,8 +229,8 @@ def _pm(mean: float, std: float, n: int, sign: bool = False) -> str:
 LEGEND = ("epochs: all the training the model got, pre-training included; test accuracy: "
           "mean ± std over seeds; Δ: mean ± std of the per-seed differences to fp32, in "
           "percentage points; zeros: fraction of quantized weights that are 0 (TTQ's "
-          "threshold t * max|w| zeroes few); bits/weight: of the quantized layers; size: "
-          "whole model packed as ttqlab.export writes it; time: all of the method's training per "
+          "threshold t * max|w| zeroes fewer than TWN's 0.7 E|w|); bits/weight: of the "
+          "quantized layers; size: whole model packed as ttqlab.export writes it; time: all of the method's training per "
           "seed, pre-training included (shared, so counted in each row that starts from it).")
 
 
