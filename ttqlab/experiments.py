@@ -231,7 +231,8 @@ LEGEND = ("epochs: all the training the model got, pre-training included; test a
           "percentage points; zeros: fraction of quantized weights that are 0 (TTQ's "
           "threshold t * max|w| zeroes fewer than TWN's 0.7 E|w|); bits/weight: of the "
           "quantized layers; size: whole model packed as ttqlab.export writes it; time: "
-          "all of the method's training per seed, pre-training included (shared, so counted in each row that starts from it).")
+          "all of the method's training per seed, pre-training included (shared, so "
+          "counted in each row that starts from it).")
 
 
 def compare(
