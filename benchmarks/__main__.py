@@ -25,7 +25,7 @@ from benchmarks import RESULTS, machine, read_results
 
 #: name -> does it accept --quick
 BENCHMARKS: dict[str, bool] = {"step_time": True, "accuracy": True, "file_size": True,
-                               "notebooks": False, "launch": False}
+                               "kernels": True, "notebooks": False, "launch": False}
 
 
 def available() -> list[str]:

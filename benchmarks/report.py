@@ -25,14 +25,15 @@ from benchmarks import RESULTS, read_results
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-METHODS = ["fp32", "binary", "twn", "ttq", "inq"]
+METHODS = ["fp32", "binary", "twn", "ttq", "inq", "bitnet"]
 REFERENCE = "fp32-continued"  # accuracy benchmark: fp32 trained as long as the quantized
 ACC_METHODS = ["fp32", REFERENCE, "binary", "twn", "ttq", "inq"]
 LABELS = {"fp32": "full precision", "binary": "binary", "twn": "TWN", "ttq": "TTQ",
-          "inq": "INQ 5-bit", "inq-5bit": "INQ 5-bit",
+          "inq": "INQ 5-bit", "inq-5bit": "INQ 5-bit", "bitnet": "BitNet b1.58",
           REFERENCE: "full precision, as many epochs"}
 COLORS = {"fp32": "#4c4c4c", REFERENCE: "#000000", "binary": "#d62728", "twn": "#1f77b4",
-          "ttq": "#2ca02c", "inq": "#9467bd", "inq-5bit": "#9467bd", "naive": "#bbbbbb"}
+          "ttq": "#2ca02c", "inq": "#9467bd", "inq-5bit": "#9467bd", "naive": "#bbbbbb",
+          "bitnet": "#8c564b"}
 
 #: published test accuracy (%) = 100 - the published error where a paper gives errors
 PAPERS: list[tuple[str, str, dict[str, float]]] = [
@@ -106,7 +107,9 @@ def _machine(meta: dict) -> str:
         text += f", {meta['gpu']}"
     text += f", torch {meta.get('torch', '?')}"
     if "load average" in meta:
-        text += f", load average {meta['load average']} at the start"
+        text += f", load average {meta['load average']} when the run ended"
+        if meta["load average"] > meta.get("cores", 1):
+            text += " (other work shared the machine: times are inflated)"
     if "date" in meta:
         text += f", {meta['date'][:10]}"
     return text
@@ -258,18 +261,21 @@ def step_time_section(doc: dict) -> str:
         return ""
     by = defaultdict(dict)
     for r in rows:
-        by[(r["model"], r["device"], r["batch"], r.get("threads"))][r["method"]] = r
+        by[(r["model"], r["device"], r["batch"], r.get("threads"), bool(r.get("compiled")))][
+            r["method"]] = r
     methods = [m for m in METHODS if any(m in v for v in by.values())]
     header = ["model", "device", "batch", "fp32 step (ms)"] + [
         f"{LABELS[m]} / fp32" for m in methods if m != "fp32"]
     table, worst = [], []
-    for (model, device, batch, threads), v in by.items():
-        cells = [model, f"{device} ({_n(threads, 'thread')})", str(batch),
+    for (model, device, batch, threads, compiled), v in by.items():
+        how = _n(threads, "thread") + (", torch.compile" if compiled else "")
+        cells = [model, f"{device} ({how})", str(batch),
                  f"{v['fp32']['step_ms']:.1f}"]
         for m in methods:
             if m != "fp32":
                 ratio = v[m]["ratio"]
-                worst.append((ratio, f"{LABELS[m]} on {model}"))
+                worst.append((ratio, f"{LABELS[m]} on {model}"
+                              + (" (compiled)" if compiled else "")))
                 spread = v[m].get("ratio_spread")
                 cells.append(f"{ratio:.2f}" + (f" ± {spread:.2f}" if spread else "")
                              + ("" if ratio <= STEP_RATIO else " ✗"))
@@ -282,8 +288,10 @@ def step_time_section(doc: dict) -> str:
         "",
         "One training step (forward, cross-entropy, backward, Adam) of each method divided "
         "by the full-precision step on the same model and batch, timed in interleaved rounds "
-        "(fp32, binary, TWN, TTQ, INQ, fp32, ...): the median over rounds of each round's "
-        "ratio, ± half its range over the rounds (the machine's noise)."
+        "(fp32, binary, TWN, TTQ, INQ, BitNet, fp32, ...): the median over rounds of each "
+        "round's ratio, ± half its range over the rounds (the machine's noise). "
+        "`torch.compile` rows compare compiled quantized models with compiled fp32 (the "
+        "compilation happens in the warm-up, untimed)."
         f"{_quick_note(doc['meta'])}",
         "",
         _md(header, table),
@@ -362,6 +370,43 @@ def plot_file_size(doc: dict, path: Path) -> bool:
 # --------------------------------------------------------------------------- others
 
 
+def kernels_section(doc: dict) -> str:
+    rows = doc["rows"]
+    if not rows:
+        return ""
+    methods = [m for m in METHODS if m != "fp32" and any(r["method"] == m for r in rows)]
+    by = defaultdict(dict)
+    for r in rows:
+        by[(r["model"], r["path"])][r["method"]] = r
+    table = []
+    for (model, path), v in by.items():
+        cells = [model, {"device": "GPU, eager (any device but the CPU)", "cpu": "CPU"}[path],
+                 str(v["fp32"]["kernels"])]
+        for m in methods:
+            r = v[m]
+            cells.append(f"{r['extra_per_layer']:.0f}" + (
+                f" (+{r['host_reads'] // r['layers']} host read"
+                f"{'s' if r['host_reads'] // r['layers'] > 1 else ''})" if r["host_reads"] else ""))
+        table.append(cells)
+    header = ["model", "path", "fp32 kernels per step"] + [
+        f"{LABELS[m]}: extra per layer" for m in methods]
+    return "\n".join([
+        "### Kernels per training step",
+        "",
+        "Tensor operations one forward and backward pass dispatches, counted exactly "
+        "(views and metadata excluded): on a GPU a small model's quantized step is bound "
+        "by such kernel launches, not by arithmetic. The GPU path is counted on PyTorch's "
+        "`meta` device, where any read of a value back to the host would fail: none does. "
+        "These are counts, not times; GPU step times are in *Training-step time* once "
+        "measured." + _quick_note(doc["meta"]),
+        "",
+        _md(header, table),
+        "",
+        f"`{doc['meta'].get('command', 'python -m benchmarks.kernels')}` "
+        f"(torch {doc['meta'].get('torch', '?')}).",
+    ])
+
+
 def generic_section(title: str, doc: dict, intro: str) -> str:
     rows = doc["rows"]
     if not rows:
@@ -433,6 +478,8 @@ def render(docs: dict[str, dict], figures: Path, readme_dir: Path) -> str:
                                       else None))
     if "step_time" in docs:
         parts.append(step_time_section(docs["step_time"]))
+    if "kernels" in docs:
+        parts.append(kernels_section(docs["kernels"]))
     if "file_size" in docs:
         fig = figures / "size_per_method.png"
         parts.append(file_size_section(docs["file_size"],

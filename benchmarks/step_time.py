@@ -7,7 +7,7 @@
 compilation itself happens in the warm-up and is not timed).
 
 One step = forward, cross-entropy, backward, optimizer (Adam) step. For each model the
-methods are timed in interleaved rounds (fp32, binary, twn, ttq, inq, fp32, ...) so
+methods are timed in interleaved rounds (fp32, binary, twn, ttq, inq, bitnet, fp32, ...) so
 that drift in machine speed hits all of them alike; the table reports the median step
 time over all rounds and the median over rounds of each round's ratio to the full-precision
 run of the same round (so that drift between rounds cancels).
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 import ttqlab
 from benchmarks import write_results
 
-METHODS = ["fp32", "binary", "twn", "ttq", "inq"]
+METHODS = ["fp32", "binary", "twn", "ttq", "inq", "bitnet"]
 CONFIGS = {
     "lenet5": dict(input_shape=(1, 28, 28)),
     "resnet20": dict(input_shape=(3, 32, 32)),

@@ -185,6 +185,55 @@ def test_activations_of_attention_are_quantized():
         assert torch.equal(mha(q, k, k, need_weights=False)[0], want)
 
 
+def test_activations_of_attention_passed_by_keyword_are_quantized():
+    """query=, key=, value= as keywords are quantized as positional ones are."""
+    torch.manual_seed(0)
+    model = ttqlab.quantize(nn.Sequential(nn.MultiheadAttention(8, 2, batch_first=True)),
+                            "twn", keep_first_last=False, act_bits=3)
+    mha = model[0]
+    q, k = torch.randn(2, 3, 8), torch.randn(2, 4, 8)
+    with torch.no_grad():
+        positional = mha(q, k, k, need_weights=False)[0]
+        assert torch.equal(mha(query=q, key=k, value=k, need_weights=False)[0], positional)
+        assert torch.equal(mha(q, key=k, value=k, need_weights=False)[0], positional)
+        ttqlab.activations.detach(model)
+        assert not mha._forward_pre_hooks and not mha._forward_pre_hooks_with_kwargs
+        assert not torch.equal(mha(query=q, key=k, value=k, need_weights=False)[0],
+                               positional)  # 3-bit inputs did change the output
+
+
+def _compile_ok() -> bool:
+    try:
+        torch._dynamo.reset()
+        return bool(torch.compile(lambda x: x + 1, backend="aot_eager")(torch.ones(1)) == 2)
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not _compile_ok(), reason="torch.compile is not supported here")
+@pytest.mark.parametrize("kind", list(EXPECTED))
+@pytest.mark.parametrize("method, options", [("ttq", {}), ("bitnet", {"act_bits": 8})],
+                         ids=["ttq", "bitnet-act8"])
+def test_compiled_attention_recurrent_equal_eager(kind, method, options):
+    """torch.compile(fullgraph=True): no graph break in a quantized attention or recurrent
+    model (activation quantizers included), and the same outputs and gradients. (Dynamo
+    itself breaks the graph at every nn.RNN / GRU / LSTM unless ``allow_rnn`` is set: that
+    is PyTorch's default, not ttqlab's doing.)"""
+    eager = _quantized(kind, method, **options).train()
+    torch._dynamo.reset()
+    x, y = _x(6, 2), torch.randint(0, 2, (6,), generator=torch.Generator().manual_seed(2))
+    outs = []
+    with torch._dynamo.config.patch(allow_rnn=kind in ("gru", "lstm")):
+        compiled = torch.compile(copy.deepcopy(eager), backend="aot_eager", fullgraph=True)
+        for model in (eager, compiled):
+            out = model(x)
+            nn.functional.cross_entropy(out, y).backward()
+            outs.append(out.detach())
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-6)
+    for (name, a), b in zip(eager.named_parameters(), compiled.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_inq_freezes_recurrent_weights():
     torch.manual_seed(0)
     model = Seq("gru")

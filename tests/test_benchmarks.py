@@ -16,6 +16,8 @@ COLUMNS = {
                  "test_acc_std", "delta_vs_fp32_mean", "delta_vs_fp32_std", "sparsity"},
     "file_size": {"model", "method", "packing", "q fp32 file", "q packed file", "q ratio",
                   "model fp32 file", "model packed file", "model ratio", "outputs equal"},
+    "kernels": {"model", "method", "path", "layers", "kernels", "extra", "extra_per_layer",
+                "host_reads"},
 }
 QUICK = [n for n in entry.available() if entry.BENCHMARKS[n]]
 
@@ -44,9 +46,26 @@ def test_benchmark_writes_its_rows(results, name):
 def test_step_time_rows(results):
     rows = read_results(results / "step_time.json")["rows"]
     assert {(r["model"], r["method"]) for r in rows} == {
-        (m, k) for m in ("lenet5", "resnet20") for k in ("fp32", "binary", "twn", "ttq", "inq")}
+        (m, k) for m in ("lenet5", "resnet20")
+        for k in ("fp32", "binary", "twn", "ttq", "inq", "bitnet")}
     assert all(r["step_ms"] > 0 for r in rows)
     assert all(r["ratio"] == 1.0 for r in rows if r["method"] == "fp32")
+
+
+def test_kernel_rows(results):
+    """The counts are real: fp32 adds nothing, every quantizer adds kernels to each
+    quantized layer, and the device path reads nothing back to the host."""
+    rows = read_results(results / "kernels.json")["rows"]
+    assert {r["path"] for r in rows} == {"device", "cpu"}
+    for r in rows:
+        if r["method"] == "fp32":
+            assert r["extra"] == 0 and r["layers"] == 0
+        else:
+            assert r["layers"] > 0 and r["extra"] >= r["layers"]
+        if r["path"] == "device":
+            assert r["host_reads"] == 0
+    cpu = {r["method"]: r for r in rows if r["path"] == "cpu"}
+    assert cpu["twn"]["host_reads"] > 0  # the CPU path's float(delta), counted
 
 
 def test_accuracy_rows(results):

@@ -1,6 +1,7 @@
 """CUDA: every method computes on a GPU what it computes on a CPU, without host
-synchronisation in the training step's quantizers. Skips without a GPU
-(``benchmarks/gpu_check.py`` runs these on a machine that has one)."""
+synchronisation in the training step's quantizers, and a deterministic run resumes bit for
+bit. Skips without a GPU (``benchmarks/gpu_check.py`` runs these, ``-m cuda``, on a machine
+that has one; ``tests/test_device_path.py`` checks the no-host-read part on the CPU)."""
 
 import copy
 
@@ -12,7 +13,7 @@ import ttqlab
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-METHODS = ["binary", "twn", "ttq", "inq"]
+METHODS = ["binary", "twn", "ttq", "inq", "bitnet"]
 
 
 def _model(method):
@@ -52,3 +53,35 @@ def test_quantizers_do_not_synchronise_with_the_host(method):
             layer.weight.sum().backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_deterministic_resume_is_bit_exact_on_cuda(tmp_path):
+    """With ``deterministic=True`` (cuDNN's deterministic algorithms), a run interrupted
+    after two epochs and resumed from its checkpoint ends bit for bit where the straight
+    run ends, on a GPU as on a CPU."""
+    data = ttqlab.data.load("synthetic", limit_train=256, limit_test=64)
+    kw = dict(epochs=3, batch_size=32, optimizer="sgd", lr=0.05, momentum=0.9,
+              progress=False, device="cuda", deterministic=True, seed=0)
+
+    def build():
+        m = ttqlab.models.lenet5(input_shape=(1, 8, 8), seed=0)
+        return ttqlab.quantize(m, "ttq")
+
+    straight = build()
+    ttqlab.fit(straight, data, checkpoint=tmp_path / "a", **kw)
+
+    def stop(history, model):
+        if len(history.epochs) == 3:  # epoch 0 (before training), 1 and 2
+            raise _Interrupt
+
+    broken = build()
+    with pytest.raises(_Interrupt):
+        ttqlab.fit(broken, data, checkpoint=tmp_path / "b", callbacks=[stop], **kw)
+    resumed = build()
+    ttqlab.fit(resumed, data, checkpoint=tmp_path / "b", resume=True, **kw)
+    for k, v in straight.state_dict().items():
+        assert torch.equal(v.cpu(), resumed.state_dict()[k].cpu()), k

@@ -266,6 +266,7 @@ def test_deterministic_settings_are_restored_after_an_error(digits_small):
     assert torch.are_deterministic_algorithms_enabled() == before
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_deterministic_cuda_runs_are_bit_identical(digits_small):
     train, test = digits_small

@@ -20,10 +20,11 @@ Both pass the gradient straight through (``dL/dx = dL/dx_q``).
 ``attach(layers, bits, rule)`` puts an :class:`ActivationQuantizer` child named
 ``act_quant`` on each layer and a forward pre-hook that quantizes the layer's input;
 the layer stays an ``nn.Linear`` / ``nn.Conv*d`` and its ``state_dict`` is unchanged.
-On an ``nn.MultiheadAttention`` the query, key and value passed to it are quantized (the
-inputs of ``in_proj_weight``); on an ``nn.RNN`` / ``GRU`` / ``LSTM`` its input sequence
-(the input of ``weight_ih_l0``): the hidden state that ``weight_hh_l*`` multiplies, and
-the deeper layers' inputs, are computed inside the recurrent kernel and stay float.
+On an ``nn.MultiheadAttention`` the query, key and value passed to it, by position or
+by keyword, are quantized (the inputs of ``in_proj_weight``); on an ``nn.RNN`` / ``GRU``
+/ ``LSTM`` its input sequence (the input of ``weight_ih_l0``): the hidden state that
+``weight_hh_l*`` multiplies, and the deeper layers' inputs, are computed inside the
+recurrent kernel and stay float.
 ``ttqlab.quantize(model, method, act_bits=8)`` does this for every layer it quantizes.
 For a Conv layer the "token" is a row of the input's last dimension (the width): use it
 mainly for Linear layers and sequence models, as BitNet does.
@@ -66,15 +67,26 @@ def absmax_codes(x: Tensor, bits: int = 8, eps: float = 1e-5) -> tuple[Tensor, T
     Q_b)``, ``Q_b = 2^(b-1) - 1`` (integer-valued floats)."""
     check_act_bits(bits)
     Q._check_finite(x, "x")
+    return _absmax(x.detach(), bits, eps)
+
+
+def _absmax(x: Tensor, bits: int, eps: float) -> tuple[Tensor, Tensor]:
+    # the training step's path: no NaN check (a host synchronisation on a GPU, a graph
+    # break under torch.compile); a NaN activation shows up in the loss instead
     qb = 2 ** (bits - 1) - 1
-    x = x.detach()
     gamma = x.abs().amax(dim=-1, keepdim=True).clamp(min=eps)
     return torch.round(x * (qb / gamma)).clamp_(-qb, qb), gamma
 
 
 def quantize_absmax(x: Tensor, bits: int = 8, eps: float = 1e-5) -> Tensor:
     """``x~ * gamma_x / Q_b`` (:func:`absmax_codes`) with the straight-through gradient."""
-    codes, gamma = absmax_codes(x, bits, eps)
+    check_act_bits(bits)
+    Q._check_finite(x, "x")
+    return _quantize_absmax(x, bits, eps)
+
+
+def _quantize_absmax(x: Tensor, bits: int, eps: float = 1e-5) -> Tensor:
+    codes, gamma = _absmax(x.detach(), bits, eps)
     return Q.ste(x, codes.mul_(gamma).div_(2 ** (bits - 1) - 1))
 
 
@@ -83,6 +95,10 @@ def quantize_pow2_tokens(x: Tensor, bits: int = 4) -> Tensor:
     A token that is all zero stays zero."""
     check_act_bits(bits)
     Q._check_finite(x, "x")
+    return _quantize_pow2_tokens(x, bits)
+
+
+def _quantize_pow2_tokens(x: Tensor, bits: int) -> Tensor:
     a = x.detach().abs()
     s = a.amax(dim=-1, keepdim=True)
     n1 = Q._exponent_of_nearest_pow2(torch.where(s > 0, s, torch.ones_like(s)))
@@ -104,9 +120,10 @@ class ActivationQuantizer(nn.Module):
         self.rule = _check_rule(rule)
 
     def forward(self, x: Tensor) -> Tensor:
+        # unchecked paths: a NaN check per layer and step would synchronise a GPU
         if self.rule == "absmax":
-            return quantize_absmax(x, self.bits)
-        return quantize_pow2_tokens(x, self.bits)
+            return _quantize_absmax(x, self.bits)
+        return _quantize_pow2_tokens(x, self.bits)
 
     def options(self) -> dict:
         return {"bits": self.bits, "rule": self.rule}
@@ -115,21 +132,30 @@ class ActivationQuantizer(nn.Module):
         return f"bits={self.bits}, rule={self.rule!r}"
 
 
-def _pre_hook(module: nn.Module, args: tuple) -> tuple:
+def _pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     # a plain function (not a closure): deep copies and ``bake`` keep working
     aq = getattr(module, _ATTR)
-    n = 3 if isinstance(module, nn.MultiheadAttention) else 1  # query, key, value
-    done: dict[int, Tensor] = {}  # self-attention passes one tensor three times
-    out = []
-    for x in args[:n]:
+    # the inputs the quantized weights multiply, passed by position or by keyword
+    names = ("query", "key", "value") if isinstance(module, nn.MultiheadAttention) \
+        else ("input",)
+    # self-attention passes one tensor three times: quantize it once. (Compared with
+    # ``is``, not by ``id``: torch.compile would guard on the id and recompile every step.)
+    done: list[tuple[Tensor, Tensor]] = []
+
+    def quantized(x):
         if not isinstance(x, Tensor):
             raise TypeError(f"act_bits: the input of {type(module).__name__} must be a "
                             f"tensor to be quantized, got {type(x).__name__} (a "
                             f"PackedSequence?); pass a padded tensor, or act_bits=None")
-        if id(x) not in done:
-            done[id(x)] = aq(x)
-        out.append(done[id(x)])
-    return (*out, *args[n:])
+        for seen, q in done:
+            if seen is x:
+                return q
+        done.append((x, aq(x)))
+        return done[-1][1]
+
+    args = tuple(quantized(x) if i < len(names) else x for i, x in enumerate(args))
+    kwargs = {k: quantized(v) if k in names[len(args):] else v for k, v in kwargs.items()}
+    return args, kwargs
 
 
 def attach(layers: Iterable[nn.Module], bits: int = 8, rule: str = "absmax") -> None:
@@ -143,7 +169,7 @@ def attach(layers: Iterable[nn.Module], bits: int = 8, rule: str = "absmax") -> 
                              "ttqlab.activations.detach(model) first")
     for layer in layers:
         layer.add_module(_ATTR, ActivationQuantizer(bits, rule))
-        layer.register_forward_pre_hook(_pre_hook)
+        layer.register_forward_pre_hook(_pre_hook, with_kwargs=True)
 
 
 def act_quantized_layers(model: nn.Module) -> dict[str, ActivationQuantizer]:
@@ -159,6 +185,7 @@ def detach(model: nn.Module) -> nn.Module:
             for key, hook in list(m._forward_pre_hooks.items()):
                 if hook is _pre_hook:
                     del m._forward_pre_hooks[key]
+                    m._forward_pre_hooks_with_kwargs.pop(key, None)
             delattr(m, _ATTR)
     return model
 

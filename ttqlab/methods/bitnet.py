@@ -48,10 +48,16 @@ def absmean_codes(w: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
     """
     _check_finite(w)
     _check_eps(eps)
-    w = w.detach()
+    codes, gamma = _absmean(w.detach(), eps)
+    return codes.to(torch.int8), gamma
+
+
+def _absmean(w: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """:func:`absmean_codes` without the input checks, codes in ``w``'s dtype: the
+    training step's path (a NaN check there would be a host synchronisation on a GPU and
+    a graph break under ``torch.compile``; a NaN weight shows up in the loss instead)."""
     gamma = w.abs().mean() if w.numel() else w.new_zeros(())
-    codes = torch.round(w / (gamma + eps)).clamp_(-1, 1).to(torch.int8)
-    return codes, gamma
+    return torch.round(w / (gamma + eps)).clamp_(-1, 1), gamma
 
 
 def ternarize_absmean(w: Tensor, eps: float = 1e-5) -> Tensor:
@@ -95,8 +101,8 @@ class BitNetWeight(WeightQuantizer):
         return {"eps": self.eps}
 
     def forward(self, w: Tensor) -> Tensor:
-        codes, gamma = absmean_codes(w.detach(), self.eps)
-        return ste(w, codes.to(w.dtype).mul_(gamma))
+        codes, gamma = _absmean(w.detach(), self.eps)
+        return ste(w, codes.mul_(gamma))
 
     def codes(self, w: Tensor) -> Tensor:
         return absmean_codes(w.detach(), self.eps)[0]

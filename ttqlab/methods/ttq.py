@@ -18,7 +18,13 @@ import torch
 from torch import Tensor, nn
 
 from . import register
-from .base import WeightQuantizer, _check_finite, _check_unit_interval
+from .base import (
+    WeightQuantizer,
+    _check_finite,
+    _check_unit_interval,
+    _eager_off_cpu,
+    _host_scalars_ok,
+)
 from .twn import _signs, _ternary, ternary_codes
 
 __all__ = ["TTQWeight", "ternarize_ttq", "ttq_threshold"]
@@ -37,11 +43,15 @@ def ttq_threshold(w: Tensor, t: float = 0.05, sparsity: float | None = None) -> 
     if sparsity is not None:
         _check_unit_interval(sparsity, "sparsity")
         n = w.numel()
+        if not n:
+            return w.new_zeros(())
         k = max(1, min(n, round(sparsity * n)))
         return w.abs().flatten().kthvalue(k).values
     _check_unit_interval(t, "t")
     if not w.numel():
         return w.new_zeros(())
+    if not _host_scalars_ok(w):  # a GPU or torch.compile: fewer kernels
+        return w.abs().amax() * t
     lo, hi = torch.aminmax(w)  # max|w| in one pass, without materialising |w|
     return t * torch.maximum(hi, lo.neg())
 
@@ -58,31 +68,47 @@ class _TTQFunction(torch.autograd.Function):
     ``reduce="mean"`` divides the scale gradients by the region sizes, the variant several
     re-implementations use (it is not what the authors' code does).
 
-    The regions are kept as 0/1 float tensors ``P`` and ``N`` so that everything is
-    arithmetic: sums are dot products, and the latent gradient is
-    ``(u (1 - P - N) + W_p P + W_n N) * g`` (each term exact: the masks are 0 or 1).
+    On a CPU the regions are kept as 0/1 float tensors ``P`` and ``N`` so that everything
+    is arithmetic (boolean masks and ``where`` are slow there): sums are dot products, and
+    the latent gradient is ``(u (1 - P - N) + W_p P + W_n N) * g`` (each term exact: the
+    masks are 0 or 1); so under ``torch.compile``. Eager on a GPU they are boolean masks
+    and ``where``: fewer kernels, the same values.
     """
 
     @staticmethod
     def forward(ctx, w, wp, wn, delta, reduce, unit=None):
+        ctx.reduce = reduce
+        if _eager_off_cpu(w):
+            # eager on a GPU: boolean masks and ``where``, the fewest kernels (a GPU step is
+            # bound by kernel launches), no host read; the same values (every product in
+            # the other path is by 0 or 1)
+            p, n = w > delta, w < -delta
+            ctx.save_for_backward(p, n, wp, wn, unit)
+            return (p * wp).sub_(n * wn)
         signs = _signs(w, delta)
         p = signs.clamp(min=0)
         n = signs.neg_().clamp_(min=0)
         ctx.save_for_backward(p, n, wp, wn, unit)
-        ctx.reduce = reduce
         return (p * wp).addcmul_(n, wn, value=-1)
 
     @staticmethod
     def backward(ctx, g):
         p, n, wp, wn, unit = ctx.saved_tensors
-        flat = g.contiguous().view(-1)
-        grad_wp = torch.dot(flat, p.view(-1))
-        grad_wn = -torch.dot(flat, n.view(-1))
+        if p.dtype == torch.bool:  # the device path of forward
+            grad_wp = (g * p).sum()
+            grad_wn = (g * n).sum().neg_()
+        else:
+            flat = g.contiguous().view(-1)
+            grad_wp = torch.dot(flat, p.view(-1))
+            grad_wn = -torch.dot(flat, n.view(-1))
         if ctx.reduce == "mean":
             grad_wp = grad_wp / p.sum().clamp(min=1)
             grad_wn = grad_wn / n.sum().clamp(min=1)
         grad_w = None
-        if ctx.needs_input_grad[0]:
+        if ctx.needs_input_grad[0] and p.dtype == torch.bool:
+            grad_w = torch.where(p, wp, torch.where(n, wn, 1.0 if unit is None else unit))
+            grad_w = grad_w.mul_(g)
+        elif ctx.needs_input_grad[0]:
             scale = torch.sub(1.0, p).sub_(n)
             if unit is not None:
                 scale.mul_(unit)
