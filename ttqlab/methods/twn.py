@@ -75,11 +75,15 @@ def _twn_params(w: Tensor, factor: float, per_channel: bool) -> tuple[Tensor, Te
     if not w.numel():
         return w.new_zeros(()), w.new_zeros(())
     a = w.abs()
-    if per_channel:
-        delta = _broadcast(factor * _per_channel_view(a).mean(dim=1), w)
-    else:
-        delta = factor * a.mean()
+    delta = _twn_delta(a, factor, per_channel)
     return delta, _twn_scale(a, delta, per_channel)
+
+
+def _twn_delta(a: Tensor, factor: float, per_channel: bool) -> Tensor:
+    """``delta = factor * E|W|`` from ``a = |W|`` (per output channel, shaped to broadcast)."""
+    if per_channel:
+        return _broadcast(factor * _per_channel_view(a).mean(dim=1), a)
+    return factor * a.mean()
 
 
 def _twn_device(w: Tensor, factor: float, per_channel: bool) -> Tensor:
@@ -90,11 +94,7 @@ def _twn_device(w: Tensor, factor: float, per_channel: bool) -> Tensor:
     if not w.numel():
         return w.clone()
     a = w.abs()
-    if per_channel:
-        delta = _broadcast(factor * _per_channel_view(a).mean(dim=1), w)
-    else:
-        delta = factor * a.mean()
-    kept = a > delta
+    kept = a > _twn_delta(a, factor, per_channel)
     if per_channel:
         total = _per_channel_view(a * kept).sum(dim=1)
         alpha = _broadcast(total / _per_channel_view(kept).sum(dim=1).clamp(min=1), w)
