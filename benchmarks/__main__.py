@@ -24,7 +24,8 @@ from pathlib import Path
 from benchmarks import RESULTS, machine, read_results
 
 #: name -> does it accept --quick
-BENCHMARKS: dict[str, bool] = {"step_time": True, "accuracy": True, "file_size": True,
+BENCHMARKS: dict[str, bool] = {"step_time": True, "accuracy": True, "plateau": True,
+                               "capacity": True, "file_size": True,
                                "kernels": True, "notebooks": False, "launch": False}
 
 
@@ -41,7 +42,8 @@ def run_one(name: str, out_dir: Path, quick: bool = False, extra: list[str] = ()
     start = time.perf_counter()
     importlib.import_module(f"benchmarks.{name}").main(argv)
     seconds = time.perf_counter() - start
-    doc = read_results(out)
+    raw = json.loads(out.read_text())
+    doc = {**(raw if isinstance(raw, dict) else {}), **read_results(out)}  # keep extra keys
     if not doc["meta"]:  # a benchmark that writes bare rows: say where it ran
         doc["meta"] = {**machine(), "command": f"python -m benchmarks.{name} {' '.join(argv)}"}
     doc["meta"].update({"quick": quick, "seconds": round(seconds, 1)})

@@ -50,13 +50,10 @@ PAPER_SOURCES = ("TWN: Li et al. 2016, Table 2 (binary = their binary-weight cou
                  "ResNet-18; binary (BWN, one scale per output channel: ttqlab's "
                  "`scale=\"channel\"`) and TWN as quoted there.")
 ONESHOT_NOTE = ("What the INQ ablation controls for: \"one step\" freezes every weight at "
-                "once and then re-trains for the same epochs, but then only what stays in full "
+                "once and then re-trains for the same epochs, so only what stays in full "
                 "precision (first and last layer, biases, BatchNorm) can still learn; INQ's "
-                "steps leave free weights to re-train. Against one-shot rounding followed by "
-                "straight-through fine-tuning of every weight at an equal budget, INQ does "
-                "*not* win on these small networks (notebooks 5 and 7b measure it): what "
-                "shows is that re-training free weights helps, not that incremental freezing "
-                "is needed.")
+                "steps leave free weights to re-train. Its verdict above is the paired "
+                "difference between the two at an equal budget.")
 TERNARY_GAP = 1.5   # goal: ternary within 1.5 points of full precision
 STEP_RATIO = 1.10   # goal: training-step time at most 1.10x full precision
 
@@ -81,8 +78,9 @@ def load(results: Path) -> dict[str, dict]:
         if path.stem.startswith("reproduce-"):  # a result.json of ttqlab reproduce
             docs[path.stem] = json.loads(path.read_text())
         else:
-            doc = read_results(path)
-            docs[doc["benchmark"]] = doc
+            raw = json.loads(path.read_text())
+            doc = {**(raw if isinstance(raw, dict) else {}), **read_results(path)}
+            docs[doc["benchmark"]] = doc  # with extra keys (accuracy: claims, selection)
     return docs
 
 
@@ -122,7 +120,7 @@ def _quick_note(meta: dict) -> str:
 # --------------------------------------------------------------------------- accuracy
 
 
-ACC_ORDER = ["fp32", "binary", "twn", "ttq", "inq", "inq-oneshot"]
+ACC_ORDER = ["fp32", "binary", "twn", "ttq", "inq", "inq-oneshot", "bitnet"]
 ACC_LABELS = {**LABELS, "inq-oneshot": "INQ 5-bit, one step (ablation)"}
 
 
@@ -146,61 +144,106 @@ def _group_name(key: tuple) -> str:
     return f"{dataset}, {model}{extra}"
 
 
-def _claims(g: dict[str, dict]) -> list[str]:
-    """Each paper's claim as the paired per-seed difference, and whether it shows."""
-    from benchmarks.accuracy import CLAIMS
+def _ci(mean, low, high) -> str:
+    if low is None or high is None:
+        return _signed(mean)
+    return f"{_signed(mean)} [{_signed(low)}, {_signed(high)}]"
 
+
+VERDICT_RULE = ("A claim *shows* when the 95% interval of its paired per-seed difference "
+                "excludes zero in the claimed direction (for \"matches\": lies above minus "
+                "the margin); it *does not show* when the interval excludes the claim (a "
+                "gain of one test image, or a loss larger than the margin); otherwise it "
+                "is *not resolved* with that many seeds: more seeds would narrow the "
+                "interval. Never \"no difference\".")
+
+
+def _claims(claims: list[dict], key: tuple) -> list[str]:
+    """Each paper's claim, its interval and its verdict, as ttqlab.experiments judged it."""
     lines = []
-    test = next(iter(g.values())).get("test")
-    one = 100 / test if test else 0.0
-    for claim, paper, better, worse in CLAIMS:
-        if better not in g or worse not in g:
+    for c in claims:
+        if (c.get("dataset"), c.get("model")) != key[:2]:
             continue
-        d = [a - b for a, b in zip(g[better]["test_acc"], g[worse]["test_acc"])]
-        m = sum(d) / len(d)
-        s = math.sqrt(sum((x - m) ** 2 for x in d) / (len(d) - 1)) if len(d) > 1 else 0.0
-        if worse == "fp32":
-            shows = m > -max(2 * s, one)
-        else:
-            shows = m > 0 and m > 2 * s
-        lines.append(f"- {paper}: *{claim}* ({ACC_LABELS[better]} − {ACC_LABELS[worse]}): "
-                     f"{_signed(m)} ± {s:.2f} points per seed: "
-                     + ("**shows** here." if shows else "**does not show** here."))
+        iv = c["interval"]
+        margin = (f" (margin {c['margin']:.2f} points)" if c["kind"] == "matches" else "")
+        lines.append(f"- {c['paper']}: *{c['claim']}* ({ACC_LABELS[c['better']]} − "
+                     f"{ACC_LABELS[c['worse']]}): {_ci(iv['mean'], iv['low'], iv['high'])} "
+                     f"points{margin}: **{c['verdict']}**.")
     return lines
+
+
+def _protocol(r0: dict, selection: dict | None) -> str:
+    """The protocol of one setup, in words, from its rows' recorded meta."""
+    recipe, ft = r0.get("recipe"), r0.get("finetune") or {}
+    starts = r0.get("starts") or []
+    text = ""
+    if recipe:
+        final = [s["final"] for s in starts]
+        gain = [s["gain_last_quarter"] for s in starts]
+        sched = "cosine schedule" if recipe.get("lr_schedule") == "cosine" else \
+            f"schedule {recipe.get('lr_schedule')}"
+        text += (f"Per seed, a full-precision start trained {recipe['epochs']} epochs "
+                 f"({recipe['optimizer']} lr {recipe['lr']:g}, {sched}, batch "
+                 f"{recipe['batch_size']})")
+        if final:
+            text += (f", ending at {sum(final) / len(final):.2f}% validation accuracy with "
+                     f"{_signed(sum(gain) / len(gain))} points over its last quarter of "
+                     f"epochs (its plateau; see *Where full precision converges*)")
+        text += "; then every row, the fp32 control included, fine-tunes that start "
+    else:
+        text += "Every row trains from the same random init "
+    text += (f"for {_n(r0['epochs'], 'epoch')} ({ft.get('optimizer', 'adam')}, "
+             f"{ft.get('lr_schedule') or 'constant'} decay); INQ's re-training over its "
+             f"steps adds up to the same epochs. ")
+    if selection:
+        grid = ", ".join(f"{c['lr']:g}" for c in selection["candidates"])
+        edge = selection.get("at_grid_edge") or []
+        text += (f"Each row's fine-tuning lr (column *lr*) was chosen on the validation "
+                 f"split from {grid}, the fp32 control's too"
+                 + (f"; {', '.join(ACC_LABELS[m] for m in edge)} chose an end of that grid"
+                    if edge else "") + ". ")
+    text += (f"Validation: {r0.get('val', '?')} of the training samples, held out for every "
+             f"choice; the test split ({r0['test']} images, one image = "
+             f"{r0['point per test image']:.2f} points) was evaluated once per run, at the "
+             f"end.")
+    return text
 
 
 def accuracy_section(doc: dict, figure: str | None) -> str:
     groups = _groups(doc["rows"])
     if not groups:
         return ""
-    text = ["### Accuracy", ""]
+    text = ["### Accuracy, in the papers' regime", ""]
+    selections = {(s["dataset"], s["model"]): s for s in doc.get("selection", [])}
     for key, g in groups.items():
         r0 = next(iter(g.values()))
         seeds = len(r0["seeds"])
-        header = ["method", f"test accuracy (%), {_group_name(key)}", "Δ vs fp32 (points)",
-                  "zeros (%)"] + [f"{name} ({src} paper)" for name, src, _ in PAPERS]
+        header = ["method", "lr", "validation (%)", f"test accuracy (%), {_group_name(key)}",
+                  "Δ vs fp32, 95% CI (points)", "zeros (%)"] + [
+            f"{name} ({src} paper)" for name, src, _ in PAPERS]
         table = []
         for m, r in g.items():
             d = r.get("delta_vs_fp32_mean")
-            cells = [ACC_LABELS[m], f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f}",
+            v = r.get("val_acc_mean")
+            cells = [ACC_LABELS[m], f"{r['lr']:g}" if "lr" in r else "–",
+                     "–" if v is None else f"{v:.2f}",
+                     f"{r['test_acc_mean']:.2f} ± {r['test_acc_std']:.2f}",
                      "reference" if m == "fp32" else "–" if d is None else
-                     f"{_signed(d)} ± {r['delta_vs_fp32_std']:.2f}",
+                     _ci(d, r.get("delta_vs_fp32_low"), r.get("delta_vs_fp32_high")),
                      f"{100 * r['sparsity']:.1f}"]
             for _, _, ref in PAPERS:
                 v = ref.get(m)
                 cells.append("–" if v is None else f"{v:.2f}" + (
                     "" if m == "fp32" else f" ({_signed(v - ref['fp32'])})"))
             table.append(cells)
-        minutes = r0.get("compare seconds")
+        seconds = r0.get("compare seconds")
         text += [
             f"Test accuracy in %, mean ± standard deviation over {_n(seeds, 'seed')}; Δ is "
-            "the mean ± std of the per-seed differences to full precision. Equal budgets: "
-            f"every method trained {_n(r0['epochs'], 'epoch')} in total, half full-precision "
-            "pre-training and half fine-tuning (INQ: re-training spread over its steps, the "
-            "same total; fp32 trains on unquantized: the control). One test image = "
-            f"{r0['point per test image']:.2f} points. The papers' published numbers beside "
-            "them, with their gap to their own full precision (other datasets and networks: "
-            f"see *Not reproduced here*).{_quick_note(doc['meta'])}",
+            "the mean of the per-seed differences to full precision with its 95% "
+            f"confidence interval (Student's t, {seeds - 1} degrees of freedom). "
+            f"{_protocol(r0, selections.get(key[:2]))} The papers' published numbers "
+            "beside them, with their gap to their own full precision (other datasets and "
+            f"networks: see *Not reproduced here*).{_quick_note(doc['meta'])}",
             "",
             _md(header, table),
             "",
@@ -208,14 +251,13 @@ def accuracy_section(doc: dict, figure: str | None) -> str:
             "",
             f"Conditions: {_conditions(key, g)}. Machine: {_machine(doc['meta'])}. "
             f"`{doc['meta'].get('command', 'python -m benchmarks accuracy')}`."
-            + (f" The {len([m for m in g if m != 'inq-oneshot'])}-method comparison over "
-               f"{_n(seeds, 'seed')} took {minutes:.0f} s on this (shared) machine."
-               if minutes else ""),
+            + (f" The {len(g)}-row comparison over {_n(seeds, 'seed')} took "
+               f"{seconds:.0f} s at the chosen lr on this (shared) machine, the starts "
+               f"{_start_source(r0)}." if seconds else ""),
             "",
-            "Which papers' claims show on this dataset (a difference counts when it exceeds "
-            "twice its per-seed spread):",
+            f"Which papers' claims show here. {VERDICT_RULE}",
             "",
-            *_claims(g),
+            *_claims(doc.get("claims", []), key),
             "",
             *([ONESHOT_NOTE, ""] if "inq-oneshot" in g else []),
         ]
@@ -224,14 +266,19 @@ def accuracy_section(doc: dict, figure: str | None) -> str:
     return "\n".join(text).rstrip()
 
 
+def _start_source(r0: dict) -> str:
+    starts = r0.get("starts") or []
+    return "read from the cache" if starts and all(s.get("cached") for s in starts) else \
+        "trained in it"
+
+
 def _conditions(key: tuple, g: dict) -> str:
-    """One setup's data, model, epochs and training, from its rows."""
+    """One setup's data, model and layers, from its rows."""
     r = next(iter(g.values()))
-    size = f" ({r['train']} train / {r['test']} test)" if "train" in r else ""
+    size = (f" ({r['train']} train / {r.get('val', 0)} validation / {r['test']} test)"
+            if "train" in r else "")
     layers = "all layers quantized" if key[2] == "all" else "first and last layer fp32"
-    return (f"{key[0]}{size}, {key[1]}, {layers}, seeds {', '.join(map(str, r['seeds']))}, "
-            f"{_n(r['epochs'], 'epoch')} per method" +
-            (f", {r['training']}" if "training" in r else ""))
+    return f"{key[0]}{size}, {key[1]}, {layers}, seeds {', '.join(map(str, r['seeds']))}"
 
 
 def plot_accuracy(doc: dict, path: Path) -> bool:
@@ -250,6 +297,148 @@ def plot_accuracy(doc: dict, path: Path) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, metadata={"Software": None})
     return True
+
+
+# --------------------------------------------------------------------------- capacity
+
+
+CAP_METHODS = ["binary", "twn", "ttq", "inq"]
+
+
+def capacity_section(doc: dict, figure: str | None) -> str:
+    rows = doc["rows"]
+    if not rows:
+        return ""
+    widths = sorted({r["channels"] for r in rows})
+    by = {(r["channels"], r["method"]): r for r in rows}
+    methods = [m for m in CAP_METHODS if any((w, m) in by for w in widths)]
+    header = ["channels", "parameters", "full precision (%)"] + [
+        f"{ACC_LABELS[m]} Δ, 95% CI" for m in methods]
+    table = []
+    for w in widths:
+        fp = by.get((w, "fp32"))
+        cells = [str(w), f"{fp['params']:,}" if fp else "–",
+                 f"{fp['test_acc_mean']:.2f} ± {fp['test_acc_std']:.2f}" if fp else "–"]
+        for m in methods:
+            r = by.get((w, m))
+            cells.append("–" if r is None else _ci(r["delta_vs_fp32_mean"],
+                                                   r["delta_vs_fp32_low"],
+                                                   r["delta_vs_fp32_high"]))
+        table.append(cells)
+    r0 = rows[0]
+    ft = r0["finetune"]
+    text = ["### Quantization's cost against the network's width", "",
+            f"`cnn1d` on MNIST-1D at several widths, each as `ttqlab compare` runs it: a "
+            f"converged start per seed, then {_n(r0['epochs'], 'fine-tuning epoch')} for "
+            f"every row ({ft['optimizer']}, {ft['lr_schedule']} decay, each method's "
+            f"lr as chosen at the default width in *Accuracy*). Test accuracy of full "
+            f"precision (mean ± std over {_n(len(r0['seeds']), 'seed')}) and each method's "
+            f"paired difference to it, in points, with its 95% interval."
+            f"{_quick_note(doc['meta'])}", "", _md(header, table), "",
+            f"Machine: {_machine(doc['meta'])}. "
+            f"`{doc['meta'].get('command', 'python -m benchmarks.capacity')}`."]
+    if figure:
+        text += ["", f"![Gap to full precision against the number of parameters]({figure})"]
+    return "\n".join(text)
+
+
+def plot_capacity(doc: dict, path: Path) -> bool:
+    rows = doc["rows"]
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ttqlab.viz import COLORS as METHOD_COLORS  # the same colour per method as viz
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for i, m in enumerate(CAP_METHODS):
+        rs = sorted((r for r in rows if r["method"] == m), key=lambda r: r["params"])
+        if not rs:
+            continue
+        x = [r["params"] * (1 + 0.04 * (i - 1.5)) for r in rs]  # side by side
+        y = [r["delta_vs_fp32_mean"] for r in rs]
+        lo = [r["delta_vs_fp32_mean"] - (r["delta_vs_fp32_low"] if r["delta_vs_fp32_low"]
+                                         is not None else r["delta_vs_fp32_mean"])
+              for r in rs]
+        hi = [(r["delta_vs_fp32_high"] if r["delta_vs_fp32_high"] is not None else
+               r["delta_vs_fp32_mean"]) - r["delta_vs_fp32_mean"] for r in rs]
+        ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=ACC_LABELS[m],
+                    color=METHOD_COLORS.get(m))
+    ax.axhline(0, color=METHOD_COLORS["fp32"], lw=1, ls="--", label="full precision")
+    ax.set_xscale("log")
+    for r in rows:
+        if r["method"] == "fp32":
+            ax.annotate(f"{r['channels']} ch", (r["params"], 0), textcoords="offset points",
+                        xytext=(0, 8), ha="center", fontsize=8,
+                        color=METHOD_COLORS["fp32"])
+    ax.set_xlabel("parameters of cnn1d (count, log scale)")
+    ax.set_ylabel("Δ test accuracy vs fp32 (points)")
+    ax.set_title(f"MNIST-1D: quantization's cost shrinks with width "
+                 f"({len(rows[0]['seeds'])} seeds, 95% CI)")
+    ax.legend(fontsize=8, loc="lower right")
+    _save(fig, path)
+    return True
+
+
+# --------------------------------------------------------------------------- plateau
+
+
+def _plateau_gaps(by: dict, widths: list[int], family: str, epochs: list[int]) -> list[str]:
+    """One sentence: how far the start's epochs end from the longest run, per width."""
+    from ttqlab.starts import Recipe
+
+    chosen, longest = Recipe().epochs, max(epochs)
+    parts = []
+    for w in widths:
+        a, b = by.get((w, family, chosen)), by.get((w, family, longest))
+        if a and b and chosen != longest:
+            parts.append(f"{_signed(b['val_acc_mean'] - a['val_acc_mean'])} points at {w} "
+                         "channels")
+    if not parts:
+        return []
+    return [f"Training {longest} instead of the start's {chosen} epochs ({family}) changes "
+            f"validation accuracy by {', '.join(parts)}.", ""]
+
+
+def plateau_section(doc: dict) -> str:
+    rows = doc["rows"]
+    if not rows:
+        return ""
+    widths = sorted({r["channels"] for r in rows})
+    families = list(dict.fromkeys(r["family"] for r in rows))
+    epochs = sorted({r["epochs"] for r in rows})
+    by = {(r["channels"], r["family"], r["epochs"]): r for r in rows}
+    header = ["channels", "schedule"] + [f"{e} epochs" for e in epochs]
+    table = []
+    for w in widths:
+        for f in families:
+            cells = [str(w), f]
+            for e in epochs:
+                r = by.get((w, f, e))
+                cells.append("–" if r is None else
+                             f"{r['val_acc_mean']:.2f} ± {r['val_acc_std']:.2f}")
+            table.append(cells)
+    seconds = {(r["channels"], r["epochs"]): r["seconds_mean"] for r in rows
+               if r["family"] == families[0]}
+    times = "; ".join(f"{w} channels, {e} epochs: {seconds[(w, e)]:.1f} s" for w in widths
+                      for e in epochs if (w, e) in seconds)
+    return "\n".join([
+        "### Where full precision converges", "",
+        "Validation accuracy (%, mean ± std over "
+        f"{_n(len(rows[0]['seeds']), 'seed')}) of full-precision `cnn1d` on MNIST-1D "
+        "against training epochs, Adam at batch 64: lr 1e-2 with a cosine schedule (the "
+        "start's recipe, `ttqlab.starts.Recipe`) and the former default, lr 1e-3 constant. "
+        "Quantized methods are compared from the recipe's start, not from a model still "
+        "climbing; what full precision still gains after it, the fp32 control gains in "
+        "its fine-tuning epochs, which every row gets."
+        f"{_quick_note(doc['meta'])}", "", _md(header, table), "",
+        *_plateau_gaps(by, widths, families[0], epochs),
+        f"Time per start ({families[0]}, one thread): {times}. Machine: "
+        f"{_machine(doc['meta'])}. "
+        f"`{doc['meta'].get('command', 'python -m benchmarks.plateau')}`."])
 
 
 # --------------------------------------------------------------------------- step time
@@ -475,6 +664,13 @@ def render(docs: dict[str, dict], figures: Path, readme_dir: Path) -> str:
         fig = figures / "accuracy.png"
         parts.append(accuracy_section(docs["accuracy"],
                                       rel(fig) if plot_accuracy(docs["accuracy"], fig)
+                                      else None))
+    if "plateau" in docs:
+        parts.append(plateau_section(docs["plateau"]))
+    if "capacity" in docs:
+        fig = figures / "capacity.png"
+        parts.append(capacity_section(docs["capacity"],
+                                      rel(fig) if plot_capacity(docs["capacity"], fig)
                                       else None))
     if "step_time" in docs:
         parts.append(step_time_section(docs["step_time"]))

@@ -12,8 +12,13 @@ from benchmarks import read_results, report
 
 COLUMNS = {
     "step_time": {"model", "method", "batch", "device", "threads", "step_ms", "ratio"},
-    "accuracy": {"dataset", "model", "method", "epochs", "seeds", "test_acc_mean",
-                 "test_acc_std", "delta_vs_fp32_mean", "delta_vs_fp32_std", "sparsity"},
+    "accuracy": {"dataset", "model", "method", "epochs", "seeds", "val_acc_mean",
+                 "test_acc_mean", "test_acc_std", "delta_vs_fp32_mean", "delta_vs_fp32_low",
+                 "delta_vs_fp32_high", "sparsity", "recipe", "finetune"},
+    "capacity": {"channels", "params", "method", "test_acc_mean", "delta_vs_fp32_mean",
+                 "delta_vs_fp32_low", "delta_vs_fp32_high"},
+    "plateau": {"channels", "family", "epochs", "val_acc_mean", "val_acc_std",
+                "seconds_mean"},
     "file_size": {"model", "method", "packing", "q fp32 file", "q packed file", "q ratio",
                   "model fp32 file", "model packed file", "model ratio", "outputs equal"},
     "kernels": {"model", "method", "path", "layers", "kernels", "extra", "extra_per_layer",
@@ -71,7 +76,8 @@ def test_kernel_rows(results):
 def test_accuracy_rows(results):
     rows = read_results(results / "accuracy.json")["rows"]
     assert {r["dataset"] for r in rows} == {"mnist1d"}
-    assert [r["method"] for r in rows] == ["fp32", "binary", "twn", "ttq", "inq", "inq-oneshot"]
+    assert [r["method"] for r in rows] == ["fp32", "binary", "twn", "ttq", "inq", "inq-oneshot",
+                                           "bitnet"]
     assert len({r["epochs"] for r in rows}) == 1  # equal budgets
     for r in rows:
         assert r["seeds"] == [0, 1] and len(r["test_acc"]) == 2
@@ -79,6 +85,40 @@ def test_accuracy_rows(results):
         assert 0 <= r["test_acc_mean"] <= 100 and r["test_acc_std"] >= 0
     ternary = [r for r in rows if r["method"] in ("twn", "ttq")]
     assert ternary and all(0 < r["sparsity"] < 1 for r in ternary)
+    doc = json.loads((results / "accuracy.json").read_text())
+    (selection,) = doc["selection"]
+    # each row's lr is chosen on validation: its best candidate's validation accuracy wins
+    assert len(selection["candidates"]) == 2 and doc["claims"]
+    for r in rows:
+        best = max(selection["candidates"], key=lambda c: c["val_acc"][r["method"]])
+        assert r["lr"] == best["lr"] == selection["chosen_lr"][r["method"]]
+    for c in doc["claims"]:
+        assert c["verdict"] in ("shows", "does not show", "not resolved with 2 seeds")
+
+
+def test_committed_accuracy_results_chose_the_library_default():
+    """The library's fine-tuning lr is the one benchmarks/accuracy.py chose on validation,
+    and the README's claims come from that run."""
+    from benchmarks import RESULTS
+    from ttqlab.experiments import ALL_METHODS, FINETUNE_LRS
+
+    doc = json.loads((RESULTS / "accuracy.json").read_text())
+    for selection in doc["selection"]:
+        assert selection["chosen_lr"] == FINETUNE_LRS
+    assert {r["method"] for r in doc["rows"]} == set(ALL_METHODS)
+    assert all(r["lr"] == FINETUNE_LRS[r["method"]] for r in doc["rows"])
+
+
+def test_capacity_and_plateau_rows(results):
+    cap = read_results(results / "capacity.json")["rows"]
+    assert {r["channels"] for r in cap} == {4, 8}
+    by = {(r["channels"], r["method"]): r for r in cap}
+    assert by[(8, "fp32")]["params"] > by[(4, "fp32")]["params"]
+    for r in cap:
+        assert r["delta_vs_fp32_low"] <= r["delta_vs_fp32_mean"] <= r["delta_vs_fp32_high"]
+    plateau = read_results(results / "plateau.json")["rows"]
+    assert [r["epochs"] for r in plateau] == [1, 2]
+    assert all(0 <= r["val_acc_mean"] <= 100 for r in plateau)
 
 
 def test_report_writes_readme_section_and_figures(results, tmp_path):
@@ -102,7 +142,11 @@ def test_report_writes_readme_section_and_figures(results, tmp_path):
     assert "quick CI configuration" in section  # our numbers say how they were made
     assert "ttqlab reproduce ttq-cifar10-resnet56" in section
     assert "TWN 98.70 (A GPU x2, shortened run)" in section
-    for name in ("accuracy.png", "size_per_method.png"):
+    assert "Where full precision converges" in section
+    assert "against the network's width" in section
+    for c in json.loads((results / "accuracy.json").read_text())["claims"]:
+        assert f"*{c['claim']}*" in section and f"**{c['verdict']}**" in section
+    for name in ("accuracy.png", "capacity.png", "size_per_method.png"):
         if name == "size_per_method.png" and "file_size" not in QUICK:
             continue
         png = figures / name

@@ -10,27 +10,54 @@ import pytest
 from ttqlab.cli import main
 
 
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTQLAB_DATA", str(tmp_path / "cache"))  # starts cached per test
+    return tmp_path / "cache"
+
+
 @pytest.mark.slow
-def test_compare_runs_end_to_end_with_two_seeds(tmp_path, capsys):
+def test_compare_runs_end_to_end_with_two_seeds(tmp_path, capsys, cache):
     out = tmp_path / "sub" / "compare.json"
-    assert main(["compare", "--dataset", "digits", "--epochs", "2", "--seeds", "2",
-                 "--json", str(out)]) == 0
+    argv = ["compare", "--dataset", "digits", "--epochs", "2", "--pretrain-epochs", "2",
+            "--seeds", "2", "--json", str(out)]
+    assert main(argv) == 0
     text = capsys.readouterr().out
-    for method in ("fp32", "binary", "twn", "ttq", "inq"):
+    methods = ["fp32", "binary", "twn", "ttq", "inq", "inq-oneshot"]
+    for method in methods:
         assert method in text
     assert "±" in text and "one test image = 0.22 points" in text and "Columns:" in text
     saved = json.loads(out.read_text())
+    assert "95% CI" in text and all(f"{c['claim']} ({c['comparison']})" in text and
+                                    c["verdict"] in text for c in saved["claims"])
     rows = saved["rows"]
-    assert [r["method"] for r in rows] == ["fp32", "binary", "twn", "ttq", "inq"]
+    assert [r["method"] for r in rows] == methods
     assert saved["seeds"] == [0, 1] and saved["model"] == "lenet5"
+    assert saved["recipe"]["epochs"] == 2 and saved["finetune"]["epochs"] == 2
+    assert saved["dataset"] == "digits" and saved["val"] > 0 and saved["claims"]
     for r in rows:
         assert r["epochs"] == 2 and r["seeds"] == [0, 1] and len(r["test_acc"]) == 2
-        assert 50 < r["test_acc_mean"] <= 100 and r["test_acc_std"] >= 0
+        assert 0 <= r["test_acc_mean"] <= 100 and r["test_acc_std"] >= 0
         assert r["delta_vs_fp32_mean"] == pytest.approx(
             sum(a - b for a, b in zip(r["test_acc"], rows[0]["test_acc"])) / 2)
     by = {r["method"]: r for r in rows}
     assert by["ttq"]["bits_per_weight"] == 2 and by["inq"]["bits_per_weight"] == 5
     assert by["binary"]["model_bytes"] < by["twn"]["model_bytes"] < by["fp32"]["model_bytes"]
+    assert len(list((cache / "starts").glob("*.safetensors"))) == 2  # one start per seed
+    assert main(argv) == 0  # again: the starts come from the cache, the numbers are equal
+    assert "all 2 read from the cache" in capsys.readouterr().out
+    assert [r["test_acc"] for r in json.loads(out.read_text())["rows"]] == \
+        [r["test_acc"] for r in rows]
+
+
+def test_compare_from_scratch_drops_inq_by_default(tmp_path, cache):
+    out = tmp_path / "c.json"
+    assert main(["compare", "--dataset", "synthetic", "--init", "scratch", "--epochs", "1",
+                 "--seeds", "1", "--json", str(out)]) == 0
+    saved = json.loads(out.read_text())
+    assert [r["method"] for r in saved["rows"]] == ["fp32", "binary", "twn", "ttq"]
+    assert saved["protocol"] == "scratch" and saved["starts"] == []
+    assert not cache.exists() or not list(cache.glob("starts/*"))  # no start trained
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -38,7 +65,9 @@ def test_compare_runs_end_to_end_with_two_seeds(tmp_path, capsys):
     (["--json", "{tmp}"], "is a folder"),
     (["--json", "{tmp}/file.txt/x.json"], "is a file, not a folder"),
     (["--model", "lenet5", "--channels", "8"], "--channels"),
-    (["--threads", "0"], "--threads")])
+    (["--threads", "0"], "--threads"), (["--val-fraction", "1.5"], "--val-fraction"),
+    (["--init", "scratch", "--methods", "fp32", "inq"], "INQ quantizes a trained model"),
+    (["--methods", "twn", "twn"], "twice"), (["--pretrain-epochs", "0"], "at least 1")])
 def test_compare_bad_input_fails_before_training(argv, message, tmp_path, capsys,
                                                  monkeypatch):
     (tmp_path / "file.txt").write_text("")
@@ -55,9 +84,9 @@ def test_compare_bad_input_fails_before_training(argv, message, tmp_path, capsys
     assert message in capsys.readouterr().err
 
 
-def test_compare_without_fp32_says_there_is_no_delta(capsys):
+def test_compare_without_fp32_says_there_is_no_delta(capsys, cache):
     assert main(["compare", "--dataset", "synthetic", "--methods", "twn", "--epochs", "2",
-                 "--seeds", "1"]) == 0
+                 "--pretrain-epochs", "1", "--seeds", "1"]) == 0
     assert "No Δ column" in capsys.readouterr().out
 
 

@@ -1,4 +1,5 @@
-"""compare(): equal training budgets, seeds with spread, the JSON-shaped rows, bad input."""
+"""compare(): every row from the same converged start under the same budget, validation
+for the epochs, test once at the end, intervals and verdicts, bad input."""
 
 import math
 import statistics
@@ -6,7 +7,18 @@ import statistics
 import pytest
 
 import ttqlab
-from ttqlab.experiments import ALL_METHODS, check_seeds, compare, spread_epochs
+from ttqlab import evidence
+from ttqlab.experiments import (
+    ALL_METHODS,
+    CLAIMS,
+    DEFAULT_METHODS,
+    check_seeds,
+    compare,
+    spread_epochs,
+)
+from ttqlab.starts import Recipe, pretrain
+
+RECIPE = Recipe(epochs=2, batch_size=32)
 
 
 @pytest.fixture(scope="module")
@@ -14,9 +26,19 @@ def tiny():
     return ttqlab.data.load("synthetic", n_train=128, n_test=64, seed=0)
 
 
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTQLAB_DATA", str(tmp_path))  # starts are cached per test
+
+
 def _build(data):
     return lambda s: ttqlab.models.mlp(input_shape=data.input_shape,
                                         num_classes=data.num_classes, hidden=(16, 16), seed=s)
+
+
+def _compare(data, **kw):
+    kw.setdefault("recipe", RECIPE)
+    return compare(_build(data), data, **kw)
 
 
 def _trained_epochs(result) -> int:
@@ -33,59 +55,131 @@ def test_spread_epochs_sums_to_budget(epochs):
         assert max(split) - min(split) <= 1 and split == sorted(split, reverse=True)
 
 
-@pytest.mark.parametrize("init", ["pretrained", "scratch"])
-def test_every_method_trains_the_same_total_epochs(tiny, init):
-    table, results = compare(_build(tiny), tiny, epochs=5, seeds=[0], init=init)
+def test_every_row_fine_tunes_the_same_start_for_the_same_epochs_and_schedule(tiny):
+    table, results = _compare(tiny, epochs=3, seeds=[0], methods=ALL_METHODS)
     assert [r["method"] for r in table.rows] == list(ALL_METHODS)
-    assert {r["epochs"] for r in table.rows} == {5}
+    assert {r["epochs"] for r in table.rows} == {3}
+    control = results["fp32"].history
+    start = pretrain(_build(tiny), tiny.split_validation(), 0, RECIPE)
+    assert start.cached  # compare trained it, under the same key
+    # the control starts where the start ended: the same model
+    assert control.epochs[0]["val_acc"] == pytest.approx(start.history.last["val_acc"])
+    lrs = [row["lr"] for row in control.epochs[1:]]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < lrs[0]  # a decaying schedule
     for method, result in results.items():
-        # counted from what fit() actually ran: pre-training + fine-tuning, INQ's steps summed
-        assert _trained_epochs(result) == 5, method
-        assert result.history.epochs[-1]["epoch"] == 5, method
+        # counted from what fit() actually ran; INQ's steps summed
+        assert _trained_epochs(result) == 3, method
+        assert result.history.epochs[-1]["epoch"] == 3, method
+        if method not in ("inq", "inq-oneshot"):  # INQ restarts the schedule per step
+            assert [row["lr"] for row in result.history.epochs[1:]] == lrs, method
 
 
-def test_inq_retraining_epochs_add_up(tiny):
+def test_inq_retraining_epochs_add_up_and_are_judged_on_validation(tiny):
     # 3 fine-tuning epochs over INQ's 4 steps: 1 + 1 + 1 + 0, never ceil(3/4) * 4 = 4
-    table, results = compare(_build(tiny), tiny, epochs=5, pretrain_epochs=2, seeds=[0],
-                             methods=["fp32", "inq"])
-    assert _trained_epochs(results["inq"]) == 5 == _trained_epochs(results["fp32"])
-    assert table.meta["pretrain_epochs"] == 2
+    _, results = _compare(tiny, epochs=3, seeds=[0], methods=["fp32", "inq"])
+    inq = results["inq"]
+    assert _trained_epochs(inq) == 3 == _trained_epochs(results["fp32"])
+    assert inq.history.last["inq_fraction"] == 1.0
+    data = tiny.split_validation()
+    assert inq.history.last["val_acc"] == pytest.approx(ttqlab.evaluate(inq.model,
+                                                                        data.val)[1])
 
 
-def test_mean_std_and_per_seed_delta(tiny):
-    table, _ = compare(_build(tiny), tiny, epochs=2, seeds=[0, 1, 2],
-                       methods=["fp32", "binary"])
+def test_test_split_is_touched_once_at_the_end(tiny):
+    table, results = _compare(tiny, epochs=2, seeds=[0], methods=["fp32", "twn"])
+    data = tiny.split_validation()
+    for row in table.rows:
+        result = results[row["method"]]
+        assert all("test_acc" not in e and "val_acc" in e for e in result.history.epochs)
+        assert result.test_acc == pytest.approx(ttqlab.evaluate(result.model, data.test)[1])
+        assert row["test_acc"] == [pytest.approx(100 * result.test_acc)]
+        assert row["val_acc"] == [pytest.approx(100 * result.history.last["val_acc"])]
+    assert table.meta["val"] == len(data.val) and table.meta["train"] == len(data.train)
+
+
+def test_a_given_validation_split_is_kept(tiny):
+    data = tiny.split_validation(0.25, seed=4)
+    table, _ = _compare(data, epochs=1, seeds=[0], methods=["fp32"])
+    assert table.meta["val_split"] == {"fraction": 0.25, "seed": 4}
+    assert table.meta["val"] == len(data.val)
+
+
+def test_means_and_paired_intervals(tiny):
+    table, _ = _compare(tiny, epochs=2, seeds=[0, 1, 2], methods=["fp32", "binary"])
     fp, b = table.rows
     assert fp["seeds"] == [0, 1, 2] and len(fp["test_acc"]) == 3
     assert fp["test_acc_mean"] == pytest.approx(statistics.mean(fp["test_acc"]))
     assert fp["test_acc_std"] == pytest.approx(statistics.stdev(fp["test_acc"]))
-    diffs = [x - y for x, y in zip(b["test_acc"], fp["test_acc"])]
-    assert b["delta_vs_fp32_mean"] == pytest.approx(statistics.mean(diffs))
-    assert b["delta_vs_fp32_std"] == pytest.approx(statistics.stdev(diffs))
+    iv = evidence.paired_interval(b["test_acc"], fp["test_acc"])
+    assert b["delta_vs_fp32_mean"] == pytest.approx(iv.mean)
+    assert b["delta_vs_fp32_std"] == pytest.approx(iv.std)
+    assert (b["delta_vs_fp32_low"], b["delta_vs_fp32_high"]) == (pytest.approx(iv.low),
+                                                                 pytest.approx(iv.high))
     assert fp["delta_vs_fp32_mean"] == 0 and fp["delta_vs_fp32_std"] == 0
     assert all(0 <= a <= 100 for a in fp["test_acc"])  # percent, not fractions
 
 
-def test_same_seeds_same_numbers(tiny):
-    a, _ = compare(_build(tiny), tiny, epochs=2, seeds=[3], methods=["fp32", "ttq"])
-    b, _ = compare(_build(tiny), tiny, epochs=2, seed=3, methods=["fp32", "ttq"])
-    assert [r["test_acc"] for r in a.rows] == [r["test_acc"] for r in b.rows]
+def test_same_seeds_same_numbers_trained_or_cached(tiny):
+    a, _ = _compare(tiny, epochs=2, seeds=[3], methods=["fp32", "ttq"])
+    b, _ = _compare(tiny, epochs=2, seed=3, methods=["fp32", "ttq"])
+    c, _ = _compare(tiny, epochs=2, seed=3, methods=["fp32", "ttq"], cache=False)
+    assert [st["cached"] for st in a.meta["starts"]] == [False]
+    assert [st["cached"] for st in b.meta["starts"]] == [True]
+    assert [r["test_acc"] for r in a.rows] == [r["test_acc"] for r in b.rows] == \
+        [r["test_acc"] for r in c.rows]
+    assert "from the cache" in b.title and "trained now" in a.title
+
+
+def test_claims_are_judged_from_the_intervals(tiny):
+    table, _ = _compare(tiny, epochs=2, seeds=[0, 1])
+    assert [r["method"] for r in table.rows] == list(DEFAULT_METHODS)
+    assert [(c["paper"], c["claim"]) for c in table.claims] == [c[:2] for c in CLAIMS]
+    one_image = 100 / len(tiny.test)
+    for c in table.claims:
+        rows = {r["method"]: r for r in table.rows}
+        iv = evidence.paired_interval(rows[c["better"]]["test_acc"],
+                                      rows[c["worse"]]["test_acc"])
+        assert c["interval"] == pytest.approx(iv.to_dict())
+        assert c["verdict"] == evidence.verdict(iv, c["kind"], margin=c["margin"])
+        assert c["margin"] >= one_image
+    text = str(table)
+    assert sum(f"{c['paper']}: {c['claim']}" in text for c in table.claims) == len(CLAIMS)
 
 
 def test_rows_carry_the_json_fields_and_print_readably(tiny):
-    table, _ = compare(_build(tiny), tiny, epochs=2, seeds=[0, 1], methods=["fp32", "twn"])
+    table, _ = _compare(tiny, epochs=2, seeds=[0, 1], methods=["fp32", "twn"])
     for row in table.to_dict()["rows"]:
-        for key in ("method", "epochs", "seeds", "test_acc_mean", "test_acc_std",
-                    "delta_vs_fp32_mean", "delta_vs_fp32_std", "sparsity",
-                    "bits_per_weight", "model_bytes"):
+        for key in ("method", "epochs", "seeds", "val_acc_mean", "test_acc_mean",
+                    "test_acc_std", "delta_vs_fp32_mean", "delta_vs_fp32_low",
+                    "delta_vs_fp32_high", "sparsity", "bits_per_weight", "model_bytes"):
             assert key in row
+    meta = table.to_dict()
+    assert meta["recipe"]["epochs"] == 2 and meta["finetune"]["lr_schedule"] == "cosine"
+    assert meta["protocol"] == "converged-start" and len(meta["starts"]) == 2
     text = str(table)
     assert "±" in text and "KiB" in text and "one test image = 1.56 points" in text
-    assert "Columns:" in text and "notebooks/01" in text and "2 epochs in total" in text
+    assert "Columns:" in text and "ttqlab course" in text and "95% CI" in text
+    assert "notebooks/" not in text  # a pip install has no notebooks folder
+
+
+def test_one_seed_runs_and_says_it_has_no_interval(tiny):
+    table, _ = _compare(tiny, epochs=1, seeds=[0], methods=["fp32", "twn"])
+    assert table.rows[1]["delta_vs_fp32_low"] is None
+    assert "no interval and no verdict" in str(table)
+
+
+def test_from_scratch_rows_start_from_the_random_init(tiny):
+    table, results = _compare(tiny, epochs=2, seeds=[0], init="scratch",
+                              methods=["fp32", "twn", "bitnet"])
+    fresh = _build(tiny)(0)
+    assert results["fp32"].history.epochs[0]["val_acc"] == pytest.approx(
+        ttqlab.evaluate(fresh, tiny.split_validation().val)[1])
+    assert table.meta["starts"] == [] and table.meta["recipe"] is None
+    assert table.meta["protocol"] == "scratch"
 
 
 def test_without_fp32_there_is_no_delta_and_it_says_so(tiny):
-    table, _ = compare(_build(tiny), tiny, epochs=2, seeds=[0], methods=["twn"])
+    table, _ = _compare(tiny, epochs=2, seeds=[0], methods=["twn"])
     assert table.rows[0]["delta_vs_fp32_mean"] is None
     assert "Δ" not in str(table).split("\n")[1] and "No Δ column" in str(table)
 
@@ -103,11 +197,16 @@ def test_bad_seeds_are_refused_before_training(seeds, message):
         check_seeds(seeds)
 
 
-def test_bad_budget_is_refused(tiny):
-    with pytest.raises(ValueError, match="pretrain_epochs"):
-        compare(_build(tiny), tiny, epochs=4, pretrain_epochs=4)
-    with pytest.raises(ValueError, match="epochs must be"):
-        compare(_build(tiny), tiny, epochs=1)
+@pytest.mark.parametrize("kwargs, message", [
+    ({"epochs": 0}, "epochs must be"), ({"methods": ["tnw"]}, "unknown methods"),
+    ({"methods": ["twn", "twn"]}, "repeat"), ({"init": "scratch"}, "INQ quantizes"),
+    ({"init": "warm"}, "init must be"), ({"recipe": {"epochs": 2}}, "Recipe")])
+def test_bad_arguments_are_refused_before_training(tiny, kwargs, message):
+    def build(seed):
+        raise AssertionError("trained despite bad arguments")
+
+    with pytest.raises((ValueError, TypeError), match=message):
+        compare(build, tiny, **kwargs)
 
 
 def test_layer_report_title_names_each_packing():

@@ -1,7 +1,7 @@
 """Command line for the headless jobs: ``ttqlab train``, ``ttqlab compare``, ``ttqlab course``.
 
     ttqlab train --method ttq --model lenet5 --dataset digits --epochs 10
-    ttqlab compare                      # mnist1d, cnn1d(16), 3 seeds, equal budgets
+    ttqlab compare                      # mnist1d, cnn1d(32), 5 seeds, converged starts
     ttqlab course my-course
 
 Every option and output path is checked before any work starts: a usage error exits with
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import __version__, models
 from . import data as datasets
-from .experiments import ALL_METHODS, compare, train_method
+from .experiments import ALL_METHODS, DEFAULT_METHODS, compare, train_method
 from .inq import SCHEDULES
 from .stats import layer_report
 
@@ -31,10 +31,10 @@ EXAMPLES = {
   ttqlab train --method inq --model mlp --dataset mnist1d --bits 4 --json inq.json
   ttqlab train --method ttq --sparsity 0.5 --seed 1""",
     "compare": """examples:
-  ttqlab compare                              # mnist1d, cnn1d(16), 3 seeds, 10 epochs each
-  ttqlab compare --seeds 5 --json results.json
-  ttqlab compare --dataset digits --init scratch
-  ttqlab compare --methods fp32 twn ttq --epochs 20""",
+  ttqlab compare                              # mnist1d, cnn1d(32), 5 seeds (about 2 min)
+  ttqlab compare --seeds 10 --json results.json
+  ttqlab compare --channels 64 --methods fp32 twn ttq
+  ttqlab compare --dataset digits --init scratch      # no INQ rows: it needs a start""",
     "export": """examples:
   ttqlab export --method twn --model lenet5 --dataset digits --out lenet5-twn.safetensors
   ttqlab export --method ttq --packing 2bit --out lenet5-ttq.safetensors
@@ -224,9 +224,16 @@ def _validate(args: argparse.Namespace) -> None:
         check_seeds(list(range(args.seed, args.seed + args.seeds)))
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        if args.pretrain_epochs is not None and not 1 <= args.pretrain_epochs < args.epochs:
-            raise ValueError(f"--pretrain-epochs must be in 1 .. --epochs - 1 "
-                             f"({args.epochs - 1}), got {args.pretrain_epochs}")
+        if not 0 < args.val_fraction < 1:
+            raise ValueError(f"--val-fraction must be in (0, 1), e.g. 0.1, got "
+                             f"{args.val_fraction:g}")
+        if args.init == "scratch" and args.methods == list(DEFAULT_METHODS):
+            args.methods = [m for m in args.methods if m not in ("inq", "inq-oneshot")]
+        if args.init == "scratch" and {"inq", "inq-oneshot"} & set(args.methods):
+            raise ValueError("INQ quantizes a trained model: with --init scratch pass "
+                             "--methods without inq and inq-oneshot")
+        if len(set(args.methods)) != len(args.methods):
+            raise ValueError(f"--methods lists a method twice: {' '.join(args.methods)}")
         _compare_model(args)  # --channels only with cnn1d
     if args.command == "report" and not Path(args.file).is_file():
         raise ValueError(f"no such file: {args.file}")
@@ -262,15 +269,14 @@ def _build(args, data):
     return lambda seed: models.get(args.model, seed=seed, **kwargs)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, *, epochs_help: str = "epochs per method (default 10)",
+            lr: float | None = 1e-3, lr_help: str = "learning rate (default 1e-3)") -> None:
     p.add_argument("--model", default="lenet5", choices=sorted(models.MODELS),
                    help="network (default lenet5)")
     p.add_argument("--dataset", default="digits", choices=datasets.DATASETS,
                    help="dataset (default digits: offline)")
-    p.add_argument("--epochs", type=positive_int, default=10,
-                   help="epochs per method (default 10)")
-    p.add_argument("--lr", type=positive_float, default=1e-3,
-                   help="learning rate (default 1e-3)")
+    p.add_argument("--epochs", type=positive_int, default=10, help=epochs_help)
+    p.add_argument("--lr", type=positive_float, default=lr, help=lr_help)
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"],
                    help="adam (default) or sgd with momentum 0.9")
     p.add_argument("--batch-size", type=positive_int, default=64,
@@ -308,12 +314,12 @@ def cmd_train(args) -> int:
         options = {"factor": args.factor}
     elif args.method == "ttq":
         options = {"t": args.t} if args.sparsity is None else {"sparsity": args.sparsity}
-    elif args.method == "inq":
+    elif args.method in ("inq", "inq-oneshot"):
         options = {"bits": args.bits}
     model = build(args.seed)
     print(f"{data}\nmodel: {args.model}, method: {args.method}, epochs: {args.epochs}")
     init = "scratch"
-    if args.method == "inq":
+    if args.method in ("inq", "inq-oneshot"):
         print(f"pre-training full precision for {args.epochs} epochs (INQ starts from a "
               f"trained model)")
         train_method(model, "fp32", data, epochs=args.epochs, seed=args.seed,
@@ -343,6 +349,8 @@ def cmd_train(args) -> int:
 def cmd_compare(args) -> int:
     import time
 
+    from .starts import Recipe
+
     seeds = list(range(args.seed, args.seed + args.seeds))  # checked in _validate
     model_kwargs = _compare_model(args)
     if args.threads is not None:
@@ -355,30 +363,38 @@ def cmd_compare(args) -> int:
     def build(seed):
         return models.get(args.model, seed=seed, input_shape=data.input_shape,
                           num_classes=data.num_classes, **model_kwargs)
+    recipe = Recipe(epochs=args.pretrain_epochs, lr=args.pretrain_lr,
+                    optimizer=args.optimizer, batch_size=args.batch_size,
+                    weight_decay=args.weight_decay)
     kw_text = "".join(f", {k}={v}" for k, v in model_kwargs.items())
-    print(f"{data}\nmodel: {args.model}{kw_text}; training "
-          f"{', '.join(args.methods)} ({args.epochs} epochs each in total, init={args.init},"
-          f" seeds {', '.join(map(str, seeds))})", flush=True)
+    start_text = (f"a full-precision start per seed ({recipe}; cached), then "
+                  if args.init == "pretrained" else "")
+    print(f"{data}\nmodel: {args.model}{kw_text}; {start_text}{', '.join(args.methods)} "
+          f"fine-tune {args.epochs} epochs each; seeds {', '.join(map(str, seeds))}",
+          flush=True)
     start = time.perf_counter()
+    fit_kwargs = _fit_kwargs(args)
+    lr = fit_kwargs.pop("lr")
     table, _ = compare(build, data, epochs=args.epochs, methods=args.methods,
-                       init=args.init, seeds=seeds, pretrain_epochs=args.pretrain_epochs,
+                       init=args.init, seeds=seeds, recipe=recipe, lr=lr,
+                       val_fraction=args.val_fraction, cache=not args.no_cache,
                        keep_first_last=not args.quantize_first_last,
-                       progress=args.progress, **_fit_kwargs(args))
+                       progress=args.progress, **fit_kwargs)
     wall = time.perf_counter() - start
     print(table)
     print(f"Wall time: {wall:.0f} s for {len(args.methods)} methods x {len(seeds)} seeds.")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({**table.to_dict(), "dataset": args.dataset,
-                                         "model": args.model, "wall_seconds": wall},
-                                        indent=1))
+        args.json.write_text(json.dumps({**table.to_dict(), "model": args.model,
+                                         "model_kwargs": model_kwargs,
+                                         "wall_seconds": wall}, indent=1))
         print(f"Wrote {args.json}")
     return 0
 
 
-#: compare's default model per dataset: the narrow cnn1d on mnist1d leaves the headroom in
-#: which the methods differ beyond seed noise (README, "Results")
-COMPARE_MODELS = {"mnist1d": ("cnn1d", {"channels": 16}), "digits": ("lenet5", {}),
+#: compare's default model per dataset: on mnist1d the cnn1d width at which the ternary
+#: methods' gap to fp32 has shrunk to a few points (benchmarks/capacity.py, README "Results")
+COMPARE_MODELS = {"mnist1d": ("cnn1d", {"channels": 32}), "digits": ("lenet5", {}),
                   "synthetic": ("mlp", {}), "mnist": ("lenet5", {}),
                   "fashion-mnist": ("lenet5", {}), "cifar10": ("resnet20", {})}
 
@@ -440,26 +456,40 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--bits", type=inq_bits, default=5, help="INQ bit width, 2 to 8 (default 5)")
     t.set_defaults(func=cmd_train)
 
-    c = _parser(sub, "compare", help="train fp32, binary, TWN, TTQ and INQ; print a table",
-                description="Train full precision and every quantized method on the same "
-                            "network and data;\nprint a comparison table.")
-    _common(c)
-    c.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=ALL_METHODS,
-                   help="the methods to train (default all)")
+    c = _parser(sub, "compare", help="fp32, binary, TWN, TTQ and INQ from one converged "
+                                      "start; a table with the papers' claims judged",
+                description="Train a full-precision start to its plateau (cached), fine-tune "
+                            "it with every method,\nthe fp32 control included, for the same "
+                            "epochs with a cosine schedule, over several seeds;\nprint a "
+                            "table and each paper's claim with its 95% interval.")
+    _common(c, epochs_help="fine-tuning epochs of every row, fp32 control included "
+                           "(default 10)", lr=None,
+            lr_help="fine-tuning learning rate of every row (default: each method's own, "
+                    "chosen on the validation split: ttqlab.experiments.FINETUNE_LRS)")
+    c.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=ALL_METHODS,
+                   help=f"the methods to train (default {' '.join(DEFAULT_METHODS)})")
     c.add_argument("--init", default="pretrained", choices=["pretrained", "scratch"],
-                   help="quantized methods start from the pre-trained fp32 model (default) "
-                        "or from scratch; every method trains --epochs epochs in total")
+                   help="every row fine-tunes the converged fp32 start (default) or trains "
+                        "--epochs from the random init (INQ rows are then dropped)")
     c.set_defaults(dataset="mnist1d", model=None)
-    c.add_argument("--channels", type=int, default=None,
-                   help="cnn1d's channel count (default 16 on mnist1d: a narrow model with "
-                        "headroom; 64 is MNIST-1D's baseline)")
+    c.add_argument("--channels", type=positive_int, default=None,
+                   help="cnn1d's channel count (default 32 on mnist1d; 64 is MNIST-1D's "
+                        "baseline; python -m benchmarks.capacity shows the gap per width)")
     c.add_argument("--threads", type=int, default=1,
                    help="PyTorch CPU threads (default 1: fastest for these small models, "
                         "and not slowed down by a busy machine)")
-    c.add_argument("--seeds", type=int, default=3,
-                   help="number of seeds, --seed, --seed+1, ... (default 3): mean +- std")
-    c.add_argument("--pretrain-epochs", type=int, default=None,
-                   help="full-precision pre-training epochs within --epochs (default half)")
+    c.add_argument("--seeds", type=int, default=5,
+                   help="number of seeds, --seed, --seed+1, ... (default 5): 95%% intervals "
+                        "of the paired differences need at least 2")
+    c.add_argument("--pretrain-epochs", type=positive_int, default=40,
+                   help="epochs of the full-precision start (default 40: its plateau)")
+    c.add_argument("--pretrain-lr", type=positive_float, default=1e-2,
+                   help="learning rate of the start, cosine schedule (default 1e-2)")
+    c.add_argument("--val-fraction", type=float, default=0.1,
+                   help="fraction of the training set held out for validation (default 0.1)")
+    c.add_argument("--no-cache", action="store_true",
+                   help="train the starts again instead of reading them from the cache "
+                        "($TTQLAB_DATA/starts or ./data/starts)")
     c.set_defaults(func=cmd_compare)
 
     from .reproduce import add_parser as add_reproduce  # ttqlab reproduce NAME ...

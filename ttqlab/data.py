@@ -22,6 +22,7 @@ before the public mirrors. Nothing here unpickles anything.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import http.client
@@ -125,7 +126,8 @@ class DownloadError(RuntimeError):
 
 @dataclass(repr=False, eq=False)
 class Data:
-    """A dataset: train and test `TensorDataset`s of ``(x float32, y int64)`` plus metadata.
+    """A dataset: train and test `TensorDataset`s of ``(x float32, y int64)`` plus metadata,
+    and optionally a validation split carved from the training set (`split_validation`).
 
     Unpacks like a pair: ``train, test = load("digits")``.
     """
@@ -137,14 +139,55 @@ class Data:
     num_classes: int
     classes: list[str]
     description: str  # one line: source, sizes, how normalized
+    val: TensorDataset | None = None  # held out of `train` for every choice (never test)
+    val_split: dict | None = None  # how `val` was drawn: {"fraction": f, "seed": s}
 
     def __iter__(self) -> Iterator[TensorDataset]:
         yield self.train
         yield self.test
 
     def __repr__(self) -> str:
-        return (f"Data({self.name!r}: {len(self.train)} train / {len(self.test)} test, "
+        val = f" / {len(self.val)} val" if self.val is not None else ""
+        return (f"Data({self.name!r}: {len(self.train)} train{val} / {len(self.test)} test, "
                 f"input_shape={self.input_shape}, num_classes={self.num_classes})")
+
+    def split_validation(self, fraction: float = 0.1, seed: int = 0) -> Data:
+        """A copy whose ``val`` is ``fraction`` of the training set, drawn per class
+        (stratified) by ``seed``; ``train`` keeps the rest and ``test`` is untouched.
+
+        Same ``fraction`` and ``seed``, same split. ``fit(model, data)`` then reports on
+        ``val`` after every epoch (``val_acc``): choose epochs, learning rates, thresholds
+        and layers on it, and evaluate on ``test`` once, at the end.
+        """
+        if self.val is not None:
+            raise ValueError(f"{self.name} already has a validation split "
+                             f"({self.val_split}); split the original Data instead")
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or \
+                not 0 < fraction < 1:
+            raise ValueError(f"fraction must be a number in (0, 1), e.g. 0.1 for a tenth "
+                             f"of the training set; got {fraction!r}")
+        seed = _int_option("seed", 0 if seed is None else seed, low=0)
+        x, y = self.train.tensors
+        gen = torch.Generator().manual_seed(seed)
+        held = []
+        for c in torch.unique(y).tolist():
+            idx = torch.nonzero(y == c).flatten()
+            idx = idx[torch.randperm(len(idx), generator=gen)]
+            held.append(idx[:round(fraction * len(idx))])
+        val_idx = torch.sort(torch.cat(held)).values
+        keep = torch.ones(len(y), dtype=torch.bool)
+        keep[val_idx] = False
+        if len(val_idx) == 0 or int(keep.sum()) == 0:
+            raise ValueError(f"fraction={fraction} of {len(y)} training samples leaves "
+                             f"{len(val_idx)} for validation and {int(keep.sum())} for "
+                             f"training; both need at least one: pass a fraction closer "
+                             f"to 0.1")
+        return dataclasses.replace(
+            self, train=TensorDataset(x[keep], y[keep]),
+            val=TensorDataset(x[val_idx], y[val_idx]),
+            val_split={"fraction": float(fraction), "seed": seed},
+            description=f"{self.description}; validation: {len(val_idx)} of the "
+                        f"{len(y)} training samples (stratified, seed {seed})")
 
 
 def cache_dir(root: str | os.PathLike[str] | None = None) -> Path:

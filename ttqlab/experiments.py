@@ -1,60 +1,96 @@
 """Whole experiments in one call: train one method, or compare all of them.
 
-``train_method`` is what ``ttqlab train`` runs; ``compare`` is ``ttqlab compare``: full
-precision, binary, TWN, TTQ and INQ on the same model and data, one table, under an equal
-training budget and over several seeds (mean +- standard deviation).
+``train_method`` is what ``ttqlab train`` runs; ``compare`` is ``ttqlab compare``, in the
+papers' regime: every method (full precision included, as the control) fine-tunes the same
+converged full-precision start (`ttqlab.starts.pretrain`, cached) for the same epochs with
+a decaying learning rate; everything is chosen on a validation split; test accuracy is
+measured once per run, at the end; each paper's claim is judged by the 95% interval of its
+paired per-seed difference (`ttqlab.evidence`).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from torch import nn
 
+from . import evidence
 from .convert import quantize
 from .inq import INQ, SCHEDULES
+from .starts import Recipe, pretrain
 from .stats import Table, layer_report
 from .train import History, evaluate, fit
 
-__all__ = ["ALL_METHODS", "DEFAULT_SEEDS", "Comparison", "Result", "check_seeds", "compare",
-           "spread_epochs", "summarize", "train_method"]
+__all__ = ["ALL_METHODS", "CLAIMS", "DEFAULT_METHODS", "DEFAULT_SEEDS", "FINETUNE_LRS",
+           "FINETUNE_SEED_OFFSET", "MATCH_MARGIN", "Comparison", "Result", "check_seeds",
+           "compare", "spread_epochs", "summarize", "train_method"]
 
-ALL_METHODS = ("fp32", "binary", "twn", "ttq", "inq")
-DEFAULT_SEEDS = (0, 1, 2)
+#: every method ``train_method`` and ``compare`` train; "inq-oneshot" is INQ with the
+#: one-step schedule (1.0,): everything quantized at once, the ablation of INQ's increments
+ALL_METHODS = ("fp32", "binary", "twn", "ttq", "inq", "inq-oneshot", "bitnet")
+#: ``compare``'s default rows: the papers' methods, their control and INQ's ablation
+DEFAULT_METHODS = ("fp32", "binary", "twn", "ttq", "inq", "inq-oneshot")
+DEFAULT_SEEDS = (0, 1, 2, 3, 4)
+#: each row's fine-tuning learning rate (Adam, cosine decay to 0) from a start, chosen on
+#: the validation split by ``python -m benchmarks.accuracy`` for cnn1d(32) on MNIST-1D
+#: (README, "Accuracy"): every method at its own best, the fp32 control included
+FINETUNE_LRS = {"fp32": 3e-2, "binary": 3e-2, "twn": 3e-2, "ttq": 1e-2, "inq": 1e-3,
+                "inq-oneshot": 3e-3, "bitnet": 3e-2}
+#: fine-tuning shuffles with seed + this offset: its batch order is not the pre-training's
+FINETUNE_SEED_OFFSET = 1_000_000
+#: "matches" means a loss smaller than this many points (or one test image, if larger)
+MATCH_MARGIN = 0.5
+#: (paper, claim, better, worse, kind): the paper says ``better`` - ``worse`` is > 0
+#: ("beats") or > -margin ("matches"), judged by `ttqlab.evidence.verdict`
+CLAIMS = (("TWN", "ternary beats binary", "twn", "binary", "beats"),
+          ("TTQ", "ternary beats binary", "ttq", "binary", "beats"),
+          ("TTQ", "learned scales beat TWN's", "ttq", "twn", "beats"),
+          ("INQ", "incremental beats one step", "inq", "inq-oneshot", "beats"),
+          ("INQ", "5-bit matches full precision", "inq", "fp32", "matches"))
 
 
 @dataclass
 class Result:
-    """A trained model, its history and its one-line summary."""
+    """A trained model, its history and its one-line summary. ``test_acc`` (0..1) is the
+    one evaluation on the test split at the end (None when the data has no test split)."""
 
     method: str
     model: nn.Module
     history: History
     seconds: float
     init: str
+    test_acc: float | None = None
 
     @property
     def summary(self) -> dict:
-        return summarize(self.model, self.method, self.history, self.seconds, self.init)
+        return summarize(self.model, self.method, self.history, self.seconds, self.init,
+                         test_acc=self.test_acc)
 
 
 def summarize(model: nn.Module, method: str, history: History, seconds: float = math.nan,
-              init: str = "") -> dict:
-    """test accuracy, sparsity and bits of the quantized layers, whole-model bytes."""
+              init: str = "", *, test_acc: float | None = None) -> dict:
+    """test accuracy, sparsity and bits of the quantized layers, whole-model bytes.
+
+    ``test_acc`` (0..1) defaults to the history's last ``test_acc``; a history measured on
+    a validation split has none, so pass the final test evaluation."""
     report = layer_report(model)
     qrows = [r for r in report.rows if r.get("method") not in ("fp32", None)]
     n = sum(r["params"] for r in qrows)
     total = report.rows[-1]
     q_fp32 = sum(r["fp32 bytes"] for r in qrows)
     q_packed = sum(r["packed bytes"] for r in qrows)
+    if test_acc is None:
+        test_acc = history.last.get("test_acc", math.nan)
     return {
         "method": method, "init": init,
-        "test_acc": history.last["test_acc"],
+        "test_acc": test_acc,
+        "val_acc": history.last.get("val_acc"),
         "sparsity": sum(r["sparsity"] * r["params"] for r in qrows) / n if n else 0.0,
         "bits/weight": sum(r["bits/weight"] * r["params"] for r in qrows) / n if n else 32.0,
         "quantized ratio": q_fp32 / q_packed if q_packed else 1.0,
@@ -62,7 +98,6 @@ def summarize(model: nn.Module, method: str, history: History, seconds: float = 
         "model ratio": total["ratio"],
         "seconds": seconds,
     }
-
 
 
 def spread_epochs(epochs: int, steps: int) -> list[int]:
@@ -94,22 +129,30 @@ def train_method(
 
     For ``"inq"`` the model should be pre-trained; each step of ``inq_schedule`` freezes
     the next portion and is followed by its share of the ``epochs`` re-training epochs
-    (``spread_epochs(epochs, len(schedule))``: they add up to ``epochs``).
+    (``spread_epochs(epochs, len(schedule))``: they add up to ``epochs``);
+    ``"inq-oneshot"`` is INQ with the schedule ``(1.0,)``.
     ``init`` is only a label for the summary ("scratch" or "pretrained").
+    When ``data`` has a validation split the epochs are evaluated on it and the test
+    split once, at the end (``Result.test_acc``).
     """
     options = dict(options or {})
     start = time.perf_counter()
     if method == "fp32":
         history = fit(model, data, epochs=epochs, progress=progress, **fit_kwargs)
-    elif method == "inq":
-        inq = INQ(model, schedule=inq_schedule, keep_first_last=keep_first_last, **options)
+    elif method in ("inq", "inq-oneshot"):
+        schedule = (1.0,) if method == "inq-oneshot" else inq_schedule
+        inq = INQ(model, schedule=schedule, keep_first_last=keep_first_last, **options)
         history = _train_inq(model, inq, data, epochs, progress, fit_kwargs)
-    elif method in ("binary", "twn", "ttq"):
+    elif method in ALL_METHODS:
         quantize(model, method, keep_first_last=keep_first_last, **options)
         history = fit(model, data, epochs=epochs, progress=progress, **fit_kwargs)
     else:
         raise ValueError(f"unknown method {method!r}; choose from {ALL_METHODS}")
-    return Result(method, model, history, time.perf_counter() - start, init)
+    seconds = time.perf_counter() - start
+    test_acc = history.last.get("test_acc")
+    if getattr(data, "val", None) is not None and getattr(data, "test", None) is not None:
+        test_acc = evaluate(model, data.test, device=fit_kwargs.get("device"))[1]
+    return Result(method, model, history, seconds, init, test_acc)
 
 
 def _train_inq(model, inq, data, epochs, progress, fit_kwargs) -> History:
@@ -118,9 +161,13 @@ def _train_inq(model, inq, data, epochs, progress, fit_kwargs) -> History:
         inq.step()
         if step_epochs == 0 and history.epochs:
             # no epochs left for this step: freeze, and re-evaluate the last epoch's model
-            loss, acc = evaluate(model, data.test if hasattr(data, "test") else data)
-            history.epochs[-1] = {**history.epochs[-1], "test_loss": loss, "test_acc": acc,
-                                  "inq_fraction": inq.fraction}
+            # on what fit evaluates (the validation split if there is one)
+            held = history.heldout
+            split = getattr(data, held, None) if hasattr(data, "train") else data
+            loss, acc = evaluate(model, split if split is not None else data,
+                                 device=fit_kwargs.get("device"))
+            history.epochs[-1] = {**history.epochs[-1], f"{held}_loss": loss,
+                                  f"{held}_acc": acc, "inq_fraction": inq.fraction}
             continue
         h = fit(model, data, epochs=step_epochs, progress=progress, **fit_kwargs)
         offset = history.epochs[-1]["epoch"] if history.epochs else 0
@@ -159,16 +206,26 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+COLUMNS = ["method", "epochs", "val_acc_mean", "test_acc_mean", "test_acc_std",
+           "delta_vs_fp32_mean", "delta_vs_fp32_low", "delta_vs_fp32_high", "sparsity",
+           "bits_per_weight", "model_bytes", "seconds"]
+
+
 class Comparison(Table):
     """``compare``'s table: one row per method, numbers as the JSON has them (accuracy in
-    percent, Δ in points), printed readably with a legend and a noise note."""
+    percent, Δ in points), printed readably with the protocol, a legend and the verdicts."""
 
     def __init__(self, rows, *, caption: str, notes: Sequence[str], meta: dict):
-        super().__init__(rows, ["method", "epochs", "test_acc_mean", "test_acc_std",
-                                "delta_vs_fp32_mean", "delta_vs_fp32_std", "sparsity",
-                                "bits_per_weight", "model_bytes", "seconds"], title=caption)
+        super().__init__(rows, COLUMNS, title=caption)
         self.notes = list(notes)
         self.meta = meta
+
+    @property
+    def claims(self) -> list[dict]:
+        """One dict per paper's claim that the rows can judge: ``paper``, ``claim``,
+        ``comparison``, ``kind``, ``margin``, ``interval`` (`evidence.Interval.to_dict`) and
+        ``verdict``."""
+        return list(self.meta.get("claims", []))
 
     def to_dict(self) -> dict:
         """What ``ttqlab compare --json`` writes: ``{"rows": [...], **meta}``."""
@@ -176,27 +233,34 @@ class Comparison(Table):
 
     def text_rows(self) -> tuple[list[str], list[list[str]]]:
         has_delta = any(r["delta_vs_fp32_mean"] is not None for r in self.rows)
-        head = ["method", "epochs", "test accuracy (%)"]
-        head += ["Δ vs fp32 (points)"] if has_delta else []
-        head += ["zeros (%)", "bits/weight", "size (KiB)", "time (s/seed)"]
+        has_val = any(r.get("val_acc_mean") is not None for r in self.rows)
         n = len(self.meta.get("seeds", [])) or 1
+        head = ["method", "epochs"] + (["val acc (%)"] if has_val else [])
+        head += ["test accuracy (%)"]
+        head += [("Δ vs fp32, 95% CI (points)" if n > 1 else "Δ vs fp32 (points)")
+                 ] if has_delta else []
+        head += ["zeros (%)", "bits/weight", "size (KiB)", "lr", "time (s/seed)"]
         cells = []
         for r in self.rows:
-            row = [r["method"], str(r["epochs"]), _pm(r["test_acc_mean"], r["test_acc_std"], n)]
+            row = [r["method"], str(r["epochs"])]
+            if has_val:
+                v = r.get("val_acc_mean")
+                row.append("–" if v is None else f"{v:.2f}")
+            row.append(_pm(r["test_acc_mean"], r["test_acc_std"], n))
             if has_delta:
-                row.append("reference" if r["method"] == "fp32" else _pm(
-                    r["delta_vs_fp32_mean"], r["delta_vs_fp32_std"], n, sign=True))
+                row.append("reference" if r["method"] == "fp32" else _ci(r, n))
             row += [f"{100 * r['sparsity']:.1f}", f"{r['bits_per_weight']:g}",
-                    f"{r['model_bytes'] / 1024:.1f}", f"{r['seconds']:.1f}"]
+                    f"{r['model_bytes'] / 1024:.1f}", f"{r.get('lr', math.nan):g}",
+                    f"{r['seconds']:.1f}"]
             cells.append(row)
         return head, cells
 
     def __str__(self) -> str:
+        import textwrap
+
         head, cells = self.text_rows()
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
         line = "  ".join(h.rjust(w) for h, w in zip(head, widths))
-        import textwrap
-
         width = max(len(line), 88)
         out = [textwrap.fill(self.title, width), line, "-" * len(line)]
         out += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
@@ -226,13 +290,22 @@ def _pm(mean: float, std: float, n: int, sign: bool = False) -> str:
     return m if n < 2 else f"{m} ± {std:.2f}"
 
 
-LEGEND = ("epochs: all the training the model got, pre-training included; test accuracy: "
-          "mean ± std over seeds; Δ: mean ± std of the per-seed differences to fp32, in "
-          "percentage points; zeros: fraction of quantized weights that are 0 (TTQ's "
-          "threshold t * max|w| zeroes fewer than TWN's 0.7 E|w|); bits/weight: of the "
-          "quantized layers; size: whole model packed as ttqlab.export writes it; time: "
-          "all of the method's training per seed, pre-training included (shared, so "
-          "counted in each row that starts from it).")
+def _ci(row: dict, n: int) -> str:
+    m = row["delta_vs_fp32_mean"]
+    if n < 2 or row.get("delta_vs_fp32_low") is None:
+        return f"{m:+.2f}"
+    return f"{m:+.2f} [{row['delta_vs_fp32_low']:+.2f}, {row['delta_vs_fp32_high']:+.2f}]"
+
+
+LEGEND = ("epochs: fine-tuning epochs of every row from the same full-precision start, the "
+          "fp32 control included; val acc: mean over seeds on the validation split (what "
+          "was chosen on); test accuracy: mean ± std over seeds, measured once per run at "
+          "the end; Δ: mean of the per-seed differences to fp32 in percentage points and "
+          "its 95% confidence interval (Student's t); zeros: fraction of quantized weights "
+          "that are 0 (TTQ's threshold t * max|w| zeroes fewer than TWN's 0.7 E|w|); "
+          "bits/weight: of the quantized layers; size: whole model packed as ttqlab.export "
+          "writes it; lr: the row's fine-tuning learning rate; time: fine-tuning per seed "
+          "(the start's training is reported above).")
 
 
 def compare(
@@ -240,42 +313,60 @@ def compare(
     data,
     *,
     epochs: int = 10,
-    pretrain_epochs: int | None = None,
-    methods: Sequence[str] = ALL_METHODS,
+    methods: Sequence[str] = DEFAULT_METHODS,
     init: str = "pretrained",
     seeds: Sequence[int] | None = None,
     seed: int | None = None,
+    recipe: Recipe | None = None,
+    pretrain_epochs: int | None = None,
+    lr: float | Mapping[str, float] | None = None,
+    lr_schedule="cosine",
+    val_fraction: float = 0.1,
+    val_seed: int = 0,
+    cache: bool = True,
+    cache_root=None,
     keep_first_last: bool = True,
     inq_schedule: Sequence[float] = SCHEDULES["default"],
     progress: bool = False,
     **fit_kwargs,
 ) -> tuple[Comparison, dict[str, Result]]:
-    """Train every method on the same model and data under an equal budget, over seeds.
+    """Every method from the same converged start, under the same budget, over seeds.
 
-    Every row trains ``epochs`` epochs in total, pre-training included:
+    The protocol (the TTQ and INQ papers' practice):
 
-    * ``init="pretrained"`` (the TTQ / INQ papers' practice): a full-precision model
-      pre-trains ``pretrain_epochs`` (default ``epochs // 2``); binary, TWN and TTQ
-      fine-tune it for the remaining ``epochs - pretrain_epochs``; INQ's re-training
-      epochs, spread over its steps, add up to the same remainder; the fp32 row trains the
-      same pre-trained model on, unquantized, for the remainder (the control).
-    * ``init="scratch"``: fp32, binary, TWN and TTQ train ``epochs`` from the same random
-      init; INQ, which needs a trained model, pre-trains and re-trains as above.
+    1. ``data`` gets a validation split (``data.split_validation(val_fraction,
+       val_seed)``) unless it has one; every per-epoch number is measured on it.
+    2. ``init="pretrained"``: for each seed a full-precision start is trained to its
+       plateau by ``recipe`` (default `Recipe()`; ``pretrain_epochs`` overrides its
+       epochs) and cached (`ttqlab.starts.pretrain`; ``cache=False`` retrains).
+       ``init="scratch"``: rows start from ``build(seed)`` instead (INQ, which quantizes a
+       trained model, is then refused).
+    3. Every row, the fp32 control included, trains ``epochs`` epochs from a copy of that
+       start with ``lr_schedule`` (cosine decay by default) at learning rate ``lr``: one
+       number for every row, a ``{method: lr}`` dict, or None for each method's own,
+       chosen on validation (`FINETUNE_LRS` from a start, the recipe's lr from scratch).
+       INQ's re-training epochs over its steps add up to the same ``epochs``. Batches are
+       shuffled with ``seed + FINETUNE_SEED_OFFSET``.
+    4. Each trained row is evaluated on the test split once.
+    5. Each paper's claim in `CLAIMS` whose two methods were trained is judged from the
+       95% interval of its paired per-seed test differences (`ttqlab.evidence.verdict`):
+       "beats" with a margin of one test image, "matches" with `MATCH_MARGIN` points.
 
     Args:
         build: ``build(seed) -> nn.Module``, a fresh float model (same seed, same model).
         data: a ``ttqlab.data.Data``.
-        seeds: the seeds (default ``DEFAULT_SEEDS`` = 0, 1, 2), each seeding the model's
-            init and the shuffling; ``seed=N`` is shorthand for ``seeds=[N]``.
+        seeds: the seeds (default ``DEFAULT_SEEDS``), each seeding the model's init, the
+            start's training and the fine-tuning order; ``seed=N`` is ``seeds=[N]``.
 
     Returns:
-        ``(table, results)``: ``table`` (a :class:`Comparison`, a ``Table``) has one row
-        per method with ``method``, ``epochs``, ``seeds``, ``test_acc_mean`` /
-        ``test_acc_std`` (percent), ``delta_vs_fp32_mean`` / ``delta_vs_fp32_std`` (points,
-        mean and std of the per-seed differences; None without fp32), ``sparsity``,
-        ``bits_per_weight``, ``model_bytes``, ``seconds`` and ``test_acc`` (per seed);
-        ``table.to_dict()`` is what ``--json`` writes. ``results[method]`` is the trained
-        model and history of the first seed.
+        ``(table, results)``: ``table`` (a :class:`Comparison`) has one row per method
+        with ``method``, ``epochs``, ``seeds``, ``val_acc_mean`` / ``val_acc`` and
+        ``test_acc_mean`` / ``test_acc_std`` / ``test_acc`` (percent; lists per seed),
+        ``delta_vs_fp32_mean`` / ``_std`` / ``_low`` / ``_high`` (points: the per-seed
+        differences' mean, std and 95% interval; None without fp32), ``sparsity``,
+        ``bits_per_weight``, ``model_bytes`` and ``seconds`` (fine-tuning per seed);
+        ``table.claims`` the verdicts; ``table.to_dict()`` (what ``--json`` writes) adds
+        the whole protocol. ``results[method]`` is the first seed's trained model.
     """
     if init not in ("pretrained", "scratch"):
         raise ValueError(f"init must be 'pretrained' or 'scratch', got {init!r}")
@@ -283,92 +374,173 @@ def compare(
     unknown = [m for m in methods if m not in ALL_METHODS]
     if unknown or not methods:
         raise ValueError(f"unknown methods {unknown or methods}; choose from {ALL_METHODS}")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"methods {methods} repeat a method; list each once")
+    if init == "scratch" and {"inq", "inq-oneshot"} & set(methods):
+        raise ValueError("INQ quantizes a trained model: with init='scratch' drop 'inq' and "
+                         "'inq-oneshot' from methods, or use init='pretrained'")
     if seeds is not None and seed is not None:
         raise ValueError("pass seeds=[...] or seed=N, not both")
     seeds = check_seeds([seed] if seed is not None else (
         DEFAULT_SEEDS if seeds is None else seeds))
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 2:
-        raise ValueError(f"epochs must be an int >= 2 (pre-training plus fine-tuning), "
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an int >= 1 (fine-tuning epochs of every row), "
                          f"got {epochs!r}")
-    pre = epochs // 2 if pretrain_epochs is None else pretrain_epochs
-    if isinstance(pre, bool) or not isinstance(pre, int) or not 1 <= pre < epochs:
-        raise ValueError(f"pretrain_epochs must be an int in [1, epochs - 1] = [1, "
-                         f"{epochs - 1}], got {pretrain_epochs!r}")
-    rest = epochs - pre
+    recipe = Recipe() if recipe is None else recipe
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"recipe must be a ttqlab.starts.Recipe, got {type(recipe).__name__}")
+    if pretrain_epochs is not None:
+        recipe = dataclasses.replace(recipe, epochs=pretrain_epochs)
+    lrs = _row_lrs(lr, methods, FINETUNE_LRS if init == "pretrained" else None, recipe.lr)
+    if getattr(data, "val", None) is None:
+        if not hasattr(data, "split_validation"):
+            raise TypeError(f"data must be a ttqlab.data.Data (ttqlab.data.load(...)), got "
+                            f"{type(data).__name__}")
+        data = data.split_validation(val_fraction, seed=val_seed)
     per_seed: dict[str, list[Result]] = {m: [] for m in methods}
+    starts = []
     for s in seeds:
-        needs_pre = init == "pretrained" or "inq" in methods
-        pre_result = (train_method(build(s), "fp32", data, epochs=pre, seed=s,
-                                   progress=progress, **fit_kwargs) if needs_pre else None)
+        start = None
+        if init == "pretrained":
+            start = pretrain(build, data, s, recipe, cache=cache, root=cache_root,
+                             progress=progress, device=fit_kwargs.get("device"))
+            starts.append({"seed": s, "cached": start.cached, "seconds": start.seconds,
+                           "key": start.key, **start.plateau})
         for method in methods:
-            from_pre = init == "pretrained" or method == "inq"
-            kw = dict(keep_first_last=keep_first_last, seed=s, progress=progress,
-                      **fit_kwargs)
-            if method == "inq":
-                kw["inq_schedule"] = inq_schedule
-            if from_pre:
-                r = train_method(copy.deepcopy(pre_result.model), method, data, epochs=rest,
-                                 init="pretrained", **kw)
-                r.seconds += pre_result.seconds
-                r.history = _concat(pre_result.history, r.history)
-            else:
-                r = train_method(build(s), method, data, epochs=epochs, init="scratch", **kw)
+            model = copy.deepcopy(start.model) if start is not None else build(s)
+            r = train_method(model, method, data, epochs=epochs, init=init,
+                             keep_first_last=keep_first_last, inq_schedule=inq_schedule,
+                             seed=s + FINETUNE_SEED_OFFSET, lr=lrs[method],
+                             lr_schedule=lr_schedule,
+                             progress=progress, **fit_kwargs)
             per_seed[method].append(r)
     rows = _rows(per_seed, seeds, epochs)
-    protocol = (f"every method trained {epochs} epochs in total: " + (
-        f"{pre} full-precision pre-training + {rest} fine-tuning (fp32 trains on "
-        f"unquantized; INQ's re-training epochs over its {len(inq_schedule)} steps add up "
-        f"to {rest})" if init == "pretrained" else
-        f"from the same random init (INQ: {pre} full-precision pre-training + {rest} "
-        f"re-training over its {len(inq_schedule)} steps)"))
-    n_test = len(data.test) if hasattr(data, "test") else None
+    for row in rows:
+        row["lr"] = lrs[row["method"]]
+    n_test = len(data.test)
+    one_image = 100 / n_test
+    claims = _claims(rows, one_image)
+    finetune = {"epochs": epochs, "lr": lrs, "lr_schedule": lr_schedule,
+                "optimizer": fit_kwargs.get("optimizer", "adam"),
+                "batch_size": fit_kwargs.get("batch_size", 64),
+                "weight_decay": fit_kwargs.get("weight_decay", 0.0),
+                "seed_offset": FINETUNE_SEED_OFFSET,
+                "inq_schedule": list(inq_schedule)}
+    sched = "cosine decay" if lr_schedule == "cosine" else (
+        "constant lr" if lr_schedule is None else f"lr schedule {lr_schedule}")
+    if init == "pretrained":
+        final = [st["final"] for st in starts]
+        start_text = (f"start: fp32 trained {recipe} (validation accuracy at the end "
+                      f"{statistics.mean(final):.2f}%, "
+                      f"{statistics.mean(st['gain_last_quarter'] for st in starts):+.2f} "
+                      f"points over its last quarter; {_cached(starts)}); then ")
+    else:
+        start_text = "from the same random init per seed, "
+    caption = (f"compare: {', '.join(methods)} on {data.name}; {start_text}every row, fp32 "
+               f"control included, trains {epochs} epochs ({finetune['optimizer']}, "
+               f"{sched}, lr {_lr_text(lrs, lr)}); per-epoch numbers on {len(data.val)} "
+               f"validation samples, "
+               f"test ({n_test} samples) once at the end; seeds "
+               f"{', '.join(map(str, seeds))}")
     notes = [f"Columns: {LEGEND}"]
     if "fp32" not in methods:
         notes.append("No Δ column: fp32 is not among the methods (add it to compare "
                      "against full precision).")
-    if n_test:
-        notes.append(f"Noise: one test image = {100 / n_test:.2f} points here "
-                     f"({n_test} test images); differences within about two standard "
-                     f"deviations are not evidence.")
-    notes.append("Next: open the course (notebooks/01_why_ternary.ipynb) to see why these "
-                 "differences arise.")
-    caption = (f"compare: {', '.join(methods)}; {protocol}; init={init}; seeds "
-               f"{', '.join(map(str, seeds))}")
-    meta = {"epochs": epochs, "pretrain_epochs": pre if (init == "pretrained" or "inq" in
-                                                          methods) else 0,
-            "init": init, "seeds": seeds, "test_images": n_test,
-            "point_per_test_image": 100 / n_test if n_test else None}
+    notes.append(f"Noise: one test image = {one_image:.2f} points here ({n_test} test "
+                 f"images)." + (" With one seed there is no interval and no verdict: pass "
+                                "5 or more seeds." if len(seeds) < 2 else ""))
+    for c in claims:
+        notes.append(f"{c['paper']}: {c['claim']} ({c['comparison']}): "
+                     f"{evidence.Interval(**c['interval'])} points: {c['verdict']}"
+                     + (f" (margin {c['margin']:.2f} points)." if c["kind"] == "matches"
+                        else "."))
+    notes.append("Next: `ttqlab course my-course` copies the course notebooks, which show "
+                 "where these differences come from.")
+    meta = {"protocol": "converged-start" if init == "pretrained" else "scratch",
+            "init": init, "epochs": epochs, "seeds": seeds, "dataset": data.name,
+            "train": len(data.train), "val": len(data.val), "test_images": n_test,
+            "val_split": data.val_split, "point_per_test_image": one_image,
+            "recipe": dataclasses.asdict(recipe) if init == "pretrained" else None,
+            "starts": starts, "finetune": finetune, "keep_first_last": keep_first_last,
+            "match_margin": max(MATCH_MARGIN, one_image), "claims": claims}
     return (Comparison(rows, caption=caption, notes=notes, meta=meta),
             {m: rs[0] for m, rs in per_seed.items()})
 
 
-def _concat(first: History, second: History) -> History:
-    """``second`` appended to ``first`` (epoch numbers continue; ``second``'s epoch 0,
-    the same model as ``first``'s last epoch, is dropped)."""
-    out = History(epochs=list(first.epochs), layers=list(first.layers))
-    offset = first.epochs[-1]["epoch"] if first.epochs else 0
-    out.epochs += [{**r, "epoch": r["epoch"] + offset} for r in second.epochs[1:]]
-    out.layers += [{**r, "epoch": r["epoch"] + offset} for r in second.layers]
-    return out
+def _row_lrs(lr, methods: list[str], defaults: Mapping[str, float] | None,
+             fallback: float) -> dict[str, float]:
+    """Each method's learning rate: ``lr`` for all, ``lr[method]``, or the defaults."""
+    if lr is None:
+        return {m: (defaults or {}).get(m, fallback) for m in methods}
+    if isinstance(lr, Mapping):
+        missing = [m for m in methods if m not in lr]
+        if missing:
+            raise ValueError(f"lr has no learning rate for {missing}: give every method "
+                             f"one, e.g. lr={{{', '.join(f'{m!r}: 1e-3' for m in methods)}}}")
+        lrs = {m: lr[m] for m in methods}
+    else:
+        lrs = dict.fromkeys(methods, lr)
+    for m, v in lrs.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or \
+                not math.isfinite(v):
+            raise ValueError(f"the learning rate of {m} must be a number > 0, got {v!r}")
+    return lrs
+
+
+def _lr_text(lrs: dict[str, float], given) -> str:
+    if len(set(lrs.values())) == 1:
+        return f"{next(iter(lrs.values())):g} for every row"
+    how = "given" if given is not None else "each method's own, chosen on validation"
+    return f"{how}: " + ", ".join(f"{m} {v:g}" for m, v in lrs.items())
+
+
+def _cached(starts: list[dict]) -> str:
+    n = sum(st["cached"] for st in starts)
+    trained = [st["seconds"] for st in starts if not st["cached"]]
+    if not trained:
+        return f"all {n} read from the cache"
+    return (f"{len(trained)} trained now, {statistics.mean(trained):.1f} s each"
+            + (f", {n} from the cache" if n else ""))
 
 
 def _rows(per_seed: dict[str, list[Result]], seeds: list[int], epochs: int) -> list[dict]:
-    base = [100 * r.history.last["test_acc"] for r in per_seed.get("fp32", [])]
+    base = [100 * r.test_acc for r in per_seed.get("fp32", [])]
     rows = []
     for method, results in per_seed.items():
         summaries = [r.summary for r in results]
         accs = [100 * s["test_acc"] for s in summaries]
+        vals = [100 * s["val_acc"] for s in summaries if s["val_acc"] is not None]
         mean, std = _mean_std(accs)
-        d_mean = d_std = None
+        d = {"delta_vs_fp32_mean": None, "delta_vs_fp32_std": None,
+             "delta_vs_fp32_low": None, "delta_vs_fp32_high": None}
         if base:
-            d_mean, d_std = _mean_std([a - b for a, b in zip(accs, base)])
+            iv = evidence.paired_interval(accs, base)
+            d = {"delta_vs_fp32_mean": iv.mean, "delta_vs_fp32_std": 0.0 if iv.n < 2 else
+                 iv.std, "delta_vs_fp32_low": None if iv.n < 2 else iv.low,
+                 "delta_vs_fp32_high": None if iv.n < 2 else iv.high}
         rows.append({
             "method": method, "init": results[0].init, "epochs": epochs, "seeds": seeds,
-            "test_acc_mean": mean, "test_acc_std": std, "test_acc": accs,
-            "delta_vs_fp32_mean": d_mean, "delta_vs_fp32_std": d_std,
+            "val_acc_mean": statistics.mean(vals) if vals else None, "val_acc": vals,
+            "test_acc_mean": mean, "test_acc_std": std, "test_acc": accs, **d,
             "sparsity": statistics.mean(s["sparsity"] for s in summaries),
             "bits_per_weight": summaries[0]["bits/weight"],
             "model_bytes": summaries[0]["model bytes"],
             "seconds": statistics.mean(r.seconds for r in results),
         })
     return rows
+
+
+def _claims(rows: list[dict], one_image: float) -> list[dict]:
+    """The verdict on each claim of `CLAIMS` whose two methods are among ``rows``."""
+    accs = {r["method"]: r["test_acc"] for r in rows}
+    out = []
+    for paper, claim, better, worse, kind in CLAIMS:
+        if better not in accs or worse not in accs:
+            continue
+        iv = evidence.paired_interval(accs[better], accs[worse])
+        margin = one_image if kind == "beats" else max(MATCH_MARGIN, one_image)
+        out.append({"paper": paper, "claim": claim, "comparison": f"{better} − {worse}",
+                    "better": better, "worse": worse, "kind": kind, "margin": margin,
+                    "interval": iv.to_dict(),
+                    "verdict": evidence.verdict(iv, kind, margin=margin)})
+    return out

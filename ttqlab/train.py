@@ -134,7 +134,9 @@ class History:
     """What ``fit`` measured.
 
     ``epochs``: one dict per epoch (epoch 0 = before training) with ``train_loss``,
-    ``train_acc``, ``test_loss``, ``test_acc``, ``seconds``, ``lr``.
+    ``train_acc``, ``test_loss``, ``test_acc``, ``seconds``, ``lr``; trained on a ``Data``
+    with a validation split, ``val_loss`` / ``val_acc`` instead of the test columns
+    (`heldout` says which).
     ``layers``: one dict per (epoch, quantized layer) with ``layer``, ``method``,
     ``sparsity``, scales (``alpha`` / ``wp``, ``wn`` / ``frozen``) and ``flips``.
     """
@@ -154,6 +156,11 @@ class History:
         return self.epochs[-1]
 
     @property
+    def heldout(self) -> str:
+        """``"val"`` when the epochs were evaluated on a validation split, else ``"test"``."""
+        return "val" if self.epochs and "val_acc" in self.epochs[0] else "test"
+
+    @property
     def layer_names(self) -> list[str]:
         return list(dict.fromkeys(r["layer"] for r in self.layers))
 
@@ -167,7 +174,8 @@ class History:
         return {"epochs": self.epochs, "layers": self.layers}
 
     def table(self) -> str:
-        cols = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"]
+        h = self.heldout
+        cols = ["epoch", "train_loss", "train_acc", f"{h}_loss", f"{h}_acc", "seconds"]
         lines = ["  ".join(f"{c:>10}" for c in cols)]
         for row in self.epochs:
             cells = []
@@ -186,7 +194,8 @@ class History:
         if not self.epochs:
             return "History(empty)"
         last = self.last
-        return (f"History({len(self.epochs) - 1} epochs, test_acc={last['test_acc']:.4f}, "
+        h = self.heldout
+        return (f"History({len(self.epochs) - 1} epochs, {h}_acc={last[f'{h}_acc']:.4f}, "
                 f"layers={len(self.layer_names)})")
 
 
@@ -265,6 +274,7 @@ class _Run:
     warned_drop: bool = False
     snapshot: dict | None = None  # state_dict at the start of the epoch (divergence)
     bar: object = None
+    heldout: str = "test"     # what the per-epoch evaluation set is: "test" or "val"
 
 
 def fit(
@@ -297,7 +307,8 @@ def fit(
     Args:
         model: any classifier returning logits; quantized or not.
         train, test: a ``Dataset``, a ``DataLoader``, an ``(x, y)`` tensor pair, or a
-            ``ttqlab.data.Data`` (then ``test`` defaults to its test split).
+            ``ttqlab.data.Data`` (then ``test`` defaults to its validation split if it has
+            one, recorded as ``val_loss`` / ``val_acc``, else to its test split).
         epochs, lr, batch_size, weight_decay, momentum: the usual (``epochs`` and
             ``batch_size`` are ints). Under ``torchrun``, ``batch_size`` is the global
             batch, split over the processes.
@@ -351,7 +362,10 @@ def fit(
     (its batch statistics need at least two samples); ``fit`` warns once, naming how
     many samples are left out each epoch.
     """
+    heldout = "test"
     if hasattr(train, "train") and hasattr(train, "test") and not isinstance(train, nn.Module):
+        if test is None and getattr(train, "val", None) is not None:
+            test, heldout = train.val, "val"  # choose on validation, never on test
         train, test = train.train, (test if test is not None else train.test)
     train = _as_dataset(train, "train")
     test = _as_dataset(test, "test")
@@ -364,7 +378,8 @@ def fit(
                         momentum=momentum, lr_schedule=lr_schedule, gamma=gamma, seed=seed,
                         device=device, callbacks=callbacks, schedule_unit=schedule_unit,
                         transform=transform, checkpoint=checkpoint, resume=resume,
-                        checkpoint_extra=checkpoint_extra, compile=compile)
+                        checkpoint_extra=checkpoint_extra, compile=compile,
+                        heldout=heldout)
         first = run.first
         run.bar = _progress((epochs - first + 1) * _num_batches(train, batch_size),
                             progress and distributed.is_main())
@@ -414,7 +429,8 @@ def _dataset_size(data) -> int | None:
 
 def _make_run(model, train, test, *, epochs, lr, optimizer, batch_size, weight_decay,
               momentum, lr_schedule, gamma, seed, device, callbacks, schedule_unit,
-              transform, checkpoint, resume, checkpoint_extra, compile) -> _Run:
+              transform, checkpoint, resume, checkpoint_extra, compile,
+              heldout="test") -> _Run:
     """Seed, build the optimizer and scheduler, restore a checkpoint, record epoch 0."""
     model.to(device)
     torch.manual_seed(seed)
@@ -445,7 +461,7 @@ def _make_run(model, train, test, *, epochs, lr, optimizer, batch_size, weight_d
                min_batch=distributed.world_size() * (2 if has_bn else 1), gen=gen,
                aug_gen=aug_gen, transform=transform, checkpoint=checkpoint,
                run_state=run_state, config=config, callbacks=list(callbacks),
-               history=history, prev_codes=_codes(model), first=first)
+               history=history, prev_codes=_codes(model), first=first, heldout=heldout)
     if first == 1:
         nan = float("nan")
         _record(run, 0, nan, nan, 0.0)
@@ -537,7 +553,7 @@ def _record(run: _Run, epoch: int, train_loss: float, train_acc: float,
     test_loss, test_acc = _evaluate_epoch(run)
     run.history.epochs.append({
         "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-        "test_loss": test_loss, "test_acc": test_acc, "seconds": seconds,
+        f"{run.heldout}_loss": test_loss, f"{run.heldout}_acc": test_acc, "seconds": seconds,
         "lr": run.opt.param_groups[0]["lr"],
     })
     codes = _codes(run.model)
@@ -554,7 +570,7 @@ def _record(run: _Run, epoch: int, train_loss: float, train_acc: float,
     for cb in run.callbacks:
         cb(run.history, run.model)
     if run.bar is not None and epoch > 0:
-        run.bar.set_postfix(epoch=epoch, test_acc=f"{test_acc:.4f}")
+        run.bar.set_postfix({"epoch": epoch, f"{run.heldout}_acc": f"{test_acc:.4f}"})
 
 
 def _evaluate_epoch(run: _Run) -> tuple[float, float]:

@@ -54,6 +54,7 @@ COLORS = METHOD_COLORS
 #: axis label (with unit) of each quantity the figures plot
 LABELS = {
     "test_acc": "test accuracy (%)",
+    "val_acc": "validation accuracy (%)",
     "train_acc": "train accuracy (%)",
     "sparsity": "sparsity (% of weights that are zero)",
     "model bytes": "model size (bytes)",
@@ -70,7 +71,7 @@ LABELS = {
     "entropy (bits/weight)": "entropy of the codes (bits per weight)",
     "entropy-coded bytes": "model size, codes entropy-coded (bytes)",
 }
-_PERCENT = {"test_acc", "train_acc", "sparsity", "frozen"}
+_PERCENT = {"test_acc", "val_acc", "train_acc", "sparsity", "frozen"}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -356,17 +357,17 @@ def learning_curves(histories, *, title: str | None = None) -> Figure:
     fig, axes = _figure(1, 2, width=5.6)
     for i, (label, h) in enumerate(runs.items()):
         c = _color(label, i)
-        ep = h["epoch"]
-        axes[0, 0].plot(ep, h["test_loss"], color=c, marker=".", label=f"{label} test")
+        ep, held = h["epoch"], h.heldout  # "test", or "val" with a validation split
+        axes[0, 0].plot(ep, h[f"{held}_loss"], color=c, marker=".", label=f"{label} {held}")
         axes[0, 0].plot(ep, h["train_loss"], color=c, ls="--", alpha=0.7, label=f"{label} train")
-        axes[0, 1].plot(ep, _scaled("test_acc", h["test_acc"]), color=c, marker=".",
-                        label=f"{label} test")
+        axes[0, 1].plot(ep, _scaled("test_acc", h[f"{held}_acc"]), color=c, marker=".",
+                        label=f"{label} {held}")
         axes[0, 1].plot(ep, _scaled("train_acc", h["train_acc"]), color=c, ls="--", alpha=0.7,
                         label=f"{label} train")
     axes[0, 0].set_yscale("log")
     axes[0, 0].set_ylabel("cross-entropy loss (nats per sample, log axis)")
     axes[0, 0].set_title("Loss")
-    trained = [100 * a for h in runs.values() for key in ("test_acc", "train_acc")
+    trained = [100 * a for h in runs.values() for key in (f"{h.heldout}_acc", "train_acc")
                for e, a in zip(h["epoch"], h[key]) if e > 0 and not math.isnan(a)]
     if trained:  # zoom in on the trained epochs (epoch 0, at chance, may fall below)
         axes[0, 1].set_ylim(max(0.0, min(trained) - 2.0), 100.5)
@@ -664,8 +665,9 @@ def _size(row: Mapping) -> float:
 def accuracy_intervals(rows: Sequence[Mapping], *, test_images: int | None = None,
                        title: str | None = None) -> Figure:
     """Methods compared without misleading bars: test accuracy as dots with mean ± std
-    over seeds (each seed a small dot), Δ vs fp32 in points (mean ± std of the per-seed
-    differences), and model size in KiB on a linear axis from 0.
+    over seeds (each seed a small dot), Δ vs fp32 in points (the per-seed differences'
+    mean and 95% interval when the rows carry ``delta_vs_fp32_low`` / ``_high``, else
+    mean ± std), and model size in KiB on a linear axis from 0.
 
     ``rows``: ``compare``'s table rows (``test_acc_mean``, ``test_acc_std``, ``test_acc``
     per seed, ``delta_vs_fp32_*``, ``model_bytes``) or single-run rows (``test_acc`` as a
@@ -716,13 +718,17 @@ def accuracy_intervals(rows: Sequence[Mapping], *, test_images: int | None = Non
         ax = axes[0, col]
         col += 1
         base = next((s for lab, s in zip(labels, stats) if lab == "fp32"), None)
+        has_ci = any(r.get("delta_vs_fp32_low") is not None for r in rows)
         for yi, c, r, lab, (m, _, _) in zip(y, colors, rows, labels, stats):
             if r.get("delta_vs_fp32_mean") is not None:
                 d, sd = float(r["delta_vs_fp32_mean"]), float(r.get("delta_vs_fp32_std") or 0)
             else:
                 d, sd = m - base[0], 0.0
-            ax.errorbar([d], [yi], xerr=[sd] if sd else None, fmt="o", color=c, ms=7,
-                        capsize=4, lw=2)
+            err = [sd] if sd else None
+            if has_ci and r.get("delta_vs_fp32_low") is not None and lab != "fp32":
+                err = [[d - float(r["delta_vs_fp32_low"])],
+                       [float(r["delta_vs_fp32_high"]) - d]]
+            ax.errorbar([d], [yi], xerr=err, fmt="o", color=c, ms=7, capsize=4, lw=2)
             ax.annotate("reference" if lab == "fp32" else f"{d:+.2f}", (d, yi),
                         textcoords="offset points", xytext=(0, 9),
                         ha="right" if lab == "fp32" else "center", fontsize=9)
@@ -732,6 +738,7 @@ def accuracy_intervals(rows: Sequence[Mapping], *, test_images: int | None = Non
         ax.set_ylim(-0.7, len(rows) - 0.3)
         ax.set_xlabel("Δ test accuracy vs fp32 (points)")
         ax.set_title("Difference to full precision\n" + (
+            "mean and 95% CI of per-seed differences" if has_ci else
             "mean ± std of per-seed differences" if seeds > 1 else "one run"), fontsize=10)
         ax.grid(alpha=0.3, axis="x")
     ax = axes[0, col]

@@ -664,9 +664,10 @@ class TrainingDashboard:
         go, _ = _go()
         self.history = history
         ep = history["epoch"]
-        series = [history["train_loss"], history["test_loss"],
+        held = history.heldout  # "test", or "val" with a validation split
+        series = [history["train_loss"], history[f"{held}_loss"],
                   viz._scaled("train_acc", history["train_acc"]),
-                  viz._scaled("test_acc", history["test_acc"])]
+                  viz._scaled("test_acc", history[f"{held}_acc"])]
         names = history.layer_names
         with self.figure.batch_update():
             for trace, ys in zip(self.figure.data[:4], series):
@@ -695,8 +696,8 @@ class TrainingDashboard:
                                          ticktext=[f"{t:g}" for t in ticks], row=1, col=1)
         last = history.last
         self.readout.value = (f"epoch {last['epoch']}: train loss {last['train_loss']:.4f}, "
-                              f"test loss {last['test_loss']:.4f}, test accuracy "
-                              f"<b>{100 * last['test_acc']:.2f}%</b>")
+                              f"{held} loss {last[f'{held}_loss']:.4f}, {held} accuracy "
+                              f"<b>{100 * last[f'{held}_acc']:.2f}%</b>")
 
     def _repr_mimebundle_(self, **kwargs):
         return self.box._repr_mimebundle_(**kwargs)
@@ -724,9 +725,9 @@ class StaticDashboard:
 
     def __call__(self, history, model=None) -> None:
         self.history = history
-        last = history.last
-        print(f"epoch {last['epoch']}: train loss {last['train_loss']:.4f}, test loss "
-              f"{last['test_loss']:.4f}, test accuracy {100 * last['test_acc']:.2f}%")
+        last, held = history.last, history.heldout
+        print(f"epoch {last['epoch']}: train loss {last['train_loss']:.4f}, {held} loss "
+              f"{last[f'{held}_loss']:.4f}, {held} accuracy {100 * last[f'{held}_acc']:.2f}%")
 
     @property
     def figure(self):
