@@ -100,6 +100,20 @@ def test_train_command(method, tmp_path, capsys):
     assert "layer report" in text and "test accuracy" in text
     saved = json.loads(out.read_text())
     assert saved["summary"]["method"] == method and len(saved["epochs"]) >= 3
+    # percent, as compare prints it
+    assert f"test accuracy {100 * saved['summary']['test_acc']:.2f}%" in text
+
+
+@pytest.mark.parametrize("argv, meant", [
+    (["train", "--method", "twn", "--epoch", "3"], "--epochs"),   # no silent abbreviation
+    (["train", "--method", "twn", "--epocs", "3"], "--epochs"),
+    (["compare", "--sedes", "2"], "--seeds"),
+    (["compare", "--pretrain-epoch", "2"], "--pretrain-epochs")])
+def test_a_mistyped_option_names_the_command_and_the_option_meant(argv, meant, no_work,
+                                                                  capsys):
+    line = _usage_error(argv, capsys)
+    assert line.startswith(f"ttqlab {argv[0]}: error: unrecognized arguments")
+    assert f"did you mean {meant}?" in line
 
 
 def test_bad_arguments_exit_with_message(capsys):

@@ -12,6 +12,8 @@ that cannot be read or written) exits with status 1 and one line, without a trac
 from __future__ import annotations
 
 import argparse
+import difflib
+import functools
 import inspect
 import json
 import os
@@ -333,7 +335,7 @@ def cmd_train(args) -> int:
     print()
     print(layer_report(result.model))
     summary = result.summary
-    print(f"\ntest accuracy {summary['test_acc']:.4f}, model {summary['model bytes']} bytes "
+    print(f"\ntest accuracy {100 * summary['test_acc']:.2f}%, model {summary['model bytes']} bytes "
           f"packed ({summary['model ratio']:.2f}x smaller than fp32)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -433,13 +435,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     ap = argparse.ArgumentParser(
         prog="ttqlab", formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
         description="Ternary and low-bit weight quantization (TWN, TTQ, INQ) on PyTorch.",
         epilog="examples:\n  ttqlab compare\n  ttqlab course my-course\n"
                "  ttqlab COMMAND --help      # the options and examples of one command\n\n"
                "exit status: 0 done, 1 failed while working, 2 bad options")
     ap.add_argument("--version", action="version",
                     version=f"ttqlab {__version__} (torch {torch.__version__})")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # no abbreviations: `--epoch 3` is a typo to report, not a silent `--epochs 3`
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                            parser_class=functools.partial(argparse.ArgumentParser,
+                                                           allow_abbrev=False))
 
     t = _parser(sub, "train", help="train one model with one method",
                 description="Train one model with one method; print its history and layer "
@@ -523,11 +529,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (2 = bad options, 1 = failed)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    sub = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore
+    if unknown:  # the command's own usage, and the option it most likely meant
+        sub.error(_unrecognized(sub, unknown))
     try:
         _validate(args)
     except ValueError as e:
-        sub = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore
         sub.error(str(e))  # prints usage and the message, exits with status 2
     try:
         return args.func(args)
@@ -537,6 +545,16 @@ def main(argv: list[str] | None = None) -> int:
     except _runtime_errors() as e:
         print(f"ttqlab {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 1
+
+
+def _unrecognized(sub: argparse.ArgumentParser, unknown: list[str]) -> str:
+    known = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+    text = f"unrecognized arguments: {' '.join(unknown)}"
+    for arg in unknown:
+        close = difflib.get_close_matches(arg.split("=", 1)[0], known, n=1, cutoff=0.6)
+        if arg.startswith("-") and close:
+            return f"{text} (did you mean {close[0]}?)"
+    return text
 
 
 def _one_line(e: BaseException) -> str:
