@@ -2,6 +2,7 @@
 
 import copy
 import math
+import statistics
 import warnings
 
 import pytest
@@ -34,25 +35,49 @@ def test_fit_records_history_and_is_reproducible(digits_small):
 
 @pytest.mark.parametrize("method", ["fp32", "binary", "twn", "ttq"])
 def test_every_method_learns_from_scratch(method, digits_small):
+    """Three seeds, and margins: one seed's accuracy on 150 test images depends on the CPU
+    and torch build. Measured (torch 2.13, x86, 1 thread): the training loss falls from
+    ln 10 = 2.30 untrained and 1.07-1.43 in the first epoch to 0.10-0.20 by the fifth;
+    test accuracy 0.84-0.93 (chance 0.1). The test asks every seed's last training loss
+    below 0.35 of its first epoch's and of the untrained model's, and a median test
+    accuracy above 0.7."""
     train, test = digits_small
-    m = ttqlab.models.lenet5(input_shape=(1, 8, 8), seed=0)
-    if method != "fp32":
-        ttqlab.quantize(m, method)
-    h = ttqlab.fit(m, train, test, epochs=5, lr_schedule="cosine", progress=False)
-    assert h.last["test_acc"] > 0.8, h.table()  # chance is 0.1
-    assert h.last["train_loss"] < h.epochs[1]["train_loss"]
+    accs = []
+    for seed in (0, 1, 2):
+        m = ttqlab.models.lenet5(input_shape=(1, 8, 8), seed=seed)
+        if method != "fp32":
+            ttqlab.quantize(m, method)
+        h = ttqlab.fit(m, train, test, epochs=5, lr_schedule="cosine", progress=False,
+                       seed=seed)
+        start, first, last = (h.epochs[0]["test_loss"], h.epochs[1]["train_loss"],
+                              h.last["train_loss"])
+        assert last < 0.35 * first and last < 0.35 * start, (seed, h.table())
+        accs.append(h.last["test_acc"])
+    assert statistics.median(accs) > 0.7, accs
 
 
 def test_inq_recovers_accuracy_from_pretrained(digits_small):
+    """After each INQ step (more weights frozen to powers of two) one epoch of re-training
+    the free weights brings the training loss well below where the step left it, and
+    the fully quantized model ends near the full-precision one. Three seeds and margins:
+    measured (torch 2.13, x86, 1 thread), each re-training ends at 0.13-0.46 of the loss
+    right after its step (the test asks below 0.7), and INQ's final test accuracy minus
+    fp32's is +0.00 to +0.07 (the test asks a median above -0.05)."""
     train, test = digits_small
-    m = ttqlab.models.lenet5(input_shape=(1, 8, 8), seed=0)
-    fp = ttqlab.fit(m, train, test, epochs=4, progress=False).last["test_acc"]
-    inq = ttqlab.INQ(m, bits=5)
-    while not inq.done:
-        inq.step()
-        h = ttqlab.fit(m, train, test, epochs=1, progress=False)
-    assert h.last["test_acc"] > fp - 0.05
-    assert all(r["frozen"] == 1.0 for r in h.layers if r["epoch"] == 1)
+    diffs = []
+    for seed in (0, 1, 2):
+        m = ttqlab.models.lenet5(input_shape=(1, 8, 8), seed=seed)
+        fp = ttqlab.fit(m, train, test, epochs=4, progress=False, seed=seed).last["test_acc"]
+        inq = ttqlab.INQ(m, bits=5)
+        while not inq.done:
+            inq.step()
+            after_step = ttqlab.evaluate(m, train)[0]
+            h = ttqlab.fit(m, train, test, epochs=1, progress=False, seed=seed)
+            retrained = ttqlab.evaluate(m, train)[0]
+            assert retrained < 0.7 * after_step, (seed, inq.fraction, after_step, retrained)
+        assert all(r["frozen"] == 1.0 for r in h.layers if r["epoch"] == 1)
+        diffs.append(h.last["test_acc"] - fp)
+    assert statistics.median(diffs) > -0.05, diffs
 
 
 def test_fit_accepts_data_object_dataloader_and_sgd(digits_small):
@@ -232,6 +257,10 @@ def _compile_works() -> bool:
 
 @pytest.mark.parametrize("method", ["fp32", "ttq"])
 def test_fit_compile_trains_and_keeps_the_module(method, digits_small, tmp_path):
+    """fit(compile=True) trains the user's own module (not a compiled wrapper), through a
+    graph that computes what eager mode computes, forward and backward. Mechanism only, no
+    accuracy bar: one seed's accuracy after 3 epochs depends on the CPU and torch build
+    (TTQ on an AMD EPYC with AVX-512: 0.47 compiled, 0.40 eager)."""
     if not _compile_works():
         pytest.skip("torch.compile is not available here")
     torch._dynamo.reset()
@@ -241,12 +270,28 @@ def test_fit_compile_trains_and_keeps_the_module(method, digits_small, tmp_path)
         m = ttqlab.models.lenet5(input_shape=(1, 8, 8), seed=0)
         return ttqlab.quantize(m, method) if method != "fp32" else m
 
+    def quantizers(m):
+        return [(name, type(q)) for name, _, q in ttqlab.quantized_layers(m)]
+
     m = model()
-    keys = list(m.state_dict())
+    cls, keys, layers = type(m), list(m.state_dict()), quantizers(m)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    if method == "ttq":
+        assert [n for n, _ in layers] == ["conv2", "fc1"]
+        assert {"conv2.parametrizations.weight.original", "conv2.parametrizations.weight.0.wp",
+                "conv2.parametrizations.weight.0.wn"} <= before.keys()
     h = ttqlab.fit(m, train, test, epochs=3, progress=False, compile=True, checkpoint=tmp_path)
-    assert h.epochs[-1]["train_loss"] < h.epochs[1]["train_loss"], h.table()
-    assert h.last["test_acc"] > 0.5, h.table()  # chance is 0.1
-    assert list(m.state_dict()) == keys and type(m).__name__ != "OptimizedModule"
+    # the user's object, still quantized the same way, with the same state keys
+    assert type(m) is cls and type(m).__name__ != "OptimizedModule"
+    assert list(m.state_dict()) == keys and quantizers(m) == layers
+    # gradients flowed through the compiled graph to every parameter: the latent weights
+    # and TTQ's scales wp, wn included
+    unchanged = [n for n, p in m.named_parameters() if torch.equal(p.detach(), before[n])]
+    assert not unchanged, f"not trained through the compiled step: {unchanged}"
+    # it learns: by epoch 3 the training loss is far below the untrained model's (ln 10 =
+    # 2.30) and the first epoch's (measured 0.14-0.23 against 2.30 and 1.10-1.36)
+    start, first, last = h.epochs[0]["test_loss"], h.epochs[1]["train_loss"], h.last["train_loss"]
+    assert math.isfinite(last) and last < 0.5 * first and last < 0.5 * start, h.table()
     # the checkpoint holds the ordinary module's keys: an uncompiled model loads it
     fresh = model()
     h2 = ttqlab.fit(fresh, train, test, epochs=3, progress=False, checkpoint=tmp_path,
@@ -254,6 +299,23 @@ def test_fit_compile_trains_and_keeps_the_module(method, digits_small, tmp_path)
     assert h2["test_acc"] == h["test_acc"] and h2["train_loss"][1:] == h["train_loss"][1:]
     for k, v in m.state_dict().items():
         assert torch.equal(v, fresh.state_dict()[k]), k
+    # the compiled model computes the eager model's outputs and gradients on the trained
+    # weights (a training-mode step, as in fit; both copies start from the same state)
+    eager = copy.deepcopy(m).train()
+    compiled = torch.compile(m.train())
+    x, y = test[0][:64], test[1][:64]
+    outs, grads = [], []
+    for net, mod in ((eager, eager), (compiled, m)):
+        mod.zero_grad()
+        out = net(x)
+        torch.nn.functional.cross_entropy(out, y).backward()
+        outs.append(out.detach())
+        grads.append({n: p.grad.clone() for n, p in mod.named_parameters()})
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    assert grads[1].keys() == grads[0].keys() == before.keys()
+    for n, g in grads[0].items():
+        assert g.abs().sum() > 0, f"no gradient reaches {n}"
+        torch.testing.assert_close(grads[1][n], g, rtol=1e-4, atol=1e-5, msg=n)
 
 
 def test_deterministic_settings_are_restored_after_an_error(digits_small):

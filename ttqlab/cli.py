@@ -272,11 +272,11 @@ def _build(args, data):
 
 
 def _common(p: argparse.ArgumentParser, *, epochs_help: str = "epochs per method (default 10)",
-            lr: float | None = 1e-3, lr_help: str = "learning rate (default 1e-3)") -> None:
-    p.add_argument("--model", default="lenet5", choices=sorted(models.MODELS),
-                   help="network (default lenet5)")
-    p.add_argument("--dataset", default="digits", choices=datasets.DATASETS,
-                   help="dataset (default digits: offline)")
+            lr: float | None = 1e-3, lr_help: str = "learning rate (default 1e-3)",
+            model_help: str = "network (default lenet5)",
+            dataset_help: str = "dataset (default digits: offline)") -> None:
+    p.add_argument("--model", default="lenet5", choices=sorted(models.MODELS), help=model_help)
+    p.add_argument("--dataset", default="digits", choices=datasets.DATASETS, help=dataset_help)
     p.add_argument("--epochs", type=positive_int, default=10, help=epochs_help)
     p.add_argument("--lr", type=positive_float, default=lr, help=lr_help)
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"],
@@ -471,7 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(c, epochs_help="fine-tuning epochs of every row, fp32 control included "
                            "(default 10)", lr=None,
             lr_help="fine-tuning learning rate of every row (default: each method's own, "
-                    "chosen on the validation split: ttqlab.experiments.FINETUNE_LRS)")
+                    "chosen on the validation split: ttqlab.experiments.FINETUNE_LRS)",
+            model_help="network (default: the dataset's, cnn1d with 32 channels on mnist1d)",
+            dataset_help="dataset (default mnist1d: generated offline)")
     c.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=ALL_METHODS,
                    help=f"the methods to train (default {' '.join(DEFAULT_METHODS)})")
     c.add_argument("--init", default="pretrained", choices=["pretrained", "scratch"],
