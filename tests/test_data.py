@@ -6,6 +6,7 @@ Fashion-MNIST / CIFAR-10 files from 127.0.0.1 and patch the checksum registry to
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import http.server
@@ -18,6 +19,7 @@ import sys
 import tarfile
 import threading
 import time
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -170,17 +172,130 @@ def test_mnist1d_second_load_comes_from_the_cache(mnist1d, monkeypatch):
     assert torch.equal(again.test.tensors[1], mnist1d.data.test.tensors[1][:10])
 
 
+def _layout_arrays(fill: float = 0.0, label: int = 1) -> dict[str, np.ndarray]:
+    """Arrays with MNIST-1D's counts, shapes and dtypes (for seeds ttqlab does not pin)."""
+    return {"x_train": np.full((4000, 40), fill, np.float32),
+            "y_train": np.full(4000, label, np.int64),
+            "x_test": np.full((1000, 40), fill, np.float32),
+            "y_test": np.full(1000, label, np.int64)}
+
+
+def _generated(mnist1d) -> dict[str, np.ndarray]:
+    """The seed-0 arrays as the generator makes them, from the module's one generation."""
+    (x, y), (xt, yt) = mnist1d.data.train.tensors, mnist1d.data.test.tensors
+    return {"x_train": x[:, 0].numpy(), "y_train": y.numpy(),
+            "x_test": xt[:, 0].numpy(), "y_test": yt.numpy()}
+
+
+def _count_generations(monkeypatch, arrays) -> list[int]:
+    calls = []
+    monkeypatch.setattr(data, "_make_mnist1d", lambda seed: calls.append(seed) or arrays)
+    return calls
+
+
 def test_mnist1d_broken_cache_is_rebuilt(mnist1d, tmp_path, monkeypatch):
     """An unreadable .npz is regenerated (here: by a stand-in generator, to stay fast)."""
-    arrays = {"x_train": np.zeros((8, 40), np.float32), "y_train": np.arange(8) % 10,
-              "x_test": np.ones((2, 40), np.float32), "y_test": np.array([1, 2])}
-    monkeypatch.setattr(data, "_make_mnist1d", lambda seed: arrays)
+    calls = _count_generations(monkeypatch, _layout_arrays())
     path = tmp_path / "mnist1d" / "mnist1d-n5000-seed3.npz"
     path.parent.mkdir()
     path.write_bytes(b"not a zip file")
-    d = data.load("mnist1d", root=tmp_path, seed=3)
-    assert d.train.tensors[0].shape == (8, 1, 40)
-    assert np.load(path, allow_pickle=False)["y_test"].tolist() == [1, 2]
+    with pytest.warns(UserWarning, match=r"mnist1d-n5000-seed3.npz is unreadable; generating"):
+        d = data.load("mnist1d", root=tmp_path, seed=3)
+    assert calls == [3] and d.train.tensors[0].shape == (4000, 1, 40)
+    assert np.load(path, allow_pickle=False)["y_test"].shape == (1000,)
+
+
+def test_mnist1d_pinned_fingerprints_match_the_generator(mnist1d):
+    labels, stats = data._mnist1d_fingerprint(_generated(mnist1d))
+    pinned = data.MNIST1D_FINGERPRINTS[(5000, 0)]
+    assert labels == pinned[0] and np.allclose(stats, pinned[1], rtol=1e-5, atol=1e-3)
+    assert data._mnist1d_problem(_generated(mnist1d), seed=0) is None
+    signals = dict(_generated(mnist1d))
+    signals["x_test"] = signals["x_test"].copy()
+    signals["x_test"][0] += 0.01  # one sample changed a little: caught
+    assert "signals' sums differ" in data._mnist1d_problem(signals, seed=0)
+
+
+@pytest.mark.parametrize("poison", ["tiny", "same layout", "pickled"])
+def test_mnist1d_poisoned_cache_is_detected_and_rebuilt(mnist1d, tmp_path, monkeypatch, poison):
+    """A valid .npz that is not MNIST-1D (10 train / 5 test zeros, every label 3; or the right
+    shapes with the wrong numbers; or an object array) is rebuilt with a warning, never
+    unpickled."""
+    path = tmp_path / "mnist1d" / "mnist1d-n5000-seed0.npz"
+    path.parent.mkdir()
+    marker = tmp_path / "unpickled"
+    if poison == "tiny":
+        np.savez(path, x_train=np.zeros((10, 40), np.float32), y_train=np.full(10, 3),
+                 x_test=np.zeros((5, 40), np.float32), y_test=np.full(5, 3))
+        reason = r"is not as generated: x_train has shape \(10, 40\)"
+    elif poison == "same layout":
+        np.savez(path, **_layout_arrays(0.0, 3))
+        reason = "is not as generated: its labels' sha256 differs from the pinned"
+    else:
+        class Payload:
+            def __reduce__(self):
+                return (Path.touch, (marker,))
+
+        bad = np.empty(1, dtype=object)
+        bad[0] = Payload()
+        np.savez(path, **{**_layout_arrays(), "x_train": bad})
+        reason = "is unreadable; generating it again"
+    calls = _count_generations(monkeypatch, _generated(mnist1d))
+    with pytest.warns(UserWarning, match=f"MNIST-1D cache .*seed0.npz {reason}"):
+        d = data.load("mnist1d", root=tmp_path)
+    assert calls == [0] and not marker.exists()
+    assert torch.equal(d.train.tensors[0], mnist1d.data.train.tensors[0])
+    with np.load(path, allow_pickle=False) as f:  # the rebuilt cache is the real one
+        assert data._mnist1d_problem({k: f[k] for k in f.files}, seed=0) is None
+
+
+def test_mnist1d_unpinned_seed_is_checked_for_counts_shapes_and_labels(tmp_path, monkeypatch):
+    path = tmp_path / "mnist1d" / "mnist1d-n5000-seed7.npz"
+    path.parent.mkdir()
+    np.savez(path, **_layout_arrays(label=12))
+    calls = _count_generations(monkeypatch, _layout_arrays())
+    with pytest.warns(UserWarning, match="y_train has labels outside 0..9"):
+        data.load("mnist1d", root=tmp_path, seed=7)
+    assert calls == [7]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a good cache: no warning, no generation
+        data.load("mnist1d", root=tmp_path, seed=7)
+    assert calls == [7]
+
+
+def test_mnist1d_good_cache_is_used_without_rebuilding(mnist1d, monkeypatch):
+    calls = _count_generations(monkeypatch, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d = data.load("mnist1d", root=mnist1d.root)
+    assert calls == [] and torch.equal(d.test.tensors[0], mnist1d.data.test.tensors[0])
+
+
+def test_mnist1d_disk_full_leaves_no_cache_to_read_back(mnist1d, tmp_path, monkeypatch):
+    """ENOSPC halfway through writing the cache: a warning, no file under the final name (nor a
+    .part), and the next load generates again instead of reading half a file."""
+    real_savez = np.savez
+
+    def savez_then_disk_full(f, **arrays):
+        buffer = io.BytesIO()
+        real_savez(buffer, **arrays)
+        f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(data.np, "savez", savez_then_disk_full)
+    calls = _count_generations(monkeypatch, _generated(mnist1d))
+    with pytest.warns(UserWarning, match="could not cache .*No space left on device"):
+        data.load("mnist1d", root=tmp_path)
+    assert list((tmp_path / "mnist1d").iterdir()) == []
+    monkeypatch.setattr(data.np, "savez", real_savez)
+    data.load("mnist1d", root=tmp_path)
+    assert calls == [0, 0]
+    # a half-written file that did reach the final name (e.g. copied by hand) is not used
+    path = tmp_path / "mnist1d" / "mnist1d-n5000-seed0.npz"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.warns(UserWarning, match="is unreadable; generating it again"):
+        data.load("mnist1d", root=tmp_path)
+    assert calls == [0, 0, 0]
 
 
 def test_cache_dir_precedence(tmp_path, monkeypatch):
@@ -552,7 +667,8 @@ BODY_SHA = hashlib.sha256(BODY).hexdigest()
 
 @pytest.fixture
 def hostile():
-    """127.0.0.1 server: /ok, /drip (1 byte per 50 ms), /endless (no Content-Length, never
+    """127.0.0.1 server: /ok, /drip... (1 byte per 50 ms), /stall... (headers, then nothing),
+    /endless (no Content-Length, never
     ends), /flaky (first answer cut in half, then whole), /nolength (no Content-Length)."""
     state = SimpleNamespace(requests=[], stop=threading.Event())
 
@@ -577,7 +693,10 @@ def hostile():
                 return
             self.send_header("Content-Length", str(len(BODY)))
             self.end_headers()
-            if self.path == "/drip":
+            if self.path.startswith("/stall"):  # headers, then silence until the end
+                self.wfile.flush()
+                state.stop.wait(30)
+            elif self.path.startswith("/drip"):
                 for b in BODY:
                     if state.stop.wait(0.05):
                         return
@@ -609,6 +728,62 @@ def test_dripping_server_hits_the_deadline(hostile, tmp_path):
                        size=len(BODY), min_rate=1000, grace=0.5, retries=0)
     # deadline 0.5 + 1024 / 1000 s, plus at most one read timeout; the drip needs 51 s
     assert time.monotonic() - start < 10
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_drip_is_abandoned_as_soon_as_it_falls_behind_after_the_grace(hostile, tmp_path):
+    """20 bytes/s against 100 required: the whole deadline is 0.5 + 10.24 s, but the transfer
+    falls behind that pace within a fraction of a second after the grace, and stops then."""
+    start = time.monotonic()
+    with pytest.raises(data.DownloadError, match=r"too slow: \d+ of 1024 bytes after 0\.\d s "
+                                                 r"\(a download must average 100 bytes/s"):
+        data._download("f.bin", BODY_SHA, [hostile.url + "/drip"], tmp_path, timeout=1,
+                       size=len(BODY), min_rate=100, grace=0.5, retries=2)
+    assert time.monotonic() - start < 2.5
+    assert hostile.requests == ["/drip"], "too slow is not retried on the same mirror"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_with_dripping_mirrors_is_bounded_and_says_what_to_do(hostile, tmp_path,
+                                                                   monkeypatch):
+    """``load("mnist")`` against three mirrors that drip 20 bytes/s: each is abandoned soon
+    after the grace, and the error says where to put the file by hand."""
+    name = "train-images-idx3-ubyte.gz"
+    monkeypatch.setitem(data.CHECKSUMS, "mnist", {name: (BODY_SHA, len(BODY))})
+    monkeypatch.setitem(data.MIRRORS, "mnist", [hostile.url + "/drip1/", hostile.url + "/drip2/"])
+    monkeypatch.setenv("TTQLAB_MIRROR", hostile.url + "/drip0")
+    monkeypatch.setattr(data, "MIN_RATE", 100.0)
+    monkeypatch.setattr(data, "DOWNLOAD_GRACE", 0.5)
+    monkeypatch.setattr(data, "RETRY_WAIT", 0.0)
+    start = time.monotonic()
+    with pytest.raises(data.DownloadError) as e:
+        data.load("mnist", root=tmp_path, timeout=1)
+    assert time.monotonic() - start < 5
+    assert sorted(hostile.requests) == [f"/drip{i}/{'mnist/' if i == 0 else ''}{name}"
+                                        for i in range(3)]
+    message = str(e.value)
+    assert message.count("too slow") == 3, message
+    assert f"To install it by hand, download it elsewhere and copy it to\n  " \
+           f"{(tmp_path / 'mnist' / name).resolve()}" in message
+    assert _leftovers(tmp_path / "mnist", {}) == []
+
+
+def test_stalled_transfers_share_one_bounded_wait(hostile, tmp_path, monkeypatch):
+    """A mirror that sends headers and then nothing is retried after each read timeout, but
+    all attempts on all mirrors together stop at `MAX_WAIT_FACTOR` x one file's deadline."""
+    monkeypatch.setattr(data, "RETRY_WAIT", 0.0)
+    urls = [hostile.url + "/stall1", hostile.url + "/stall2"]
+    start = time.monotonic()
+    with pytest.raises(data.DownloadError) as e:  # unbounded: 2 x 6 attempts x 1 s
+        data._download("f.bin", BODY_SHA, urls, tmp_path, timeout=1, size=len(BODY),
+                       min_rate=1000, grace=0.5, retries=5)
+    took = time.monotonic() - start
+    budget = data.MAX_WAIT_FACTOR * (0.5 + len(BODY) / 1000)
+    assert budget - 0.5 < took < budget + 1.5, took
+    assert len(hostile.requests) <= 4
+    assert "gave up after 3 s in all (2 x this file's limit of 0.5 s + its size at 1000 " \
+           "bytes/s)" in str(e.value)
+    assert "copy it to" in str(e.value)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -894,3 +894,53 @@ def test_reasoning_exercises_sit_in_their_notebooks_and_run_unattended(capsys):
                 passed = [v for k, v in namespace.items() if k.startswith("passed_")]
                 assert passed == [solved], f"{path.name} {name}: {out}"
                 assert ("✓ check_" in out) if solved else ("no answer yet" in out), out
+
+
+# --------------------------------------------------------------------------- time limit
+
+
+def _forever(w, factor=0.7):
+    while True:
+        try:
+            pass
+        except Exception:  # a student's broad except cannot swallow the time limit
+            pass
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "setitimer"), reason="needs SIGALRM")
+def test_a_function_that_never_returns_is_stopped_within_the_limit(capsys, monkeypatch):
+    import time
+
+    import ttqlab
+    from ttqlab import checking
+
+    monkeypatch.setattr(checking, "TIME_LIMIT", 0.5)
+    before = {name: getattr(ttqlab.quantizers, name) for name in vars(ttqlab.quantizers)}
+    start = time.monotonic()
+    ok, out = run(E.check_twn_threshold, _forever, capsys)
+    took = time.monotonic() - start
+    first = E.twn.TWN_THRESHOLD.cases()[0].name
+    assert ok is False and took < 5, (took, out)
+    assert f"your function did not return within 0.5 s on case '{first}'" in out, out
+    assert {n: getattr(ttqlab.quantizers, n) for n in before} == before, "hidden ones restored"
+    assert not isinstance(ttqlab.quantizers.twn_threshold, checking._Forbidden)
+    ok, out = run(E.check_twn_threshold, S.twn_threshold, capsys)  # the kernel still works
+    assert ok, out
+    import signal
+
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0), "no timer left running"
+    assert signal.getsignal(signal.SIGALRM) is signal.SIG_DFL
+
+
+def test_the_time_limit_is_per_check_and_off_outside_the_main_thread(capsys):
+    import threading
+
+    from ttqlab import checking
+
+    assert checking.check(E.twn.TWN_THRESHOLD, S.twn_threshold, time_limit=10)
+    results = []
+    thread = threading.Thread(target=lambda: results.append(checking._can_time_out()))
+    thread.start()
+    thread.join()
+    assert results == [False]  # there a check runs without a limit (documented)
+    capsys.readouterr()

@@ -15,6 +15,14 @@ A check never raises because of the student's function: an exception, a wrong ty
 shape or dtype, NaN, a wrong signature or a changed input all become a short verdict on
 stdout. Known mistakes are recognised by running each wrong variant of ``mistakes`` on
 the failing case and matching the student's result against it.
+
+Each call of the student's function is bounded by `TIME_LIMIT` seconds (``check(...,
+time_limit=...)`` for one check): a function that never returns becomes the verdict "your
+function did not return within 10 s on case '...'", ttqlab's hidden functions are restored and
+the kernel stays usable. The limit uses ``signal.setitimer`` (SIGALRM), so it holds on Unix in
+the main thread (where Jupyter runs a cell); on Windows, or in another thread, a check runs
+without a limit (interrupt the kernel to stop it). Python code is interrupted between two
+bytecodes; one long torch operation is only interrupted once it returns.
 """
 
 from __future__ import annotations
@@ -23,7 +31,10 @@ import contextlib
 import inspect
 import io
 import math
+import signal
 import sys
+import threading
+import time
 import traceback
 import weakref
 from collections.abc import Callable
@@ -56,6 +67,47 @@ class Fail(NamedTuple):
 
     message: str
     part: int | None = None
+
+
+#: seconds a student's function may take on one case before the check gives up on it
+TIME_LIMIT = 10.0
+
+
+class _TimedOut(BaseException):
+    """The student's function ran past the time limit. A BaseException, so that the student's
+    own ``except Exception:`` around a loop cannot swallow it."""
+
+
+def _can_time_out() -> bool:
+    """Whether SIGALRM can bound a call here (Unix, main thread)."""
+    return hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None):
+    """Raise `_TimedOut` in the block after ``seconds`` (None or <= 0: no limit; a no-op
+    where `_can_time_out` is False). An earlier SIGALRM handler and timer are put back."""
+    if not seconds or seconds <= 0 or not _can_time_out():
+        yield
+        return
+
+    armed = [True]
+
+    def expire(signum, frame):
+        if armed[0]:  # not once the block is over (a signal that arrived as it ended)
+            raise _TimedOut
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    outer, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        armed[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        if outer:  # someone else's timer was running: re-arm what is left of it
+            signal.setitimer(signal.ITIMER_REAL, max(outer - (time.monotonic() - started), 1e-3))
 
 
 def _call(fn: Callable, case: Case, args: tuple, kwargs: dict) -> Any:
@@ -257,12 +309,22 @@ def _clone(x: Any) -> Any:
     return x
 
 
-def _run(ex: Exercise, fn: Callable, case: Case, student: bool = False) -> Any:
+def _run(ex: Exercise, fn: Callable, case: Case, student: bool = False,
+         time_limit: float | None = None) -> Any:
     """Observe ``fn`` on fresh copies of the inputs; complain if it changed them. A
-    student's function runs with ttqlab's answers hidden (see ``_library_hidden``)."""
+    student's function runs with ttqlab's answers hidden (see ``_library_hidden``) and at
+    most ``time_limit`` seconds (default `TIME_LIMIT`; `_TimedOut` after that)."""
     args, kwargs = _clone(case.args), _clone(case.kwargs)
-    with _library_hidden(ex.answers) if student else contextlib.nullcontext():
+    if not student:
+        return _unchanged(ex, case, args, ex.observe(fn, case, args, kwargs))
+    limit = TIME_LIMIT if time_limit is None else time_limit
+    with _library_hidden(ex.answers), _time_limit(limit):  # the timer stops before restoring
         out = ex.observe(fn, case, args, kwargs)
+    return _unchanged(ex, case, args, out)
+
+
+def _unchanged(ex: Exercise, case: Case, args: tuple, out: Any) -> Any:
+    """``out``, unless the function changed one of the case's tensors in place."""
     for name, before, after in zip(ex.params, case.args, args):
         if isinstance(before, Tensor) and not torch.equal(before, after):
             raise _Mutated(f"your function changed its input {name} in place (e.g. "
@@ -295,10 +357,15 @@ def _where(exc: BaseException) -> str:
     return f" (line {frames[-1].lineno} of {frames[-1].name})" if frames else ""
 
 
-def check(ex: Exercise, fn: Callable, verbose: bool = True) -> bool:
+def check(ex: Exercise, fn: Callable, verbose: bool = True,
+          time_limit: float | None = None) -> bool:
     """Run ``fn`` on every case of ``ex`` and print a verdict: ✓ when all pass, else the
     first failing case, what was expected, what came back, and the hint of the catalogued
-    mistake that reproduces it (if one does). Returns whether all cases passed."""
+    mistake that reproduces it (if one does). Returns whether all cases passed.
+
+    ``time_limit``: seconds per case (default `TIME_LIMIT`; 0: none), see the module's
+    docstring for where it holds."""
+    limit = TIME_LIMIT if time_limit is None else time_limit
     say = print if verbose else (lambda *_: None)
     title = f"check_{ex.name}"
     if not callable(fn):
@@ -319,7 +386,12 @@ def check(ex: Exercise, fn: Callable, verbose: bool = True) -> bool:
                 f"  Expected: def {ex.signature}")
             return False
         try:
-            got = _run(ex, fn, case, student=True)
+            got = _run(ex, fn, case, student=True, time_limit=limit)
+        except _TimedOut:
+            say(f"{where}\n  your function did not return within {limit:g} s on case "
+                f"'{case.name}': look for a loop that never ends (a `while` whose condition "
+                f"never changes), or for far more work than the task needs.")
+            return False
         except _Delegated as exc:
             say(_delegation_message(title, str(exc)))
             return False
@@ -341,7 +413,7 @@ def check(ex: Exercise, fn: Callable, verbose: bool = True) -> bool:
             fail = Fail(f"could not compare your result ({type(exc).__name__}: {exc}); return "
                         f"what `def {ex.signature}` asks for")
         if fail:
-            hint = _hint(ex, fn, cases, case, fail.part, got)
+            hint = _hint(ex, fn, cases, case, fail.part, got, limit)
             say(f"{where}\n  {fail.message}" + (f"\n  Hint: {hint}" if hint else ""))
             return False
     say(f"✓ {title}: all {len(cases)} cases passed.")
@@ -355,7 +427,7 @@ def _delegation_message(title: str, what: str) -> str:
 
 
 def _hint(ex: Exercise, fn: Callable, cases: list[Case], case: Case, part: int | None,
-          got: Any) -> str | None:
+          got: Any, time_limit: float | None = None) -> str | None:
     """The hint of the catalogued mistake that reproduces the student's wrong result.
 
     A variant must give the same (wrong part of the) result on the failing case; among
@@ -364,8 +436,8 @@ def _hint(ex: Exercise, fn: Callable, cases: list[Case], case: Case, part: int |
     def observe(f, c):
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # the student's prints, once only
-                return ex.key(_run(ex, f, c, student=f is fn), c)
-        except Exception:
+                return ex.key(_run(ex, f, c, student=f is fn, time_limit=time_limit), c)
+        except (Exception, _TimedOut):
             return _Nothing()
 
     try:

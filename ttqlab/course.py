@@ -4,13 +4,21 @@ A wheel carries the notebooks as the package data ``ttqlab/notebooks/`` (built f
 repository's ``notebooks/``, their one source). In a repository checkout (an editable
 install, or ``PYTHONPATH``) they are read from ``notebooks/`` directly. Students work in
 their own copy, so the shipped originals stay clean.
+
+Nothing is ever written through a symbolic link: a link (dangling or not) at one of the course's
+paths in DEST, or at DEST's manifest, is refused before anything is written, with ``--force``
+too (a planted ``DEST/01_why_ternary.ipynb -> /elsewhere/x`` would otherwise write outside
+DEST). DEST itself may be a link to an existing folder (the user named it, e.g. a folder on
+another disk); a DEST link to nothing is refused. Files are written to a temporary file in
+DEST and renamed into place, which replaces a path rather than following it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import os
+import tempfile
 from pathlib import Path
 
 MANIFEST = ".ttqlab-course.json"  # what was copied, with checksums, to tell edits apart
@@ -47,15 +55,34 @@ def _copied_before(dest: Path) -> dict[str, str]:
     return saved if isinstance(saved, dict) else {}
 
 
+def _refuse_unsafe_paths(dest: Path) -> None:
+    """Raise ``FileExistsError`` if a copy into ``dest`` would go through a symbolic link, or
+    onto something that is not a plain file (see the module's docstring)."""
+    if dest.is_symlink() and not dest.exists():
+        raise FileExistsError(f"{dest} is a symbolic link to {os.readlink(dest)}, which does "
+                              f"not exist: pass a real folder for the course")
+    if dest.exists() and not dest.is_dir():
+        raise FileExistsError(f"{dest} is a file, not a folder: pass a folder for the course")
+    for name in [f.name for f in files()] + [MANIFEST]:
+        target = dest / name
+        if target.is_symlink():
+            raise FileExistsError(
+                f"{target} is a symbolic link (to {os.readlink(target)}); ttqlab course never "
+                f"writes through a link, not even with --force. Remove the link, or pass "
+                f"another folder")
+        if target.exists() and not target.is_file():
+            raise FileExistsError(f"{target} is not a file; remove it, or pass another folder")
+
+
 def check_destination(dest: Path, force: bool = False) -> list[Path]:
-    """Raise ``FileExistsError`` naming the student's files that a copy would overwrite.
+    """Raise ``FileExistsError`` naming the student's files that a copy would overwrite, or
+    a symbolic link (or a folder) among the paths it would write (even with ``force``).
 
     A file is the student's if it differs from the course's version and from what an earlier
     ``ttqlab course`` copied there (an untouched earlier copy is updated silently).
     """
     dest = Path(dest)
-    if dest.exists() and not dest.is_dir():
-        raise FileExistsError(f"{dest} is a file, not a folder: pass a folder for the course")
+    _refuse_unsafe_paths(dest)
     before = _copied_before(dest)
     modified = []
     for f in files():
@@ -83,11 +110,25 @@ def copy(dest: str | Path = "ttqlab-course", force: bool = False) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     copied, digests = [], {}
     for f in files():
-        shutil.copyfile(f, dest / f.name)
+        _write_replacing(dest / f.name, f.read_bytes())
         copied.append(dest / f.name)
         digests[f.name] = _sha256(f)
-    (dest / MANIFEST).write_text(json.dumps(digests, indent=1))
+    _write_replacing(dest / MANIFEST, json.dumps(digests, indent=1).encode())
     return copied
+
+
+def _write_replacing(target: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file next to ``target``, then rename it onto ``target``:
+    a link planted at ``target`` after the check is replaced, never followed."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def how_to_open(dest: str | Path) -> str:
