@@ -225,7 +225,8 @@ def test_newer_format_version_is_named(tmp_path):
     meta = json.loads(path.read_text())
     meta["version"] = checkpoint.VERSION + 1
     path.write_text(json.dumps(meta))
-    with pytest.raises(checkpoint.CheckpointError, match=r"format version 2.*upgrade"), \
+    newer = checkpoint.VERSION + 1
+    with pytest.raises(checkpoint.CheckpointError, match=rf"format version {newer}.*upgrade"), \
             pytest.warns(UserWarning, match="format version"):
         checkpoint.latest(tmp_path)
 

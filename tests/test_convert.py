@@ -283,3 +283,27 @@ def test_bad_exclude_name():
 def test_not_a_module():
     with pytest.raises(TypeError, match=r"nn.Module"):
         ttqlab.quantize(torch.randn(3), "twn")
+
+
+@pytest.mark.parametrize("method,options", [
+    ("binary", {}), ("twn", {}), ("inq", {}), ("bitnet", {}), ("ttq", {"init": 1.0})])
+def test_meta_model_quantizes_then_takes_real_weights(method, options):
+    """Large models are built on the meta device, quantized, then given storage and
+    weights: quantize attaches the parametrizations without reading any value."""
+    with torch.device("meta"):
+        model = ttqlab.models.mlp(input_shape=(1, 8, 8), seed=0)
+    ttqlab.quantize(model, method, **options)
+    assert all(t.is_meta for t in model.state_dict().values())
+    real = ttqlab.quantize(ttqlab.models.mlp(input_shape=(1, 8, 8), seed=0), method, **options)
+    model.to_empty(device="cpu")
+    model.load_state_dict(real.state_dict())
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model.eval()(x), real.eval()(x))
+
+
+def test_meta_model_with_value_dependent_setup_is_a_clear_error():
+    with torch.device("meta"):
+        model = ttqlab.models.mlp(input_shape=(1, 8, 8), seed=0)
+    with pytest.raises(ValueError, match=r"'ttq'.*meta device.*to_empty.*then quantize"):
+        ttqlab.quantize(model, "ttq")
+    assert not any(True for _ in ttqlab.convert.quantized_layers(model))  # left as it was

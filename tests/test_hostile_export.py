@@ -271,3 +271,107 @@ def test_huge_inq_weight_is_a_clear_error_not_inf(tmp_path):
         inq.step()
     assert inq.steps_taken == 0
     assert all(not bool(q.frozen_mask.any()) for _, _, q in inq.layers)
+
+
+# --------------------------------------------------------------------------- dtypes
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("method", ["ttq", "twn", "binary"])
+def test_every_float_dtype_round_trips_from_the_file_alone(tmp_path, method, dtype):
+    model = ttqlab.quantize(ttqlab.models.mlp(input_shape=(1, 8, 8), seed=0).to(dtype),
+                            method).eval()
+    path = tmp_path / "h.safetensors"
+    export.save(model, path)
+    assert export.read(path)[1]["dtype"] == str(dtype).removeprefix("torch.")
+    loaded = export.load(path)
+    assert {p.dtype for p in loaded.parameters()} == {dtype}
+    x = _inputs().to(dtype)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+
+
+def test_files_without_a_dtype_are_float32_and_bad_dtypes_are_named(tmp_path):
+    tensors, manifest = export.pack(_lenet())
+    del manifest["dtype"]
+    old = tmp_path / "old.safetensors"
+    export.write(old, tensors, manifest)
+    assert {p.dtype for p in export.load(old).parameters()} == {torch.float32}
+    for bad in ("int8", ["float16"], "float128"):
+        export.write(old, tensors, {**manifest, "dtype": bad})
+        with pytest.raises(FormatError, match=r"field 'dtype' must be one of \['bfloat16'"):
+            export.load(old)
+
+
+# --------------------------------------------------------------------------- interrupted writes
+
+
+def test_ctrl_c_during_save_leaves_the_old_file_and_nothing_partial(tmp_path, monkeypatch):
+    path = tmp_path / "m.safetensors"
+    export.save(_lenet(), path)
+    good = path.read_bytes()
+    real_fsync = os.fsync
+
+    def interrupt(fd):  # the bytes are written, not yet renamed: the worst moment
+        raise KeyboardInterrupt
+    monkeypatch.setattr(export.os, "fsync", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        export.save(_lenet("twn"), path)
+    monkeypatch.setattr(export.os, "fsync", real_fsync)
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_concurrent_writers_leave_one_whole_file(tmp_path):
+    import threading
+    path = tmp_path / "m.safetensors"
+    models_ = [_lenet("ttq"), _lenet("twn")]
+    errors = []
+
+    def writer(model):
+        try:
+            for _ in range(10):
+                export.save(model, path)
+        except Exception as e:  # reported below
+            errors.append(e)
+    threads = [threading.Thread(target=writer, args=(m,)) for m in models_]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+    x = _inputs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = export.load(path)(x)
+    assert any(torch.equal(out, m(x)) for m in models_)
+
+
+def test_a_symlinked_path_is_replaced_not_written_through(tmp_path):
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("keep me")
+    link = tmp_path / "m.safetensors"
+    link.symlink_to(target)
+    export.save(_lenet(), link)
+    assert not link.is_symlink() and target.read_text() == "keep me"
+    export.load(link)
+
+
+def test_tampered_version_1_file_warns_and_range_checks_codes(tmp_path):
+    """Documented: version-1 files have no checksums, so an edited scale loads (with the
+    warning that says so); codes out of range are still a FormatError."""
+    model = _lenet()
+    tensors, manifest = export.pack(model)
+    manifest["version"] = 1
+    old = tmp_path / "v1.safetensors"
+    tampered = {**tensors, export.SCALES: tensors[export.SCALES] * 2}
+    save_file(tampered, old, metadata={"ttqlab": json.dumps(manifest)})
+    with pytest.warns(UserWarning, match="version 1.*no checksums"):
+        export.load(old)
+    codes = tensors[export.CODES].clone()
+    codes[0] = 255  # not a base-3 byte
+    save_file({**tensors, export.CODES: codes}, old, metadata={"ttqlab": json.dumps(manifest)})
+    with pytest.warns(UserWarning, match="no checksums"), pytest.raises(FormatError,
+                                                                        match="layer"):
+        export.load(old)

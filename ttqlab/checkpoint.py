@@ -6,7 +6,8 @@ A checkpoint is two files in a run directory::
                                     moments, the shuffling generator, torch's RNG state
     checkpoint-000007.json          everything else: the step, history, scheduler and INQ
                                     position, optimizer hyper-parameters, python / numpy
-                                    RNG states, and the tensor file's name and SHA-256
+                                    RNG states, the tensor file's name and SHA-256, and
+                                    the SHA-256 of this JSON itself (``checksum``)
 
     ckpt = ttqlab.checkpoint
     ckpt.save("runs/a", 7, model=model, optimizer=opt, scheduler=sched, history={...})
@@ -22,6 +23,18 @@ renamed over (``os.replace``), the tensor file first and the .json last. A check
 counts only once its .json exists and the tensor file matches the SHA-256 recorded
 there, so an interruption at any moment leaves the previous checkpoint usable; older
 checkpoints are removed only after the new one is complete.
+
+Integrity: the .json records the SHA-256 of the tensor file and of its own canonical
+JSON (without the ``checksum`` field), so a damaged or edited byte in either is reported,
+not restored. Version-1 checkpoints (before the JSON checksum) still load, with a warning
+that their JSON is unchecked. The checksums detect accidents, not a forger. Independently
+of them, ``load`` decodes only what ``save`` writes: numpy arrays of plain numeric dtypes
+(:data:`NDARRAY_DTYPES`), whose size is bounded by the JSON text, and it validates every
+part (weights, optimizer, python / numpy / torch / CUDA RNG states) before it restores
+any, so a damaged checkpoint raises :class:`CheckpointError` and changes nothing.
+
+A run directory may be a symlink to a directory: it is followed (the files are written
+and read inside its target, with the same atomic renames).
 
 Damaged files are not trusted and not silently ignored: ``latest`` skips a checkpoint
 that is incomplete, corrupt, of another format or of a newer format version with a
@@ -56,7 +69,11 @@ from safetensors.torch import save as st_save
 __all__ = ["CheckpointError", "latest", "list_checkpoints", "load", "save"]
 
 FORMAT = "ttqlab-checkpoint"
-VERSION = 1
+VERSION = 2
+#: the numpy dtypes a checkpoint stores arrays in (no sub-array, string or object dtypes)
+NDARRAY_DTYPES = frozenset(["bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                            "uint32", "uint64", "float16", "float32", "float64",
+                            "complex64", "complex128"])
 _NAME = re.compile(r"^checkpoint-(\d+)\.json$")
 _TENSORS = re.compile(r"^checkpoint-(\d+)\.safetensors$")
 _TMP = re.compile(r"^\.checkpoint-\d+\.(json|safetensors)\.tmp-(\d+)$")
@@ -82,6 +99,10 @@ def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
+        if str(obj.dtype) not in NDARRAY_DTYPES:
+            raise CheckpointError(f"cannot save a numpy array of dtype {obj.dtype} at {path!r}: "
+                                  f"checkpoints hold arrays of {sorted(NDARRAY_DTYPES)}; "
+                                  f"save a list or convert it (arr.astype(...))")
         return {"__ndarray__": obj.tolist(), "dtype": str(obj.dtype)}
     if isinstance(obj, bytes):
         return {"__bytes__": obj.hex()}
@@ -114,12 +135,24 @@ def _decode(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
     if "__bytes__" in obj:
         return bytes.fromhex(obj["__bytes__"])
     if "__ndarray__" in obj:
-        return np.asarray(obj["__ndarray__"], dtype=obj["dtype"])
+        return _ndarray(obj)
     if "__items__" in obj or "__counter__" in obj:
         pairs = ((_decode(k, tensors), _decode(v, tensors))
                  for k, v in obj.get("__items__", obj.get("__counter__")))
         return collections.Counter(dict(pairs)) if "__counter__" in obj else dict(pairs)
     return {k: _decode(v, tensors) for k, v in obj.items()}
+
+
+def _ndarray(obj: dict) -> np.ndarray:
+    """A tagged array, only in a dtype ``save`` writes, so that its size is the JSON's."""
+    dtype, values = obj.get("dtype"), obj["__ndarray__"]
+    if not isinstance(dtype, str) or dtype not in NDARRAY_DTYPES:
+        raise ValueError(f"an array of dtype {str(dtype)[:40]!r}; checkpoints hold only "
+                         f"{sorted(NDARRAY_DTYPES)}")
+    if not isinstance(values, (list, bool, int, float)):
+        raise ValueError(f"an array's values must be a (nested) list, got "
+                         f"{type(values).__name__}")
+    return np.asarray(values, dtype=dtype)
 
 
 def _state_of(obj: Any) -> Any:
@@ -138,6 +171,42 @@ def _rng_state() -> dict:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def _check_rng_state(meta_path: Path, state: Any) -> None:
+    """``CheckpointError`` if ``state`` cannot be restored by :func:`_set_rng_state`, found
+    by setting each part on a fresh generator (the global ones are left alone)."""
+    where = f"{meta_path.name}: the saved RNG state"
+    if not isinstance(state, dict) or not {"python", "numpy", "torch"} <= set(state):
+        raise CheckpointError(f"{where} is damaged: it needs 'python', 'numpy' and 'torch'; "
+                              f"load with rng=False to skip it")
+    checks = {"python": lambda v: random.Random().setstate(v),
+              "numpy": lambda v: np.random.RandomState().set_state(v),
+              "torch": lambda v: torch.Generator().set_state(v),
+              "cuda": _check_cuda_states}
+    for part, check in checks.items():
+        if part not in state:
+            continue
+        try:
+            check(state[part])
+        except Exception as e:  # each library raises its own kinds
+            raise CheckpointError(f"{where} {part!r} is damaged ({type(e).__name__}: "
+                                  f"{str(e)[:200]}); load with rng=False to skip it") from None
+
+
+def _check_cuda_states(states: Any) -> None:
+    if not isinstance(states, (list, tuple)) or not all(
+            isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.dim() == 1
+            for t in states):
+        raise TypeError("expected a list of 1-D uint8 tensors, one per GPU")
+    if torch.cuda.is_available():
+        if len(states) > torch.cuda.device_count():
+            raise ValueError(f"{len(states)} GPU states, this machine has "
+                             f"{torch.cuda.device_count()} GPUs")
+        for i, t in enumerate(states):
+            if t.numel() != torch.cuda.get_rng_state(i).numel():
+                raise ValueError(f"GPU {i}: a state of {t.numel()} bytes, expected "
+                                 f"{torch.cuda.get_rng_state(i).numel()}")
 
 
 def _set_rng_state(state: dict) -> None:
@@ -163,6 +232,25 @@ def _write_atomic(path: Path, data: bytes) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _json_digest(meta: Mapping) -> str:
+    """SHA-256 of ``meta``'s canonical JSON, without its ``checksum`` field."""
+    body = {k: v for k, v in meta.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()
+
+
+def _check_json(meta_path: Path, meta: dict) -> None:
+    """The JSON's own checksum matches (version 2 on); version 1 has none: a warning."""
+    if meta["version"] == 1 and "checksum" not in meta:
+        warnings.warn(f"{meta_path} is checkpoint format version 1, whose JSON (step, "
+                      f"history, RNG states) has no checksum, so damage to it cannot be "
+                      f"detected; save the run again to add one", stacklevel=4)
+        return
+    if meta.get("checksum") != _json_digest(meta):
+        raise CheckpointError(f"{meta_path} does not match the SHA-256 recorded in its "
+                              f"'checksum' field: the JSON was damaged or edited")
 
 
 def list_checkpoints(directory: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -197,6 +285,7 @@ def _read(meta_path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
         raise CheckpointError(f"{meta_path} is incomplete or damaged (needs 'step', "
                               f"'tensors' (a checkpoint-N.safetensors name), 'sha256', "
                               f"'state')")
+    _check_json(meta_path, meta)
     tensor_path = meta_path.with_name(name)
     try:
         blob = tensor_path.read_bytes()
@@ -292,6 +381,7 @@ def save(directory: str | os.PathLike, step: int, *, keep: int = 1, rng: bool = 
     meta = {"format": FORMAT, "version": VERSION, "step": step,
             "tensors": f"{stem}.safetensors", "sha256": hashlib.sha256(blob).hexdigest(),
             "state": encoded}
+    meta["checksum"] = _json_digest(meta)
     meta_path = directory / f"{stem}.json"
     _write_atomic(meta_path, json.dumps(meta, indent=1).encode())
     _clean_leftovers(directory, keep=f"{stem}.safetensors")
@@ -341,6 +431,15 @@ def _check_fits(meta_path: Path, name: str, obj: Any, saved: Any, strict: bool) 
                 raise CheckpointError(
                     f"{where}: the checkpoint was saved by another optimizer (hyper-parameters "
                     f"{keys}); this {type(obj).__name__} has {sorted(set(m) - {'params'})}")
+            if not isinstance(g["params"], list) or len(g["params"]) != len(m["params"]):
+                n = len(g["params"]) if isinstance(g["params"], list) else "no"
+                raise CheckpointError(f"{where}: a parameter group of the checkpoint's "
+                                      f"optimizer has {n} parameters, this one "
+                                      f"{len(m['params'])}: build the optimizer over the "
+                                      f"same parameters as the saved run")
+        if not isinstance(saved.get("state"), dict):
+            raise CheckpointError(f"{where}: the checkpoint's optimizer state is damaged "
+                                  f"(no 'state' dict)")
 
 
 def load(path: str | os.PathLike, *, rng: bool = True, strict: bool = True,
@@ -368,7 +467,7 @@ def load(path: str | os.PathLike, *, rng: bool = True, strict: bool = True,
     meta, tensors = _read(meta_path)
     try:
         state = _decode(meta["state"], tensors)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
         raise CheckpointError(f"{meta_path} is damaged: its state does not decode "
                               f"({type(e).__name__}: {e})") from None
     if not isinstance(state, dict):
@@ -379,6 +478,8 @@ def load(path: str | os.PathLike, *, rng: bool = True, strict: bool = True,
                               f"{sorted(k for k in state if k != 'rng')}")
     for name, obj in objects.items():  # everything checked before anything is restored
         _check_fits(meta_path, name, obj, state[name], strict)
+    if rng and "rng" in state:
+        _check_rng_state(meta_path, state["rng"])
     for name, obj in objects.items():
         saved = state.pop(name)
         try:

@@ -203,7 +203,16 @@ def _current_weight(module: nn.Module, param: str = "weight") -> Tensor:
 
 
 def _make(method: str, weight: Tensor, options: dict) -> WeightQuantizer:
-    return methods.get(method).build(weight, **options)
+    try:
+        return methods.get(method).build(weight, **options)
+    except (NotImplementedError, RuntimeError) as e:
+        if not weight.is_meta:
+            raise
+        raise ValueError(f"method {method!r} (options {options}) reads the weights' values to "
+                         f"set up its scales, and this model is on the meta device (shapes, no "
+                         f"values): load its weights first (model.to_empty(device='cpu'), "
+                         f"model.load_state_dict(...)), then quantize ({type(e).__name__})"
+                         ) from None
 
 
 def quantize(
@@ -279,6 +288,8 @@ def quantize(
         raise _coverage.no_layer_error(model, hint)
     for name, module, param in chosen:
         w = _current_weight(module, param)
+        if w.is_meta:  # shapes only (a model built before its weights are loaded)
+            continue
         if not bool(torch.isfinite(w).all()):
             raise ValueError(f"layer {name!r} has NaN or inf weights; cannot quantize it")
         if not bool(w.any()):

@@ -29,6 +29,7 @@ The manifest is JSON in the safetensors metadata under the key ``"ttqlab"``::
 
     {"format": "ttqlab", "version": 2, "ttqlab": "0.1.0", "packing": "base3",
      "architecture": {"name": "lenet5", "kwargs": {"input_shape": [1, 8, 8]}},  # or null
+     "dtype": "float32",   # optional: the model's float dtype (absent: float32)
      "quantized": [{"method": "ttq",
                     "options": {"t": 0.05, "sparsity": null, "reduce": "sum", "init": "mean"},
                     "layers": {"conv2": [64, 32, 5, 5], "fc1": [512, 256]}},
@@ -71,6 +72,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 import unicodedata
 import warnings
 from collections.abc import Mapping
@@ -79,7 +81,7 @@ from typing import NamedTuple
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
 from . import activations, methods, models
@@ -108,6 +110,9 @@ MAX_DEPTH = 16
 CODES, SCALES = "ttqlab.codes", "ttqlab.scales"
 _METADATA_KEY = "ttqlab"
 _SKIPPED = "num_batches_tracked"
+#: the float dtypes a built-in model is rebuilt in (manifest field ``dtype``)
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
+          "float64": torch.float64}
 
 
 class FormatError(ValueError):
@@ -295,10 +300,21 @@ def pack(model: nn.Module, packing: str = "base3") -> tuple[dict[str, Tensor], d
     manifest = {"format": FORMAT, "version": FORMAT_VERSION, "ttqlab": _version(),
                 "packing": packing, "architecture": _spec_of(model),
                 "quantized": list(groups.values())}
+    dtype = _float_dtype(model)
+    if dtype is not None:  # optional field: the dtype a recorded architecture is rebuilt in
+        manifest["dtype"] = dtype
     if activations.act_quantized_layers(model):  # optional field: quantized layer inputs
         manifest["activations"] = activations.manifest_entry(model)
     return tensors, manifest
 
+
+
+def _float_dtype(model: nn.Module) -> str | None:
+    """The name of ``model``'s one floating dtype; None if it mixes several (or has none)."""
+    found = {v.dtype for v in model.state_dict().values()
+             if isinstance(v, Tensor) and v.is_floating_point()}
+    name = str(found.pop()).removeprefix("torch.") if len(found) == 1 else None
+    return name if name in DTYPES else None
 
 
 def _not_meta(model: nn.Module, what: str) -> None:
@@ -328,29 +344,28 @@ def _spec_of(model: nn.Module) -> dict | None:
 def write(path: str | os.PathLike, tensors: Mapping[str, Tensor], manifest: dict) -> int:
     """Write ``tensors`` and ``manifest`` as one safetensors file; return its size in bytes.
 
-    The file is written next to ``path`` and then renamed over it, so a failed write
-    never leaves a half-written file (or destroys an older one). Its permissions follow
-    the umask, like any new file. ``manifest["sha256"]`` is (re)computed from the
-    contents.
+    The file is written to a temporary name of this writer's own next to ``path``,
+    flushed to disk and then renamed over it, so a failed or interrupted write (disk
+    full, Ctrl-C) never leaves a half-written file (or destroys an older one), and two
+    writers of the same path leave one whole file, the last one renamed. A ``path``
+    that is a symlink is replaced by the file (the link's target is left alone). Its
+    permissions follow the umask, like any new file. ``manifest["sha256"]`` is
+    (re)computed from the contents.
     """
     path = Path(path)
     manifest = {**manifest, "sha256": _checksums(tensors, manifest)}
     meta = {_METADATA_KEY: json.dumps(manifest, separators=(",", ":"))}
-    tmp = path.with_name(path.name + ".partial")
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}-{threading.get_ident()}")
     try:
-        save_file(dict(tensors), tmp, metadata=meta)
-        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates 0600; honour the umask
+        blob = st_save(dict(tensors), metadata=meta)  # in memory: I/O errors are OSErrors
+        with open(tmp, "wb") as f:  # the umask applies, like any new file
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return path.stat().st_size
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def save(model: nn.Module, path: str | os.PathLike, packing: str = "base3") -> int:
@@ -430,6 +445,10 @@ def _check_header(manifest) -> None:
                                  and isinstance(arch.get("kwargs", {}), dict)):
         raise _fail(f"field 'architecture' must be null or {{'name': ..., 'kwargs': {{...}}}}, "
                     f"got {arch!r}")
+    dtype = manifest.get("dtype", "float32")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise _fail(f"field 'dtype' must be one of {sorted(DTYPES)}, got "
+                    f"{_printable(manifest.get('dtype'))[:40]!r}")
 
 
 def _is_number(v) -> bool:
@@ -677,9 +696,10 @@ def _architecture(model, manifest: dict, quantized, floats) -> nn.Module:
     elif spec["name"] not in models.MODELS:
         raise _fail(f"architecture {spec['name']!r} is not one of {sorted(models.MODELS)}")
     # a dry run on the meta device (no storage, bounded), checked against the file,
-    # before anything is allocated
-    _check_fits(_build(spec, "meta", _budget(quantized, floats)), quantized, floats)
-    built = _build(spec)
+    # before anything is allocated; files without 'dtype' (older ttqlab) are float32
+    dtype = DTYPES[manifest.get("dtype", "float32")]
+    _check_fits(_build(spec, "meta", _budget(quantized, floats)).to(dtype), quantized, floats)
+    built = _build(spec).to(dtype)
     _check_fits(built, quantized, floats)
     return built
 
@@ -691,8 +711,9 @@ def load(path: str | os.PathLike, model: nn.Module | str | None = None) -> nn.Mo
     Args:
         path: a file written by :func:`save`.
         model: where to load it: ``None`` rebuilds the architecture recorded in the file
-            (any model from ``ttqlab.models``); a name from ``ttqlab.models`` builds that
-            model (with the file's recorded arguments when the names agree); an
+            (any model from ``ttqlab.models``), in the float dtype it was saved in
+            (manifest ``dtype``; files without it: float32); a name from ``ttqlab.models``
+            builds that model (with the file's recorded arguments when the names agree); an
             ``nn.Module`` instance (a plain float model of the saved architecture) is
             filled in place.
 
