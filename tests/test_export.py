@@ -351,6 +351,9 @@ def test_cli_export_then_report(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "layer report" in text and "bytes on disk (packing=2bit)" in text
     assert "quantized layers:" in text and "whole file:" in text
+    # one size for the whole model, the file's: not also a training estimate beside it
+    assert text.count("smaller than fp32") + text.count("x smaller)") == 2, text
+    assert f"whole file: {out.stat().st_size:,} bytes on disk" in text
     assert export.read(out)[1]["quantized"][0]["method"] == "twn"
     assert main(["report", str(out)]) == 0
     assert str(export.size_report(out)) in capsys.readouterr().out

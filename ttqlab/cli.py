@@ -333,10 +333,14 @@ def cmd_train(args) -> int:
                           progress=args.progress, **_fit_kwargs(args))
     print(result.history.table())
     print()
-    print(layer_report(result.model))
-    summary = result.summary
-    print(f"\ntest accuracy {100 * summary['test_acc']:.2f}%, model {summary['model bytes']} bytes "
-          f"packed ({summary['model ratio']:.2f}x smaller than fp32)")
+    packing = getattr(args, "packing", None) or "2bit"  # `ttqlab export`: the file's packing
+    report = layer_report(result.model, packing=packing)
+    print(report)
+    summary, total = result.summary, report.rows[-1]
+    size = ("" if getattr(args, "out", None) is not None else  # the file's report says it
+            f", model {total['packed bytes']:,} bytes packed {packing} "
+            f"({total['ratio']:.2f}x smaller than fp32)")
+    print(f"\ntest accuracy {100 * summary['test_acc']:.2f}%{size}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"summary": summary, **result.history.to_dict()},
