@@ -222,3 +222,35 @@ def test_layer_report_title_names_each_packing():
     net = ttqlab.quantize(ttqlab.models.mlp(input_shape=(1, 8, 8), hidden=(16, 16), seed=0),
                           "ttq")
     assert "ternary codes packed 2bit" in layer_report(net).title
+
+
+def _mlp16(input_shape, num_classes, seed):
+    return ttqlab.models.mlp(input_shape=input_shape, num_classes=num_classes,
+                             hidden=(16, 16), seed=seed)
+
+
+def test_seeds_over_worker_processes_give_the_same_numbers(tiny):
+    """workers=2 trains every other seed in a spawned process: the same rows, the models
+    of the first seed still returned."""
+    import functools
+
+    build = functools.partial(_mlp16, tiny.input_shape, tiny.num_classes)
+    kw = dict(epochs=1, seeds=[0, 1, 2], methods=["fp32", "ttq", "inq"], recipe=RECIPE)
+    one, results = compare(build, tiny, **kw)
+    two, results2 = compare(build, tiny, workers=2, **kw)
+    for a, b in zip(one.rows, two.rows):
+        assert (a["method"], a["test_acc"], a["val_acc"]) == (b["method"], b["test_acc"],
+                                                              b["val_acc"])
+    assert one.claims == two.claims
+    assert [st["seed"] for st in two.meta["starts"]] == [0, 1, 2]
+    for m in results:
+        assert results2[m].test_acc == results[m].test_acc
+        assert isinstance(results2[m].model, type(results[m].model))
+
+
+def test_workers_need_a_picklable_build(tiny):
+    with pytest.raises(ValueError, match="cannot be pickled"):
+        compare(lambda s: _mlp16(tiny.input_shape, tiny.num_classes, s), tiny, workers=2,
+                recipe=RECIPE)
+    with pytest.raises(ValueError, match="workers must be"):
+        compare(_build(tiny), tiny, workers=0)

@@ -366,9 +366,9 @@ def cmd_compare(args) -> int:
     data = datasets.load(args.dataset, seed=args.seed)  # seeds vary the init and the order
     _build(args, data)  # checks that the model fits the data
 
-    def build(seed):
-        return models.get(args.model, seed=seed, input_shape=data.input_shape,
-                          num_classes=data.num_classes, **model_kwargs)
+    # a partial of a module-level function: picklable, for --workers
+    build = functools.partial(_compare_build, args.model, data.input_shape, data.num_classes,
+                              model_kwargs)
     recipe = Recipe(epochs=args.pretrain_epochs, lr=args.pretrain_lr,
                     optimizer=args.optimizer, batch_size=args.batch_size,
                     weight_decay=args.weight_decay)
@@ -385,10 +385,11 @@ def cmd_compare(args) -> int:
                        init=args.init, seeds=seeds, recipe=recipe, lr=lr,
                        val_fraction=args.val_fraction, cache=not args.no_cache,
                        keep_first_last=not args.quantize_first_last,
-                       progress=args.progress, **fit_kwargs)
+                       progress=args.progress, workers=args.workers, **fit_kwargs)
     wall = time.perf_counter() - start
     print(table)
-    print(f"Wall time: {wall:.0f} s for {len(args.methods)} methods x {len(seeds)} seeds.")
+    print(f"Wall time: {wall:.0f} s for {len(args.methods)} methods x {len(seeds)} seeds "
+          f"({args.workers} process{'es' if args.workers > 1 else ''}).")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({**table.to_dict(), "model": args.model,
@@ -396,6 +397,18 @@ def cmd_compare(args) -> int:
                                          "wall_seconds": wall}, indent=1))
         print(f"Wrote {args.json}")
     return 0
+
+
+def _compare_build(name: str, input_shape, num_classes: int, kwargs: dict, seed: int):
+    return models.get(name, seed=seed, input_shape=input_shape, num_classes=num_classes,
+                      **kwargs)
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 #: compare's default model per dataset: on mnist1d the cnn1d width at which the ternary
@@ -490,6 +503,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--threads", type=int, default=1,
                    help="PyTorch CPU threads (default 1: fastest for these small models, "
                         "and not slowed down by a busy machine)")
+    c.add_argument("--workers", type=positive_int, default=min(2, _usable_cores()),
+                   help="processes that train seeds at once, each on --threads threads "
+                        "(default: 2 where this machine lets this process use 2 cores, else "
+                        "1); the numbers do not depend on it")
     c.add_argument("--seeds", type=int, default=5,
                    help="number of seeds, --seed, --seed+1, ... (default 5): 95%% intervals "
                         "of the paired differences need at least 2")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import pickle
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -328,6 +329,7 @@ def compare(
     keep_first_last: bool = True,
     inq_schedule: Sequence[float] = SCHEDULES["default"],
     progress: bool = False,
+    workers: int = 1,
     **fit_kwargs,
 ) -> tuple[Comparison, dict[str, Result]]:
     """Every method from the same converged start, under the same budget, over seeds.
@@ -357,6 +359,10 @@ def compare(
         data: a ``ttqlab.data.Data``.
         seeds: the seeds (default ``DEFAULT_SEEDS``), each seeding the model's init, the
             start's training and the fine-tuning order; ``seed=N`` is ``seeds=[N]``.
+        workers: processes that train seeds at once (default 1: this one). With more, this
+            process trains every ``workers``-th seed and spawned processes the others, each
+            with this process's torch thread count; the numbers are the same. ``build``
+            must then be picklable (a module-level function or a ``functools.partial``).
 
     Returns:
         ``(table, results)``: ``table`` (a :class:`Comparison`) has one row per method
@@ -381,6 +387,15 @@ def compare(
                          "'inq-oneshot' from methods, or use init='pretrained'")
     if seeds is not None and seed is not None:
         raise ValueError("pass seeds=[...] or seed=N, not both")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1 (processes), got {workers!r}")
+    if workers > 1:
+        try:
+            pickle.dumps(build)
+        except Exception as err:
+            raise ValueError(f"workers={workers} sends build to other processes, but it cannot "
+                             f"be pickled ({err}); pass a module-level function or a "
+                             f"functools.partial of one, or workers=1") from None
     seeds = check_seeds([seed] if seed is not None else (
         DEFAULT_SEEDS if seeds is None else seeds))
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -397,23 +412,13 @@ def compare(
             raise TypeError(f"data must be a ttqlab.data.Data (ttqlab.data.load(...)), got "
                             f"{type(data).__name__}")
         data = data.split_validation(val_fraction, seed=val_seed)
-    per_seed: dict[str, list[Result]] = {m: [] for m in methods}
-    starts = []
-    for s in seeds:
-        start = None
-        if init == "pretrained":
-            start = pretrain(build, data, s, recipe, cache=cache, root=cache_root,
-                             progress=progress, device=fit_kwargs.get("device"))
-            starts.append({"seed": s, "cached": start.cached, "seconds": start.seconds,
-                           "key": start.key, **start.plateau})
-        for method in methods:
-            model = copy.deepcopy(start.model) if start is not None else build(s)
-            r = train_method(model, method, data, epochs=epochs, init=init,
-                             keep_first_last=keep_first_last, inq_schedule=inq_schedule,
-                             seed=s + FINETUNE_SEED_OFFSET, lr=lrs[method],
-                             lr_schedule=lr_schedule,
-                             progress=progress, **fit_kwargs)
-            per_seed[method].append(r)
+    job = dict(build=build, data=data, init=init, recipe=recipe, cache=cache,
+               cache_root=cache_root, methods=methods, epochs=epochs,
+               keep_first_last=keep_first_last, inq_schedule=inq_schedule, lrs=lrs,
+               lr_schedule=lr_schedule, fit_kwargs=fit_kwargs)
+    done = _run_seeds(seeds, job, workers, progress)
+    per_seed = {m: [done[s][1][m] for s in seeds] for m in methods}
+    starts = [done[s][0] for s in seeds if done[s][0] is not None]
     rows = _rows(per_seed, seeds, epochs)
     for row in rows:
         row["lr"] = lrs[row["method"]]
@@ -494,6 +499,57 @@ def _lr_text(lrs: dict[str, float], given) -> str:
     return f"{how}: " + ", ".join(f"{m} {v:g}" for m, v in lrs.items())
 
 
+@dataclass
+class _Measured:
+    """What a row needs of one trained run (a worker's result: models stay there)."""
+
+    summary: dict
+    seconds: float
+    init: str
+
+
+def _one_seed(seed: int, *, build, data, init, recipe, cache, cache_root, methods, epochs,
+              keep_first_last, inq_schedule, lrs, lr_schedule, fit_kwargs, progress=False,
+              light=False) -> tuple[dict | None, dict]:
+    """(the start's record or None, {method: Result, or _Measured when ``light``})."""
+    start, record = None, None
+    if init == "pretrained":
+        start = pretrain(build, data, seed, recipe, cache=cache, root=cache_root,
+                         progress=progress, device=fit_kwargs.get("device"))
+        record = {"seed": seed, "cached": start.cached, "seconds": start.seconds,
+                  "key": start.key, **start.plateau}
+    results = {}
+    for method in methods:
+        model = copy.deepcopy(start.model) if start is not None else build(seed)
+        r = train_method(model, method, data, epochs=epochs, init=init,
+                         keep_first_last=keep_first_last, inq_schedule=inq_schedule,
+                         seed=seed + FINETUNE_SEED_OFFSET, lr=lrs[method],
+                         lr_schedule=lr_schedule, progress=progress, **fit_kwargs)
+        results[method] = _Measured(r.summary, r.seconds, r.init) if light else r
+    return record, results
+
+
+def _run_seeds(seeds: list[int], job: dict, workers: int, progress: bool) -> dict:
+    """``_one_seed`` for every seed: here, or spread over ``workers`` processes."""
+    if workers == 1 or len(seeds) == 1:
+        return {s: _one_seed(s, progress=progress, **job) for s in seeds}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    workers = min(workers, len(seeds))
+    mine = seeds[::workers]
+    ctx = multiprocessing.get_context("spawn")  # fork and torch's thread pools do not mix
+    with ProcessPoolExecutor(workers - 1, mp_context=ctx, initializer=torch.set_num_threads,
+                             initargs=(torch.get_num_threads(),)) as pool:
+        futures = {s: pool.submit(_one_seed, s, light=True, **job) for s in seeds
+                   if s not in mine}
+        done = {s: _one_seed(s, light=s != seeds[0], progress=progress, **job) for s in mine}
+        done.update({s: f.result() for s, f in futures.items()})
+    return done
+
+
 def _cached(starts: list[dict]) -> str:
     n = sum(st["cached"] for st in starts)
     trained = [st["seconds"] for st in starts if not st["cached"]]
@@ -504,7 +560,7 @@ def _cached(starts: list[dict]) -> str:
 
 
 def _rows(per_seed: dict[str, list[Result]], seeds: list[int], epochs: int) -> list[dict]:
-    base = [100 * r.test_acc for r in per_seed.get("fp32", [])]
+    base = [100 * r.summary["test_acc"] for r in per_seed.get("fp32", [])]
     rows = []
     for method, results in per_seed.items():
         summaries = [r.summary for r in results]
