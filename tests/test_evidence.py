@@ -5,6 +5,7 @@ import statistics
 
 import pytest
 
+from ttqlab import evidence
 from ttqlab.evidence import Interval, paired_interval, t_quantile, verdict
 
 # two-sided 95% multipliers from a printed t table (df: t_{0.975, df})
@@ -101,3 +102,26 @@ def test_verdict_refuses_unknown_claims_and_margins():
         verdict(_iv(0, 1), "equals", margin=0.1)
     with pytest.raises(ValueError, match="margin"):
         verdict(_iv(0, 1), "beats", margin=-1)
+
+
+def test_observe_prints_the_difference_its_interval_and_the_verdict():
+    a, b = [90.0, 91.0, 92.0, 90.5, 91.5], [88.0, 88.5, 90.0, 88.5, 89.0]
+    obs = evidence.observe(a, b, names=("TWN", "binary"), margin=0.1)
+    assert obs.interval == evidence.paired_interval(a, b)
+    assert obs.verdict == "shows"
+    line = str(obs)
+    assert line.startswith("TWN − binary: +2.20 [") and line.endswith("shows.")
+    assert '"TWN beats binary"' in line and "5 seeds" in line
+    assert evidence.observe(b, a, names=("binary", "TWN"), margin=0.1).verdict == \
+        "does not show"
+    close = evidence.observe([1.0, 2.0], [2.0, 1.0], names=("x", "y"), claim="matches",
+                             margin=0.5)
+    assert close.verdict == "not resolved with 2 seeds"
+    assert close.to_dict()["interval"]["n"] == 2
+
+
+def test_observe_refuses_bad_names_and_unpaired_values():
+    with pytest.raises(ValueError, match="two strings"):
+        evidence.observe([1, 2], [1, 2], names="TWN", margin=0.1)
+    with pytest.raises(ValueError, match="same seeds"):
+        evidence.observe([1, 2], [1], margin=0.1)

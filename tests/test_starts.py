@@ -219,3 +219,18 @@ def test_curves_and_dashboard_read_the_validation_split(data):
     fig = viz.learning_curves({"fp32": h})
     labels = [line.get_label() for ax in fig.axes for line in ax.get_lines()]
     assert "fp32 val" in labels and not any("test" in lab for lab in labels)
+
+
+def test_pretrain_seeds_is_pretrain_for_each_seed(data, tmp_path):
+    many = starts.pretrain_seeds(build(data), data, [1, 0], RECIPE, root=tmp_path,
+                                 progress=False)
+    assert [s.seed for s in many] == [1, 0] and not any(s.cached for s in many)
+    for s in many:
+        one = pretrain(build(data), data, s.seed, RECIPE, root=tmp_path)
+        assert one.cached and _same_weights(one.model, s.model)
+
+
+@pytest.mark.parametrize("seeds", [[], [0, 1.5], [True], "01"])
+def test_pretrain_seeds_refuses_bad_seeds(data, tmp_path, seeds):
+    with pytest.raises(ValueError, match="list of ints"):
+        starts.pretrain_seeds(build(data), data, seeds, RECIPE, root=tmp_path)

@@ -22,7 +22,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["CLAIMS", "Interval", "paired_interval", "t_quantile", "verdict"]
+__all__ = ["CLAIMS", "Interval", "Observation", "observe", "paired_interval", "t_quantile",
+           "verdict"]
 
 
 def _t_two_sided(t: float, df: int) -> float:
@@ -140,3 +141,47 @@ def verdict(interval: Interval, claim: str = "beats", *, margin: float) -> str:
     if interval.high < ceiling:
         return "does not show"
     return f"not resolved with {interval.n} seeds"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What an experiment observed about ``a - b``, ready to print after its output:
+    the paired interval and the verdict on the claim "a {claim} b"."""
+
+    names: tuple[str, str]
+    claim: str
+    margin: float
+    interval: Interval
+    verdict: str
+    unit: str = "points"
+
+    def __str__(self) -> str:
+        a, b = self.names
+        return (f"{a} − {b}: {self.interval} {self.unit}. Claim \"{a} {self.claim} {b}\" "
+                f"(margin {self.margin:.2g} {self.unit}): {self.verdict}.")
+
+    def to_dict(self) -> dict:
+        return {"names": list(self.names), "claim": self.claim, "margin": self.margin,
+                "interval": self.interval.to_dict(), "verdict": self.verdict, "unit": self.unit}
+
+
+def observe(a: Sequence[float], b: Sequence[float], *, names: tuple[str, str] = ("A", "B"),
+            claim: str = "beats", margin: float, unit: str = "points",
+            level: float = 0.95) -> Observation:
+    """The paired interval of ``a_i - b_i`` (one value per seed, same seeds in the same
+    order) and `verdict` on the claim "``names[0]`` ``claim`` ``names[1]``", in one object
+    whose ``str`` is the line a notebook prints under its experiment::
+
+        print(evidence.observe(acc_twn, acc_binary, names=("TWN", "binary"), margin=0.1))
+        # TWN − binary: +4.60 [+1.99, +7.21] (95% CI, 5 seeds) points. Claim "TWN beats
+        # binary" (margin 0.1 points): shows.
+
+    ``margin`` is in the units of ``a`` and ``b`` (e.g. one test image, ``100 / n_test``
+    points, for "beats"; half a point for "matches").
+    """
+    if not (isinstance(names, tuple) and len(names) == 2
+            and all(isinstance(n, str) for n in names)):
+        raise ValueError(f"names must be two strings, e.g. ('TWN', 'binary'); got {names!r}")
+    interval = paired_interval(a, b, level=level)
+    return Observation(names, claim, float(margin), interval,
+                       verdict(interval, claim, margin=margin), unit)

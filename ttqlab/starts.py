@@ -25,7 +25,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from torch import nn
 
 from .train import History, fit
 
-__all__ = ["FORMAT", "Recipe", "Start", "cache_key", "pretrain"]
+__all__ = ["FORMAT", "Recipe", "Start", "cache_key", "pretrain", "pretrain_seeds"]
 
 #: bump when what an entry holds, or how the key is made, changes
 FORMAT = 1
@@ -160,6 +160,24 @@ def pretrain(build: Callable[[int], nn.Module], data, seed: int, recipe: Recipe 
     if folder is not None:
         _write(folder, key, model, history, seconds, recipe, seed)
     return Start(model, history, seconds, False, key, recipe, seed)
+
+
+def pretrain_seeds(build: Callable[[int], nn.Module], data, seeds: Sequence[int],
+                   recipe: Recipe | None = None, *, cache: bool = True,
+                   root: str | os.PathLike | None = None, progress: bool = True,
+                   device=None) -> list[Start]:
+    """`pretrain` for each seed in ``seeds``, in order, with one progress bar over the seeds
+    (``tqdm.auto``: a widget in a notebook; cached starts tick by at once)."""
+    from tqdm.auto import tqdm
+
+    seeds = list(seeds)
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+        raise ValueError(f"seeds must be a non-empty list of ints, e.g. [0, 1, 2, 3, 4]; "
+                         f"got {seeds!r}")
+    out = []
+    for seed in tqdm(seeds, desc="full-precision starts", unit="seed", disable=not progress):
+        out.append(pretrain(build, data, seed, recipe, cache=cache, root=root, device=device))
+    return out
 
 
 def _paths(folder: Path, key: str) -> tuple[Path, Path]:
