@@ -1,13 +1,17 @@
 """Execute every course notebook; print its wall time and the kernel's peak memory.
 
     python -m benchmarks.notebooks [--out benchmarks/results/notebooks.json] [--threads N]
-                                   [notebooks/01_why_ternary.ipynb ...]
+                                   [--no-stamp] [notebooks/01_why_ternary.ipynb ...]
 
 Each notebook runs top to bottom with ``nbclient`` in a fresh kernel, in a temporary working
 directory (datasets cache there too), one after the other. Each runs in its own child
 process, so that the kernel's peak resident memory is exact: ``getrusage(RUSAGE_CHILDREN)``
 of that process once the kernel has exited. Goals (the course issue): each notebook under
 120 s and 1.5 GB, all together under 20 minutes, on 2 CPU cores.
+
+The run time each notebook states in its opening cell ("**Run time:** about N s ...") is
+written here from the measurement (`stamp`), so that no notebook quotes a time nobody
+measured; ``tests/test_course_prose.py`` checks that the two agree.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -25,6 +30,43 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 GOAL_SECONDS, GOAL_MB, GOAL_TOTAL_SECONDS = 120.0, 1536.0, 1200.0
+
+
+RUN_TIME = re.compile(r"\*\*Run time:\*\*.*?(?=\n\n|$)", re.S)
+
+
+def stated_seconds(seconds: float) -> int:
+    """What a notebook states for a measured run time: rounded to 5 s (at least 5)."""
+    return max(5, 5 * round(seconds / 5))
+
+
+def run_time_sentence(seconds: float, peak_mb: float, cpu: str) -> str:
+    return (f"**Run time:** about {stated_seconds(seconds)} s on 2 CPU cores, "
+            f"peak memory about {100 * round(peak_mb / 100)} MB (measured by "
+            f"`benchmarks/notebooks.py` on {cpu} with an empty cache; a second run reuses "
+            f"the cached full-precision starts, and a busy shared machine can take twice "
+            f"as long).")
+
+
+def stamp(rows: list[dict], cpu: str) -> list[str]:
+    """Write each measured notebook's run-time sentence into its opening cell; return the
+    names of the notebooks changed."""
+    import nbformat
+
+    changed = []
+    for row in rows:
+        path = NOTEBOOKS / row["notebook"]
+        if not path.exists() or row.get("errors"):
+            continue
+        nb = nbformat.read(path, as_version=4)
+        first = nb.cells[0]
+        sentence = run_time_sentence(row["seconds"], row["peak MB"], cpu)
+        new = RUN_TIME.sub(lambda _, s=sentence: s, first.source, count=1)
+        if new != first.source:
+            first.source = new
+            nbformat.write(nb, path)
+            changed.append(path.name)
+    return changed
 
 
 def _peak_child_mb() -> float:
@@ -88,6 +130,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     "notebooks.json", help="JSON result file (default: %(default)s)")
     ap.add_argument("--threads", type=int, default=None,
                     help="OMP_NUM_THREADS for the kernels (default: PyTorch's default)")
+    ap.add_argument("--no-stamp", action="store_true",
+                    help="do not write the measured run times into the notebooks")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -113,7 +157,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     threads = args.threads or "default"
     print(Table(rows, title=f"course notebooks (kernel threads: {threads}; all together: goal "
                             f"< {GOAL_TOTAL_SECONDS / 60:.0f} min)"))
-    write_results(args.out, "notebooks", rows, argv)
+    doc = write_results(args.out, "notebooks", rows, argv)
+    if not args.no_stamp:
+        changed = stamp(rows[:-1], doc["meta"]["cpu"])
+        print(f"run times written into {len(changed)} notebook(s)")
     return rows
 
 

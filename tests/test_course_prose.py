@@ -110,3 +110,20 @@ def test_every_notebook_sets_one_thread(path):
     code = [c.source for c in nb.cells if c.cell_type == "code"]
     assert code and "torch.set_num_threads(1)" in code[0], (
         "the first code cell should call torch.set_num_threads(1)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_the_stated_run_time_is_the_measured_one(path):
+    """The opening cell's "Run time" comes from benchmarks/notebooks.py (which writes it):
+    rerun ``python -m benchmarks.notebooks`` after changing a notebook."""
+    import json
+
+    from benchmarks.notebooks import stated_seconds
+
+    rows = json.loads((ROOT / "benchmarks" / "results" / "notebooks.json").read_text())["rows"]
+    row = {r["notebook"]: r for r in rows}.get(path.name)
+    assert row is not None, f"{path.name} is not in benchmarks/results/notebooks.json"
+    m = re.search(r"\*\*Run time:\*\* about (\d+) s", markdown(path)[0])
+    assert m, "the opening cell states '**Run time:** about N s ...'"
+    assert int(m.group(1)) == stated_seconds(row["seconds"]), (
+        f"states {m.group(1)} s, measured {row['seconds']} s")

@@ -17,7 +17,6 @@ weights into a plain float model, ``unquantize`` restores the latent float weigh
 from __future__ import annotations
 
 import copy
-import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from torch.nn.utils import parametrize
 from . import activations as _activations
 from . import coverage as _coverage
 from . import methods
+from .coverage import _OTHER_WEIGHT, _QUANTIZABLE, _weight_names
 from .methods import WeightQuantizer
 
 __all__ = [
@@ -68,28 +68,9 @@ class _Methods(Mapping):
 #: method name -> the options ``quantize`` accepts for it
 METHODS: Mapping[str, tuple[str, ...]] = _Methods()
 
-_QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-#: the names of the weight matrices of attention / recurrent layers (not ``weight``)
-_OTHER_WEIGHT = re.compile(r"(in_proj_weight|[qkv]_proj_weight|weight_(ih|hh|hr)_l\d+(_reverse)?)")
-
-
 def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``(name, module)`` for every Linear / Conv1d/2d/3d, in registration order."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, _QUANTIZABLE)]
-
-
-def _weight_names(module: nn.Module) -> list[str]:
-    """The parameters of ``module`` that ``quantize`` quantizes (its own, not children's)."""
-    if isinstance(module, _QUANTIZABLE):
-        return ["weight"]
-    if isinstance(module, nn.MultiheadAttention):
-        return (["in_proj_weight"] if module._qkv_same_embed_dim
-                else ["q_proj_weight", "k_proj_weight", "v_proj_weight"])
-    if isinstance(module, nn.RNNBase):
-        return [n for n in module._flat_weights_names if _OTHER_WEIGHT.fullmatch(n)]
-    return []
 
 
 def _weight_name(module_name: str, param: str) -> str:

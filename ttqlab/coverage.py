@@ -17,6 +17,7 @@ never move).
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import torch
@@ -24,10 +25,26 @@ from torch import nn
 
 __all__ = ["check_optimizer", "extend_report", "float_weights", "warn_float_weights"]
 
+#: the layers whose ``weight`` ``quantize`` quantizes
 _QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
+#: the names of the weight matrices of attention / recurrent layers (not ``weight``)
+_OTHER_WEIGHT = re.compile(r"(in_proj_weight|[qkv]_proj_weight|weight_(ih|hh|hr)_l\d+(_reverse)?)")
 
-def _why(module: nn.Module, pname: str) -> str:
+
+def _weight_names(module: nn.Module) -> list[str]:
+    """The parameters of ``module`` that ``quantize`` quantizes (its own, not children's)."""
+    if isinstance(module, _QUANTIZABLE):
+        return ["weight"]
+    if isinstance(module, nn.MultiheadAttention):
+        return (["in_proj_weight"] if module._qkv_same_embed_dim
+                else ["q_proj_weight", "k_proj_weight", "v_proj_weight"])
+    if isinstance(module, nn.RNNBase):
+        return [n for n in module._flat_weights_names if _OTHER_WEIGHT.fullmatch(n)]
+    return []
+
+
+def _why(module: nn.Module) -> str:
     if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
         return "an embedding table (BitNet keeps these float too)"
     return f"a bare parameter of {type(module).__name__}"
@@ -38,8 +55,6 @@ def float_weights(model: nn.Module) -> dict[str, str]:
     that ``quantize`` cannot quantize (not a Linear / Conv weight, nor an attention or
     recurrent weight matrix). Quantizable weights kept float on purpose (first / last,
     ``exclude``) are not listed: ``layer_report`` shows them as ``fp32``."""
-    from .convert import _weight_names
-
     out = {}
     for mname, module in model.named_modules():
         if isinstance(module, _QUANTIZABLE) or ".parametrizations." in f".{mname}.":
@@ -47,7 +62,7 @@ def float_weights(model: nn.Module) -> dict[str, str]:
         quantizable = set(_weight_names(module))
         for pname, p in module.named_parameters(recurse=False):
             if p.dim() >= 2 and pname not in quantizable:
-                out[f"{mname}.{pname}" if mname else pname] = _why(module, pname)
+                out[f"{mname}.{pname}" if mname else pname] = _why(module)
     return out
 
 
