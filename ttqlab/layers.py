@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from .methods.base import WeightQuantizer
 from .methods.binary import BinaryWeight
+from .methods.bitnet import BitNetWeight
 from .methods.inq import INQWeight
 from .methods.ttq import TTQWeight
 from .methods.twn import TWNWeight
 
-__all__ = ["BinaryWeight", "INQWeight", "TTQWeight", "TWNWeight", "WeightQuantizer"]
+__all__ = ["BinaryWeight", "BitNetWeight", "INQWeight", "TTQWeight", "TWNWeight",
+           "WeightQuantizer"]

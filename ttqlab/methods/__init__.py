@@ -1,6 +1,7 @@
 """Quantization methods, one file each, and the registry from method name to class.
 
-``ttqlab/methods/binary.py``, ``twn.py``, ``ttq.py``, ``inq.py``: each holds the paper's
+``ttqlab/methods/binary.py``, ``twn.py``, ``ttq.py``, ``inq.py``, ``bitnet.py``: each holds
+the paper's
 pure tensor rule, its gradient and its parametrization module (a
 :class:`~ttqlab.methods.base.WeightQuantizer`), and registers the module with
 ``@register``. Every file in this package is imported here, so adding a method means

@@ -42,6 +42,12 @@ def _exponent_of_nearest_pow2(a: Tensor) -> Tensor:
     return torch.where(m >= 0.75, e, e - 1)
 
 
+def lowest_exponent(n1: int, bits: int) -> int:
+    """INQ's smallest exponent (Zhou et al., Eq. 3): ``n2 = n1 + 1 - 2^(b-1) / 2``, so that
+    ``b`` bits hold zero and ``2^(b-1) / 2`` magnitudes of either sign."""
+    return n1 + 1 - 2 ** (bits - 1) // 2
+
+
 def inq_exponent_range(w: Tensor, bits: int = 5) -> tuple[int, int]:
     """INQ's exponents (Zhou et al., Eq. 2-3): ``n1 = floor(log2(4 s / 3))``, s = max|W|,
     and ``n2 = n1 + 1 - 2^(b-1) / 2``. Returns ``(n1, n2)`` with n2 <= n1.
@@ -57,8 +63,7 @@ def inq_exponent_range(w: Tensor, bits: int = 5) -> tuple[int, int]:
     # in the weight's own dtype: casting float64 to float32 first can round s up across
     # a 0.75 * 2^k boundary and give n1 one too large
     n1 = int(_exponent_of_nearest_pow2(s.reshape(1)).item())
-    n2 = n1 + 1 - 2 ** (bits - 1) // 2
-    return n1, n2
+    return n1, lowest_exponent(n1, bits)
 
 
 def pow2_levels(w: Tensor, bits: int = 5, n1: int | None = None) -> Tensor:
@@ -71,7 +76,7 @@ def pow2_levels(w: Tensor, bits: int = 5, n1: int | None = None) -> Tensor:
     if n1 is None:
         n1, n2 = inq_exponent_range(w, bits)
     else:
-        n2 = n1 + 1 - 2 ** (bits - 1) // 2
+        n2 = lowest_exponent(n1, bits)
     mags = [2.0**n for n in range(n2, n1 + 1)]
     levels = sorted([-m for m in mags] + [0.0] + mags)
     return torch.tensor(levels, dtype=w.dtype, device=w.device)
@@ -88,7 +93,7 @@ def pow2_exponents(w: Tensor, bits: int = 5, n1: int | None = None) -> Tensor:
     if n1 is None:
         n1, n2 = inq_exponent_range(w, bits)
     else:
-        n2 = n1 + 1 - 2 ** (bits - 1) // 2
+        n2 = lowest_exponent(n1, bits)
     a = w.detach().abs()
     n = _exponent_of_nearest_pow2(a).clamp(min=n2, max=n1)
     index = (n - n2 + 1).to(torch.int8)
@@ -113,7 +118,7 @@ def quantize_pow2(w: Tensor, bits: int = 5, n1: int | None = None) -> Tensor:
 
 def pow2_from_codes(codes: Tensor, bits: int, n1: int) -> Tensor:
     """Inverse of :func:`pow2_exponents`: ``sign(c) * 2^(n2 + |c| - 1)``, 0 for c = 0."""
-    n2 = n1 + 1 - 2 ** (bits - 1) // 2
+    n2 = lowest_exponent(n1, bits)
     c = codes.to(torch.int32)
     mag = torch.ldexp(torch.ones_like(c, dtype=torch.float32), (c.abs() + n2 - 1))
     return torch.where(c == 0, 0.0, torch.where(c > 0, mag, -mag))
