@@ -1,9 +1,58 @@
+"""Shared fixtures and the test tiers' plumbing.
+
+Tiers (README "Development", CONTRIBUTING.md): the fast tier is
+``python -m pytest -n 2 -m "not slow and not notebook and not browser and not binder"``;
+``python -m pytest`` (CI, .ci/run) runs everything.
+
+Collection stays light: nothing here imports more than torch, and what is expensive to
+decide (whether torch.compile works on this machine: it imports TorchDynamo and compiles)
+is decided when the first test that needs it runs (``@pytest.mark.needs_compile``), not while
+collecting.
+"""
+
+import functools
+from pathlib import Path
+
 import pytest
 import torch
 
 # One intra-op thread per test process: pytest-xdist already runs one worker per core, and
 # two threads per worker on a 2-core machine only spin against each other.
 torch.set_num_threads(1)
+
+LAUNCH = Path(__file__).resolve().parent / "launch"
+
+
+@functools.cache
+def compile_problem() -> str | None:
+    """None if ``torch.compile`` (backend aot_eager) works here, else why not."""
+    try:
+        torch._dynamo.reset()
+        f = torch.compile(lambda x: x * 2 + 1, backend="aot_eager")
+        if not torch.equal(f(torch.ones(2)), torch.full((2,), 3.0)):
+            return "torch.compile computed a wrong result"
+    except Exception as e:  # no compiler toolchain, unsupported Python, ...
+        return f"torch.compile is not supported on this platform ({type(e).__name__}: {e})"
+    return None
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("needs_compile") is not None:
+        problem = compile_problem()
+        if problem is not None:
+            pytest.skip(problem)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist with ``--dist loadgroup``, the launch tests (one Binder build, one
+    JupyterLab server and one Chromium per session) and the notebook runs stay in one
+    worker, so they share those servers instead of starting one per worker."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if Path(str(item.fspath)).resolve().is_relative_to(LAUNCH) or \
+                item.get_closest_marker("notebook") is not None:
+            item.add_marker(pytest.mark.xdist_group("launch"))
 
 
 @pytest.fixture(autouse=True)
@@ -13,10 +62,11 @@ def _seed():
 
 @pytest.fixture
 def digits_small():
-    """A 600-sample slice of scikit-learn's digits as (train, test) tensor pairs."""
-    from sklearn.datasets import load_digits
+    """A 600-sample slice of scikit-learn's digits (the table shipped inside ttqlab) as
+    (train, test) tensor pairs."""
+    from ttqlab.data import _package_arrays
 
-    x, y = load_digits(return_X_y=True)
-    x = torch.tensor(x, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0 - 0.3
-    y = torch.tensor(y)
+    table = _package_arrays("digits.npz")
+    x = torch.tensor(table["images"], dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0 - 0.3
+    y = torch.tensor(table["target"], dtype=torch.int64)
     return (x[:450], y[:450]), (x[450:600], y[450:600])

@@ -50,10 +50,14 @@ def test_compare_runs_end_to_end_with_two_seeds(tmp_path, capsys, cache):
         [r["test_acc"] for r in rows]
 
 
-def test_compare_from_scratch_drops_inq_by_default(tmp_path, cache):
+def test_compare_from_scratch_drops_inq_by_default(tmp_path, cache, capsys):
     out = tmp_path / "c.json"
     assert main(["compare", "--dataset", "synthetic", "--init", "scratch", "--epochs", "1",
                  "--seeds", "1", "--json", str(out)]) == 0
+    # the output ends with the next step: the course, copied out by `ttqlab course DEST`
+    # (a pip install has no notebooks/ folder to open)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("Next:") and "ttqlab course" in last and "notebooks/" not in last
     saved = json.loads(out.read_text())
     assert [r["method"] for r in saved["rows"]] == ["fp32", "binary", "twn", "ttq"]
     assert saved["protocol"] == "scratch" and saved["starts"] == []
@@ -67,16 +71,17 @@ def test_compare_from_scratch_drops_inq_by_default(tmp_path, cache):
     (["--model", "lenet5", "--channels", "8"], "--channels"),
     (["--threads", "0"], "--threads"), (["--val-fraction", "1.5"], "--val-fraction"),
     (["--init", "scratch", "--methods", "fp32", "inq"], "INQ quantizes a trained model"),
-    (["--methods", "twn", "twn"], "twice"), (["--pretrain-epochs", "0"], "at least 1")])
+    (["--methods", "twn", "twn"], "twice"), (["--pretrain-epochs", "0"], "at least 1"),
+    (["--seed", "-1"], "--seed must be >= 0")])
 def test_compare_bad_input_fails_before_training(argv, message, tmp_path, capsys,
                                                  monkeypatch):
     (tmp_path / "file.txt").write_text("")
-    import ttqlab.cli
+    import ttqlab.experiments
 
     def no_training(*a, **k):
         raise AssertionError("training started despite bad input")
 
-    monkeypatch.setattr(ttqlab.cli, "compare", no_training)
+    monkeypatch.setattr(ttqlab.experiments, "compare", no_training)
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     with pytest.raises(SystemExit) as exit_:  # a usage error: argparse's exit status 2
         main(["compare", "--dataset", "digits", *argv])
@@ -111,9 +116,23 @@ def test_train_command(method, tmp_path, capsys):
     (["compare", "--pretrain-epoch", "2"], "--pretrain-epochs")])
 def test_a_mistyped_option_names_the_command_and_the_option_meant(argv, meant, no_work,
                                                                   capsys):
-    line = _usage_error(argv, capsys)
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    line = err[-1]
     assert line.startswith(f"ttqlab {argv[0]}: error: unrecognized arguments")
     assert f"did you mean {meant}?" in line
+    # the command's own usage (its options), not the top-level one
+    assert err[0].startswith(f"usage: ttqlab {argv[0]} ") and meant in " ".join(err[:-1])
+
+
+def test_a_mistyped_command_names_the_command_meant(capsys):
+    line = _usage_error(["trian", "--method", "twn"], capsys)
+    assert line.startswith("ttqlab: error: argument COMMAND: invalid choice: 'trian'")
+    assert "did you mean train?" in line and "compare" in line
+    line = _usage_error(["--version-x"], capsys)  # an option, no command: argparse's message
+    assert "ttqlab: error:" in line
 
 
 def test_bad_arguments_exit_with_message(capsys):
@@ -127,6 +146,112 @@ def test_console_script_help():
     r = subprocess.run([sys.executable, "-m", "ttqlab", "--help"], capture_output=True,
                        text=True, check=True)
     assert "compare" in r.stdout and "train" in r.stdout
+
+
+# --------------------------------------------------------------------------- an instant CLI
+
+#: Runs the command line in a fresh interpreter, then prints which heavy modules it imported
+#: (on stderr's last line, after whatever the command printed).
+_WATCH = """
+import json, sys
+from ttqlab.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as e:
+    code = e.code
+heavy = sorted(m for m in ("torch", "numpy", "safetensors", "tqdm", "ttqlab.models",
+                            "ttqlab.data", "ttqlab.experiments") if m in sys.modules)
+print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
+"""
+
+COMMANDS = ("train", "compare", "export", "report", "reproduce", "course")
+
+
+@pytest.mark.parametrize("argv, code", [
+    (["--help"], 0), (["--version"], 0),
+    *[([c, "--help"], 0) for c in COMMANDS],
+    ([], 2), (["trian"], 2), (["--verbose"], 2),
+    (["train"], 2),                                          # --method is required
+    (["train", "--method", "ternary"], 2),                   # not a choice
+    (["train", "--method", "twn", "--epocs", "3"], 2),      # a typo
+    (["train", "--method", "twn", "--epochs", "0"], 2),      # a bad value
+    (["train", "--method", "twn", "--model", "alexnet"], 2),
+    (["compare", "--seeds", "0"], 2), (["compare", "--seed", "-1"], 2),
+    (["compare", "--init", "scratch", "--methods", "inq"], 2),
+    (["export", "--method", "twn"], 2),                      # --out is required
+    (["export", "--method", "twn", "--out", "m.safetensors", "--packing", "3bit"], 2),
+    (["report", "no-such-file.safetensors"], 2),
+    (["reproduce", "twn-imagenet"], 2), (["reproduce", "twn-mnist", "--max-epochs", "0"], 2),
+    (["course", "a", "b"], 2),
+])
+def test_help_version_and_usage_errors_answer_without_importing_torch(argv, code, tmp_path):
+    """`ttqlab --help`, `--version`, every command's `--help` and usage errors build and run
+    the parsers only: no PyTorch (seconds to import), nothing of ttqlab that imports it."""
+    r = subprocess.run([sys.executable, "-c", _WATCH, *argv], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120)
+    seen = json.loads(r.stderr.strip().splitlines()[-1])
+    assert seen == {"code": code, "heavy": []}, f"ttqlab {' '.join(argv)}:\n{r.stderr}"
+    said = r.stdout + r.stderr
+    assert "Traceback" not in said
+    if code == 2:
+        assert "error:" in said and "usage: ttqlab" in said
+    if argv == ["--version"]:
+        import torch
+
+        import ttqlab
+        assert r.stdout.strip() == f"ttqlab {ttqlab.__version__} (torch {torch.__version__})"
+
+
+def test_the_clis_names_are_the_librarys():
+    """The CLI lists the accepted names itself (the registries import PyTorch): the same."""
+    from ttqlab import cli, data, experiments, models, reproduce, stats
+
+    assert cli.MODEL_NAMES == tuple(sorted(models.MODELS)), (
+        f"add the new model names to ttqlab.cli.MODEL_NAMES: {tuple(sorted(models.MODELS))}")
+    assert cli.DATASET_NAMES == data.DATASETS, "update ttqlab.cli.DATASET_NAMES"
+    assert cli.ALL_METHODS == tuple(experiments.ALL_METHODS), "update ttqlab.cli.ALL_METHODS"
+    assert cli.DEFAULT_METHODS == tuple(experiments.DEFAULT_METHODS)
+    assert cli.PACKING_NAMES == tuple(sorted(stats.PACKINGS)), "update cli.PACKING_NAMES"
+    assert cli.RECIPE_NAMES == tuple(reproduce.RECIPES), "update ttqlab.cli.RECIPE_NAMES"
+
+
+def test_import_ttqlab_is_light_and_every_public_name_resolves():
+    """`import ttqlab` imports no PyTorch; each name of ``__all__`` is imported on first use,
+    by attribute and by ``from ttqlab import ...``, and is the object its module defines."""
+    code = """
+import sys, ttqlab
+assert "torch" not in sys.modules, sorted(m for m in sys.modules if m.startswith("torch"))
+from ttqlab import quantize, quantizers as Q, viz, widgets
+import ttqlab.convert, ttqlab.train
+assert quantize is ttqlab.convert.quantize and ttqlab.fit is ttqlab.train.fit
+for name in ttqlab.__all__:
+    assert getattr(ttqlab, name) is not None, name
+assert set(ttqlab.__all__) <= set(dir(ttqlab))
+assert set(ttqlab.__all__) == {"__version__", *ttqlab._FROM, *ttqlab._SUBMODULES}
+for bad in ("nope", "a.b", "__wrapped__"):
+    try:
+        getattr(ttqlab, bad)
+    except AttributeError as e:
+        assert repr(bad) in str(e), e
+    else:
+        raise AssertionError(bad)
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_a_missing_optional_package_exits_1_with_the_pip_command(cache, monkeypatch, capsys):
+    """MNIST-1D's other seeds need the mnist1d package (the datasets extra): one line that
+    says which pip install adds it, no traceback."""
+    for mod in ("mnist1d", "mnist1d.data"):
+        monkeypatch.setitem(sys.modules, mod, None)
+    code = main(["train", "--method", "twn", "--model", "mlp", "--dataset", "mnist1d",
+                 "--seed", "1", "--epochs", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and err[0].startswith("ttqlab train: error:")
+    assert 'pip install "ttqlab[datasets]"' in err[0]
 
 
 # --------------------------------------------------------------------------- polish
@@ -173,7 +298,7 @@ def no_work(monkeypatch):
     def forbidden(*a, **k):
         raise AssertionError("work started before the options were checked")
 
-    monkeypatch.setattr("ttqlab.cli.datasets.load", forbidden)
+    monkeypatch.setattr("ttqlab.data.load", forbidden)
     monkeypatch.setattr("ttqlab.reproduce.run", forbidden)
 
 
@@ -257,7 +382,7 @@ def test_runtime_failures_exit_1_with_one_line(error, monkeypatch, capsys):
     def fail(*a, **k):
         raise error
 
-    monkeypatch.setattr("ttqlab.cli.train_method", fail)
+    monkeypatch.setattr("ttqlab.experiments.train_method", fail)
     code = main(["train", "--method", "twn", "--model", "mlp", "--dataset", "synthetic",
                  "--epochs", "1"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -284,7 +409,7 @@ def test_progress_bars_only_on_a_terminal_and_new_fit_options(monkeypatch, capsy
         seen.append(kwargs)
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr("ttqlab.cli.train_method", record)
+    monkeypatch.setattr("ttqlab.experiments.train_method", record)
     base = ["train", "--method", "twn", "--model", "mlp", "--dataset", "synthetic"]
     assert main(base) == 1                      # pytest's stderr is not a terminal
     assert seen[-1]["progress"] is False

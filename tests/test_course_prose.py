@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 IDS = [p.stem for p in NOTEBOOKS]
@@ -30,8 +28,14 @@ CITES = re.compile(r"\[\d+\]|\bpaper|\bauthors?\b|\breport(?:s|ed)\b|\bTable\b|a
 DEFINED = {"0", "100", "50", "75", "87.5", "25", "12.5", "70"}
 
 
+def read(path):
+    """The notebook (nbformat imported here, not at collection: it is slow to import)."""
+    nbformat = pytest.importorskip("nbformat")
+    return nbformat.read(path, as_version=4)
+
+
 def markdown(path):
-    nb = nbformat.read(path, as_version=4)
+    nb = read(path)
     return [c.source for c in nb.cells if c.cell_type == "markdown"]
 
 
@@ -106,7 +110,7 @@ def test_every_notebook_links_every_other(path):
 def test_every_notebook_sets_one_thread(path):
     """One torch thread: measured faster for the course's small models both idle and beside
     a busy process (benchmarks/threads.py)."""
-    nb = nbformat.read(path, as_version=4)
+    nb = read(path)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
     assert code and "torch.set_num_threads(1)" in code[0], (
         "the first code cell should call torch.set_num_threads(1)")

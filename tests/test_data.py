@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import http.server
 import importlib
+import importlib.util
 import io
 import os
 import random
@@ -72,6 +73,104 @@ def test_digits():
     assert "\n" not in d.description and "1347 train" in d.description
 
 
+def test_default_datasets_need_neither_scikit_learn_nor_mnist1d(monkeypatch, tmp_path):
+    """What ``pip install ttqlab`` (no extra) loads: the digits for any seed and MNIST-1D's
+    default split come from the files shipped inside ttqlab; another MNIST-1D seed needs the
+    generator, and the error says which pip install adds it."""
+    for heavy in ("sklearn", "sklearn.datasets", "sklearn.model_selection", "mnist1d",
+                  "mnist1d.data"):
+        monkeypatch.setitem(sys.modules, heavy, None)  # importing it now raises ImportError
+    d = data.load("digits", seed=5)
+    assert (len(d.train), len(d.test)) == (1347, 450)
+    m = data.load("mnist1d", root=tmp_path)
+    assert (len(m.train), len(m.test)) == (4000, 1000)
+    assert data._mnist1d_problem(data._make_mnist1d(0), seed=0) is None
+    with pytest.raises(ImportError, match=r'seed=3.*pip install "ttqlab\[datasets\]" adds it'):
+        data.load("mnist1d", root=tmp_path, seed=3)
+
+
+def test_the_shipped_files_are_pinned_and_small():
+    """Every shipped dataset is in PACKAGE_DATA (SHA-256 and size) and all of them together
+    stay under 1 MB; their credits and licenses ship next to them."""
+    folder = Path(data.__file__).parent / "_data"
+    shipped = sorted(p.name for p in folder.glob("*.npz"))
+    assert shipped == sorted(data.PACKAGE_DATA)
+    for name, (sha256, size) in data.PACKAGE_DATA.items():
+        blob = (folder / name).read_bytes()
+        assert (len(blob), hashlib.sha256(blob).hexdigest()) == (size, sha256), name
+    assert sum(size for _, size in data.PACKAGE_DATA.values()) < 1_000_000
+    readme = (folder / "README.md").read_text()
+    for credit in ("Apache-2.0", "BSD-3-Clause", "Greydanus", "Alpaydin", "UCI",
+                   "tools/make_package_data.py"):
+        assert credit in readme, credit
+    assert "Apache License" in (folder / "LICENSE-mnist1d").read_text()
+    assert "BSD 3-Clause" in (folder / "LICENSE-scikit-learn").read_text()
+
+
+def test_digits_table_is_scikit_learns_and_the_split_is_train_test_splits():
+    """The shipped table is ``load_digits()`` exactly, and `_stratified_split` draws the
+    indices ``train_test_split(..., test_size=0.25, stratify=y, random_state=seed)`` draws,
+    for seeds near 0 and up to 2**32 - 1 (where scikit-learn is installed)."""
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    table = data._package_arrays("digits.npz")
+    np.testing.assert_array_equal(table["images"].astype(np.float64), x)
+    np.testing.assert_array_equal(table["target"], y)
+    index = np.arange(len(y))
+    for seed in [*range(8), 1234, 2**31, 2**32 - 1]:
+        want = train_test_split(index, test_size=0.25, stratify=y, random_state=seed)
+        got = data._stratified_split(y, test_size=0.25, seed=seed)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    # and so load("digits") gives what the scikit-learn version gave, bit for bit
+    xs = x.reshape(-1, 1, 8, 8)
+    x_train, x_test, y_train, y_test = train_test_split(xs, y, test_size=0.25, stratify=y,
+                                                        random_state=3)
+    mean, std = x_train.mean(), x_train.std()
+    d = data.load("digits", seed=3)
+    np.testing.assert_array_equal(d.train.tensors[0].numpy(),
+                                  ((x_train - mean) / std).astype(np.float32))
+    np.testing.assert_array_equal(d.test.tensors[0].numpy(),
+                                  ((x_test - mean) / std).astype(np.float32))
+    np.testing.assert_array_equal(d.train.tensors[1].numpy(), y_train)
+    np.testing.assert_array_equal(d.test.tensors[1].numpy(), y_test)
+
+
+def test_stratified_split_rounds_like_scikit_learn_on_small_uneven_classes():
+    """Uneven classes (remainders to distribute, ties broken by the seed)."""
+    pytest.importorskip("sklearn")
+    from sklearn.model_selection import train_test_split
+
+    y = np.array([0] * 7 + [1] * 5 + [2] * 3 + [3] * 2)
+    for seed in range(8):
+        for test_size in (0.25, 0.3, 0.5):
+            want = train_test_split(np.arange(len(y)), test_size=test_size, stratify=y,
+                                    random_state=seed)
+            got = data._stratified_split(y, test_size=test_size, seed=seed)
+            assert [list(g) for g in got] == [list(w) for w in want], (seed, test_size)
+
+
+@pytest.mark.slow
+def test_the_shipped_files_are_what_the_script_writes_from_upstream():
+    """tools/make_package_data.py, run against the installed scikit-learn and mnist1d, writes
+    the shipped files byte for byte (and so MNIST-1D's default split is the generator's)."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("mnist1d")
+    tools = Path(__file__).resolve().parents[1] / "tools"
+    spec = importlib.util.spec_from_file_location("make_package_data",
+                                                  tools / "make_package_data.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    folder = Path(data.__file__).parent / "_data"
+    for name, blob in script.outputs().items():
+        assert (folder / name).read_bytes() == blob, f"{name} is not what the script writes"
+        if name in data.PACKAGE_DATA:
+            assert data.PACKAGE_DATA[name] == (hashlib.sha256(blob).hexdigest(), len(blob))
+
+
 def test_digits_deterministic_split():
     a, b, c = data.load("digits"), data.load("digits", seed=0), data.load("digits", seed=1)
     for ta, tb in zip(a.train.tensors + a.test.tensors, b.train.tensors + b.test.tensors,
@@ -95,10 +194,13 @@ def test_synthetic():
     assert x.dtype == torch.float32 and y.dtype == torch.int64
     assert abs(x.mean().item()) < 1e-4 and abs(x.std().item() - 1) < 1e-3
     assert set(y.tolist()) == set(range(10))
-    # learnable but not trivial: nearest class mean gets most, not all, of the test set right
-    means = torch.stack([x[y == c].mean(0) for c in range(10)]).flatten(1)
-    acc = (torch.cdist(xt.flatten(1), means).argmin(1) == yt).float().mean().item()
-    assert 0.8 < acc < 1.0
+    # learnable but not trivial: nearest class mean gets most, not all, of the test set
+    # right. Three seeds and a margin (measured 0.962-0.978 over seeds 0-5: 0.8 < each < 1)
+    for seed in (0, 1, 2):
+        (xs, ys), (xts, yts) = (t.tensors for t in data.load("synthetic", seed=seed))
+        means = torch.stack([xs[ys == c].mean(0) for c in range(10)]).flatten(1)
+        acc = (torch.cdist(xts.flatten(1), means).argmin(1) == yts).float().mean().item()
+        assert 0.8 < acc < 1.0, (seed, acc)
 
     same, other = data.load("synthetic", seed=0), data.load("synthetic", seed=1)
     assert torch.equal(same.train.tensors[0], x) and torch.equal(same.test.tensors[1], yt)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import hashlib
 import io
 import re
 import tarfile
@@ -167,3 +168,68 @@ def test_disk_full_while_downloading_leaves_nothing_to_read_back(fake_mnist, mon
     assert list((tmp_path / "mnist").iterdir()) == []
     monkeypatch.setattr(data.tempfile, "NamedTemporaryFile", real)
     assert len(data.load("mnist", root=tmp_path).train) == 20
+
+
+# ----------------------------------------------------------------------------------------------
+# the datasets shipped inside ttqlab (ttqlab/_data/): checked before every read
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """A copy of the shipped files in tmp_path, read by data.load instead of the real ones."""
+    real = data._package_data_dir()
+    for name in data.PACKAGE_DATA:
+        (tmp_path / name).write_bytes((real / name).read_bytes())
+    monkeypatch.setattr(data, "_package_data_dir", lambda: tmp_path)
+    return tmp_path
+
+
+def test_a_damaged_shipped_file_is_refused_and_says_how_to_fix_it(shipped):
+    blob = bytearray((shipped / "digits.npz").read_bytes())
+    blob[len(blob) // 2] ^= 1  # one bit
+    (shipped / "digits.npz").write_bytes(bytes(blob))
+    with pytest.raises(data.PackageDataError,
+                       match=r"digits\.npz is damaged: 44657 bytes, sha256 .*reinstall ttqlab"):
+        data.load("digits")
+
+
+def test_an_oversized_shipped_file_is_refused_without_reading_it_all(shipped, tmp_path):
+    size = data.PACKAGE_DATA["mnist1d-n5000-seed0.npz"][1]
+    with open(shipped / "mnist1d-n5000-seed0.npz", "ab") as f:
+        f.truncate(size + (256 << 20))  # 256 MB more (sparse: no disk used)
+    tracemalloc.start()
+    try:
+        with pytest.raises(data.PackageDataError, match=rf"more than {size} bytes"):
+            data.load("mnist1d", root=tmp_path / "cache")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"read {peak} bytes of a file pinned at {size}"
+
+
+def test_a_missing_shipped_file_says_the_install_lacks_it(shipped):
+    (shipped / "digits.npz").unlink()
+    with pytest.raises(data.PackageDataError, match=r"digits\.npz is missing from this install"):
+        data.load("digits")
+
+
+def test_a_shipped_file_holding_a_pickle_is_never_unpickled(shipped, monkeypatch, tmp_path):
+    """Even with a checksum that matches it (a compromised build), an object array is refused,
+    not unpickled."""
+    marker = tmp_path / "unpickled"
+
+    class Payload:
+        def __reduce__(self):
+            return (marker.touch, ())
+
+    bad = np.empty(1, dtype=object)
+    bad[0] = Payload()
+    out = io.BytesIO()
+    np.savez(out, images=bad, target=np.zeros(1, np.uint8))
+    blob = out.getvalue()
+    (shipped / "digits.npz").write_bytes(blob)
+    monkeypatch.setitem(data.PACKAGE_DATA, "digits.npz",
+                        (hashlib.sha256(blob).hexdigest(), len(blob)))
+    with pytest.raises(data.PackageDataError, match=r"not a readable \.npz"):
+        data.load("digits")
+    assert not marker.exists()

@@ -3,6 +3,7 @@ slow test installs the wheel into a fresh virtual environment and runs it there 
 would (the unpacked wheel on PYTHONPATH would hide a missing file: the checkout's editable
 install answers for it)."""
 
+import hashlib
 import json
 import os
 import re
@@ -105,6 +106,28 @@ def test_the_wheel_holds_the_course_and_py_typed(wheel):
     assert not any(n.startswith(("tests/", "benchmarks/")) for n in names)
 
 
+def test_the_wheel_ships_the_default_datasets_and_needs_only_the_core(wheel):
+    """The offline datasets ship pinned, with their credits and licenses; the core install
+    needs torch, numpy, tqdm and safetensors, and the generators are the datasets extra."""
+    from ttqlab import data
+
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        for name, (sha256, size) in data.PACKAGE_DATA.items():
+            blob = z.read(f"ttqlab/_data/{name}")
+            assert (len(blob), hashlib.sha256(blob).hexdigest()) == (size, sha256), name
+        meta = z.read(f"ttqlab-{ttqlab.__version__}.dist-info/METADATA").decode()
+    assert {"ttqlab/_data/README.md", "ttqlab/_data/LICENSE-mnist1d",
+            "ttqlab/_data/LICENSE-scikit-learn"} <= names
+    requires = re.findall(r"^Requires-Dist: (.*)$", meta, re.M)
+    core = sorted(re.split(r"[<>=!~ ;\[]", r, maxsplit=1)[0].lower()
+                  for r in requires if "extra ==" not in r)
+    assert core == ["numpy", "safetensors", "torch", "tqdm"], requires
+    datasets = sorted(re.split(r"[<>=!~ ;\[]", r, maxsplit=1)[0].lower()
+                      for r in requires if re.search(r"extra == .datasets.", r))
+    assert datasets == ["mnist1d", "scikit-learn"], requires
+
+
 def test_one_version_everywhere(wheel):
     meta = zipfile.ZipFile(wheel).read(
         f"ttqlab-{ttqlab.__version__}.dist-info/METADATA").decode()
@@ -181,6 +204,21 @@ for m in pkgutil.walk_packages(ttqlab.__path__, "ttqlab.", onerror=onerror):
 print(json.dumps({"file": ttqlab.__file__, "prefix": sys.prefix, "version": ttqlab.__version__,
                   "modules": sorted(names), "failed": failed,
                   "course": str(__import__("ttqlab.course").course.source())}))
+"""
+
+#: Run in the fresh environment with the core install: the upstream generators (and what
+#: they pull in) are absent, the shipped datasets load, another MNIST-1D seed names the extra.
+CORE_DATA = """
+import importlib.util, json, ttqlab.data as d
+heavy = [m for m in ("sklearn", "mnist1d", "matplotlib", "scipy") if importlib.util.find_spec(m)]
+digits, m1d = d.load("digits"), d.load("mnist1d")
+try:
+    d.load("mnist1d", seed=1)
+    other_seed = False
+except ImportError as e:
+    other_seed = 'pip install "ttqlab[datasets]"' in str(e)
+print(json.dumps({"heavy": heavy, "digits": [len(digits.train), len(digits.test)],
+                  "mnist1d": [len(m1d.train), len(m1d.test)], "other_seed": other_seed}))
 """
 
 #: Run with the environment's own python: execute a notebook with the environment's kernel.
@@ -274,6 +312,12 @@ def test_what_pip_install_gets_works_in_a_fresh_environment(wheel, sdist_wheel, 
                          "a package missing from [tool.setuptools] packages in pyproject.toml?")
     assert Path(got["course"]).resolve().is_relative_to(venv.resolve()), (
         f"the course is read from {got['course']}, not from the installed package")
+
+    # the core install: no generator packages, and the default datasets load without them
+    r = sh(str(py), "-c", CORE_DATA)
+    assert r.returncode == 0, f"the core install's datasets:\n{r.stdout}\n{r.stderr}"
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == {
+        "heavy": [], "digits": [1347, 450], "mnist1d": [4000, 1000], "other_seed": True}
 
     r = sh(str(venv / "bin" / "ttqlab"), "--version")
     assert r.returncode == 0 and ttqlab.__version__ in r.stdout, (

@@ -255,6 +255,7 @@ def _compile_works() -> bool:
         return False
 
 
+@pytest.mark.slow  # inductor generates and compiles C++ for each model: minutes on 2 cores
 @pytest.mark.parametrize("method", ["fp32", "ttq"])
 def test_fit_compile_trains_and_keeps_the_module(method, digits_small, tmp_path):
     """fit(compile=True) trains the user's own module (not a compiled wrapper), through a

@@ -7,6 +7,11 @@
 Every option and output path is checked before any work starts: a usage error exits with
 status 2 and one line naming the option; a failure while working (a diverged run, a file
 that cannot be read or written) exits with status 1 and one line, without a traceback.
+
+The parsers are built without importing PyTorch (nor anything of ttqlab that imports it):
+``ttqlab --help``, ``ttqlab --version``, every command's ``--help`` and every usage error
+answer at once; the names the options accept (models, datasets, methods, packings, recipes)
+are listed here and tests/test_cli.py checks them against the library's own registries.
 """
 
 from __future__ import annotations
@@ -14,18 +19,33 @@ from __future__ import annotations
 import argparse
 import difflib
 import functools
-import inspect
+import importlib
 import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-from . import __version__, models
-from . import data as datasets
-from .experiments import ALL_METHODS, DEFAULT_METHODS, compare, train_method
-from .inq import SCHEDULES
-from .stats import layer_report
+from . import __version__
+
+# The names the options accept, without importing the modules that define them (they import
+# PyTorch). tests/test_cli.py checks each against its source:
+#: sorted(ttqlab.models.MODELS)
+MODEL_NAMES: tuple[str, ...] = (
+    "bag_of_tokens", "cnn1d", "gru", "lenet5", "lstm", "mlp", "resnet", "resnet20", "resnet32",
+    "resnet44", "resnet56", "transformer", "vgg7")
+#: ttqlab.data.DATASETS
+DATASET_NAMES: tuple[str, ...] = (
+    "digits", "mnist1d", "synthetic", "mnist", "fashion-mnist", "cifar10")
+#: ttqlab.experiments.ALL_METHODS and DEFAULT_METHODS
+ALL_METHODS: tuple[str, ...] = ("fp32", "binary", "twn", "ttq", "inq", "inq-oneshot", "bitnet")
+DEFAULT_METHODS: tuple[str, ...] = ("fp32", "binary", "twn", "ttq", "inq", "inq-oneshot")
+#: sorted(ttqlab.stats.PACKINGS)
+PACKING_NAMES: tuple[str, ...] = ("2bit", "base3")
+#: tuple(ttqlab.reproduce.RECIPES)
+RECIPE_NAMES: tuple[str, ...] = (
+    "twn-mnist", "twn-cifar10-vgg7", "ttq-cifar10-resnet20", "ttq-cifar10-resnet32",
+    "ttq-cifar10-resnet44", "ttq-cifar10-resnet56", "inq-mnist-lenet5", "inq-cifar10-resnet20")
 
 EXAMPLES = {
     "train": """examples:
@@ -54,9 +74,11 @@ EXAMPLES = {
   ttqlab course my-course --force    # overwrite your changed copies with fresh ones""",
 }
 
-# Failures while working: one line on stderr, exit status 1.
+# Failures while working: one line on stderr, exit status 1. (ImportError: an optional
+# package a run needs, e.g. mnist1d for another MNIST-1D seed; the message says which pip
+# install adds it.)
 RUNTIME_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError, RuntimeError, OSError, FloatingPointError, ArithmeticError)
+    ValueError, RuntimeError, OSError, FloatingPointError, ArithmeticError, ImportError)
 
 
 def _runtime_errors() -> tuple[type[BaseException], ...]:
@@ -195,8 +217,6 @@ def check_output_folder(path: Path | None, option: str) -> None:
 
 def _validate(args: argparse.Namespace) -> None:
     """Every check that needs no work; ``ValueError`` is a usage error (exit status 2)."""
-    if getattr(args, "device", None) is not None:
-        args.device = check_device(args.device)
     check_output_file(getattr(args, "json", None), "--json")
     if args.command == "export":
         check_output_file(args.out, "--out")
@@ -218,12 +238,11 @@ def _validate(args: argparse.Namespace) -> None:
         if args.data_root is not None:
             check_output_folder(args.data_root, "--data-root")
     if args.command == "compare":
-        from .experiments import check_seeds
-
         if args.seeds < 1:
             raise ValueError(f"--seeds is the number of seeds and must be >= 1, got "
                              f"{args.seeds}; e.g. --seeds 3")
-        check_seeds(list(range(args.seed, args.seed + args.seeds)))
+        if args.seed < 0:  # experiments.check_seeds' rule, without importing it (torch)
+            raise ValueError(f"--seed must be >= 0, got {args.seed}; e.g. --seed 0")
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         if not 0 < args.val_fraction < 1:
@@ -247,7 +266,12 @@ def _validate(args: argparse.Namespace) -> None:
         except FileExistsError as e:
             raise ValueError(str(e)) from None
         check_output_folder(args.dest, "DEST")
+    # the checks that import PyTorch come last: a usage error above answers without it
+    if getattr(args, "device", None) is not None:
+        args.device = check_device(args.device)
     if getattr(args, "compile", False) or getattr(args, "deterministic", False):
+        import inspect
+
         from .train import fit
 
         missing = [k for k in ("compile", "deterministic")
@@ -263,6 +287,8 @@ def _validate(args: argparse.Namespace) -> None:
 
 
 def _build(args, data):
+    from . import models
+
     kwargs = {"input_shape": data.input_shape, "num_classes": data.num_classes}
     if args.model in ("resnet20", "resnet32", "resnet44", "resnet56") and len(
             data.input_shape) != 3:
@@ -275,8 +301,8 @@ def _common(p: argparse.ArgumentParser, *, epochs_help: str = "epochs per method
             lr: float | None = 1e-3, lr_help: str = "learning rate (default 1e-3)",
             model_help: str = "network (default lenet5)",
             dataset_help: str = "dataset (default digits: offline)") -> None:
-    p.add_argument("--model", default="lenet5", choices=sorted(models.MODELS), help=model_help)
-    p.add_argument("--dataset", default="digits", choices=datasets.DATASETS, help=dataset_help)
+    p.add_argument("--model", default="lenet5", choices=MODEL_NAMES, help=model_help)
+    p.add_argument("--dataset", default="digits", choices=DATASET_NAMES, help=dataset_help)
     p.add_argument("--epochs", type=positive_int, default=10, help=epochs_help)
     p.add_argument("--lr", type=positive_float, default=lr, help=lr_help)
     p.add_argument("--optimizer", default="adam", choices=["adam", "sgd"],
@@ -309,6 +335,11 @@ def _fit_kwargs(args) -> dict:
 
 
 def cmd_train(args) -> int:
+    from . import data as datasets
+    from . import experiments
+    from .inq import SCHEDULES
+    from .stats import layer_report
+
     data = datasets.load(args.dataset, seed=args.seed)
     build = _build(args, data)
     options = {}
@@ -324,13 +355,14 @@ def cmd_train(args) -> int:
     if args.method in ("inq", "inq-oneshot"):
         print(f"pre-training full precision for {args.epochs} epochs (INQ starts from a "
               f"trained model)")
-        train_method(model, "fp32", data, epochs=args.epochs, seed=args.seed,
-                     progress=args.progress, **_fit_kwargs(args))
+        experiments.train_method(model, "fp32", data, epochs=args.epochs, seed=args.seed,
+                                 progress=args.progress, **_fit_kwargs(args))
         init = "pretrained"
-    result = train_method(model, args.method, data, epochs=args.epochs, init=init,
-                          options=options, keep_first_last=not args.quantize_first_last,
-                          inq_schedule=SCHEDULES["default"], seed=args.seed,
-                          progress=args.progress, **_fit_kwargs(args))
+    result = experiments.train_method(model, args.method, data, epochs=args.epochs, init=init,
+                                      options=options,
+                                      keep_first_last=not args.quantize_first_last,
+                                      inq_schedule=SCHEDULES["default"], seed=args.seed,
+                                      progress=args.progress, **_fit_kwargs(args))
     print(result.history.table())
     print()
     packing = getattr(args, "packing", None) or "2bit"  # `ttqlab export`: the file's packing
@@ -355,6 +387,8 @@ def cmd_train(args) -> int:
 def cmd_compare(args) -> int:
     import time
 
+    from . import data as datasets
+    from . import experiments
     from .starts import Recipe
 
     seeds = list(range(args.seed, args.seed + args.seeds))  # checked in _validate
@@ -381,13 +415,12 @@ def cmd_compare(args) -> int:
     start = time.perf_counter()
     fit_kwargs = _fit_kwargs(args)
     lr = fit_kwargs.pop("lr")
-    table, _ = compare(build, data, epochs=args.epochs, methods=args.methods,
-                       init=args.init, seeds=seeds, recipe=recipe, lr=lr,
-                       val_fraction=args.val_fraction, cache=not args.no_cache,
-                       keep_first_last=not args.quantize_first_last,
-                       progress=args.progress, workers=args.workers, **fit_kwargs)
+    table, _ = experiments.compare(build, data, epochs=args.epochs, methods=args.methods,
+                                   init=args.init, seeds=seeds, recipe=recipe, lr=lr,
+                                   val_fraction=args.val_fraction, cache=not args.no_cache,
+                                   keep_first_last=not args.quantize_first_last,
+                                   progress=args.progress, workers=args.workers, **fit_kwargs)
     wall = time.perf_counter() - start
-    print(table)
     print(f"Wall time: {wall:.0f} s for {len(args.methods)} methods x {len(seeds)} seeds "
           f"({args.workers} process{'es' if args.workers > 1 else ''}).")
     if args.json:
@@ -396,10 +429,13 @@ def cmd_compare(args) -> int:
                                          "model_kwargs": model_kwargs,
                                          "wall_seconds": wall}, indent=1))
         print(f"Wrote {args.json}")
+    print(table)  # last: its notes end with the next step, `ttqlab course DEST`
     return 0
 
 
 def _compare_build(name: str, input_shape, num_classes: int, kwargs: dict, seed: int):
+    from . import models
+
     return models.get(name, seed=seed, input_shape=input_shape, num_classes=num_classes,
                       **kwargs)
 
@@ -447,9 +483,79 @@ def _parser(sub, name: str, **kwargs) -> argparse.ArgumentParser:
                           formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    import torch
+class _Version(argparse.Action):
+    """``--version``: ttqlab's version and the installed torch's, read from its metadata
+    (importing torch would take seconds)."""
 
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help="show ttqlab's and PyTorch's versions and exit"):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib import metadata
+
+        try:
+            torch_version = metadata.version("torch")
+        except metadata.PackageNotFoundError:
+            torch_version = "not installed"
+        print(f"ttqlab {__version__} (torch {torch_version})")  # stdout, as argparse's
+        parser.exit()
+
+
+def _lazy(module: str, name: str, args: argparse.Namespace) -> int:
+    """Run ``ttqlab.<module>.<name>(args)``, importing the module only now."""
+    return getattr(importlib.import_module(f".{module}", __package__), name)(args)
+
+
+def add_reproduce_parser(sub) -> argparse.ArgumentParser:
+    """Register ``ttqlab reproduce NAME ...`` (runs `ttqlab.reproduce.main`)."""
+    p = sub.add_parser("reproduce", help="run a paper's experiment with its hyper-parameters "
+                       "(downloads MNIST / CIFAR-10; a GPU is recommended)")
+    p.add_argument("name", nargs="?", choices=RECIPE_NAMES, metavar="NAME",
+                   help=f"one of: {', '.join(RECIPE_NAMES)}")
+    p.add_argument("--list", action="store_true", help="describe every recipe and exit")
+    p.add_argument("--out", type=Path, default=None, help="run directory (runs/NAME)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--device", default=None, help="cpu (default) or cuda")
+    quick = p.add_mutually_exclusive_group()
+    quick.add_argument("--epochs-scale", type=float, default=1.0,
+                       help="multiply every phase's epochs (a quick run: not the paper's)")
+    quick.add_argument("--max-epochs", type=int, default=None,
+                       help="at most this many epochs per phase (a quick run)")
+    p.add_argument("--dataset-override", default=None, choices=DATASET_NAMES,
+                   help="train on another dataset, e.g. synthetic for a test run")
+    p.add_argument("--limit-train", type=int, default=None, help="use the first N samples")
+    p.add_argument("--data-root", type=Path, default=None, help="dataset cache folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-baseline", action="store_true",
+                   help="skip the separate full-precision run (TWN recipes)")
+    p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.add_argument("--compile", action="store_true",
+                   help="train through torch.compile (fit(compile=True))")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic PyTorch kernels only (bit-exact --resume on a GPU)")
+    p.set_defaults(func=functools.partial(_lazy, "reproduce", "main"))
+    return p
+
+
+def add_export_parsers(sub, train: argparse.ArgumentParser) -> None:
+    """Register ``ttqlab export`` (``train``'s options plus ``--out`` and ``--packing``;
+    `cmd_train` saves when ``args.out`` is set) and ``ttqlab report FILE``
+    (`ttqlab.export.cmd_report`)."""
+    e = sub.add_parser("export", parents=[train], conflict_handler="resolve",
+                       help="train like `ttqlab train`, then save the model packed and print "
+                            "the file's size report")
+    e.add_argument("--out", type=Path, required=True,
+                   help="file to write, e.g. model.ttq.safetensors")
+    e.add_argument("--packing", default="base3", choices=PACKING_NAMES,
+                   help="ternary packing: base3 (1.6 bits per weight, default) or 2bit")
+    r = sub.add_parser("report", help="print what a packed file holds and its bytes per layer")
+    r.add_argument("file", type=Path, help="a file written by ttqlab export / ttqlab.export.save")
+    r.set_defaults(func=functools.partial(_lazy, "export", "cmd_report"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``ttqlab`` parser and its commands' (imports nothing heavy: no PyTorch)."""
     ap = argparse.ArgumentParser(
         prog="ttqlab", formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
@@ -457,8 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  ttqlab compare\n  ttqlab course my-course\n"
                "  ttqlab COMMAND --help      # the options and examples of one command\n\n"
                "exit status: 0 done, 1 failed while working, 2 bad options")
-    ap.add_argument("--version", action="version",
-                    version=f"ttqlab {__version__} (torch {torch.__version__})")
+    ap.add_argument("--version", action=_Version)
     # no abbreviations: `--epoch 3` is a typo to report, not a silent `--epochs 3`
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND",
                             parser_class=functools.partial(argparse.ArgumentParser,
@@ -521,18 +626,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "($TTQLAB_DATA/starts or ./data/starts)")
     c.set_defaults(func=cmd_compare)
 
-    from .reproduce import add_parser as add_reproduce  # ttqlab reproduce NAME ...
-
-    r = add_reproduce(sub)
+    r = add_reproduce_parser(sub)  # ttqlab reproduce NAME ...
     r.epilog, r.formatter_class = EXAMPLES["reproduce"], argparse.RawDescriptionHelpFormatter
     r.set_defaults(progress=None)  # bars only on a terminal unless --progress
     for action in r._actions:
         if action.dest == "seed" and not action.help:
             action.help = "same seed, same numbers (default 0)"
 
-    from .export import add_parser as add_export  # ttqlab export ..., ttqlab report FILE
-
-    add_export(sub, train=t)
+    add_export_parsers(sub, train=t)  # ttqlab export ..., ttqlab report FILE
     for name in ("export", "report"):
         sub.choices[name].epilog = EXAMPLES[name]
         sub.choices[name].formatter_class = argparse.RawDescriptionHelpFormatter
@@ -552,8 +653,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (2 = bad options, 1 = failed)."""
     parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore
+    given = sys.argv[1:] if argv is None else list(argv)
+    first = next((a for a in given if not a.startswith("-")), None)
+    if first is not None and first not in commands:  # a mistyped command: name the closest
+        close = difflib.get_close_matches(first, list(commands), n=1, cutoff=0.6)
+        parser.error(f"argument COMMAND: invalid choice: {first!r} "
+                     + (f"(did you mean {close[0]}?) " if close else "")
+                     + f"(choose from {', '.join(commands)})")
     args, unknown = parser.parse_known_args(argv)
-    sub = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore
+    sub = commands[args.command]
     if unknown:  # the command's own usage, and the option it most likely meant
         sub.error(_unrecognized(sub, unknown))
     try:

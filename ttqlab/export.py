@@ -99,8 +99,8 @@ from .packing import pack as pack_codes
 from .packing import unpack as unpack_codes
 from .stats import PACKINGS, Table
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "FormatError", "load", "pack", "read", "report",
-           "save", "size_report", "unpack", "write"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "FormatError", "load", "onnx_session", "pack", "read",
+           "report", "save", "size_report", "to_onnx", "unpack", "write"]
 
 FORMAT = "ttqlab"
 #: the file format version this ttqlab writes and the newest it reads
@@ -834,24 +834,29 @@ def report(path: str | os.PathLike) -> str:
 # --------------------------------------------------------------------------- command line
 
 
-def add_parser(sub, train) -> None:
-    """Register ``ttqlab export`` (``train``'s options plus ``--out`` and ``--packing``;
-    ``cli.cmd_train`` saves when ``args.out`` is set) and ``ttqlab report FILE``."""
-    e = sub.add_parser("export", parents=[train], conflict_handler="resolve",
-                       help="train like `ttqlab train`, then save the model packed and print "
-                            "the file's size report")
-    e.add_argument("--out", type=Path, required=True,
-                   help="file to write, e.g. model.ttq.safetensors")
-    e.add_argument("--packing", default="base3", choices=sorted(PACKINGS),
-                   help="ternary packing: base3 (1.6 bits per weight, default) or 2bit")
-    r = sub.add_parser("report", help="print what a packed file holds and its bytes per layer")
-    r.add_argument("file", type=Path, help="a file written by ttqlab export / ttqlab.export.save")
-    r.set_defaults(func=cmd_report)
-
-
 def cmd_report(args) -> int:
-    """``ttqlab report FILE``."""
+    """``ttqlab report FILE`` (its parser: ``ttqlab.cli.add_export_parsers``, built without
+    importing PyTorch)."""
     if not Path(args.file).is_file():
         raise ValueError(f"no such file: {args.file}")
     print(report(args.file))
     return 0
+
+
+# --------------------------------------------------------------------------- ONNX Runtime
+
+
+def to_onnx(model: nn.Module, path: str | os.PathLike, example: Tensor | None = None,
+            **options):
+    """Write ``model`` as ONNX with its quantized ``nn.Linear`` layers as ONNX Runtime's
+    2-bit ``MatMulNBits`` (codes ``t + 2``, one scale per block); see
+    :func:`ttqlab.deploy.to_onnx`, which this calls. Needs ``pip install "ttqlab[deploy]"``."""
+    from .deploy import to_onnx as _to_onnx
+    return _to_onnx(model, path, example, **options)
+
+
+def onnx_session(path: str | os.PathLike, threads: int = 1):
+    """An ONNX Runtime CPU session for a file from :func:`to_onnx`, with ``threads``
+    intra-op threads (default 1); see :func:`ttqlab.deploy.onnx_session`."""
+    from .deploy import onnx_session as _onnx_session
+    return _onnx_session(path, threads)

@@ -488,39 +488,9 @@ def format_result(result: dict) -> str:
 # --------------------------------------------------------------------------- CLI
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
-    """Register ``ttqlab reproduce`` on the CLI's subparsers."""
-    p = sub.add_parser("reproduce", help="run a paper's experiment with its hyper-parameters "
-                       "(downloads MNIST / CIFAR-10; a GPU is recommended)")
-    p.add_argument("name", nargs="?", choices=sorted(RECIPES), metavar="NAME",
-                   help=f"one of: {', '.join(RECIPES)}")
-    p.add_argument("--list", action="store_true", help="describe every recipe and exit")
-    p.add_argument("--out", type=Path, default=None, help="run directory (runs/NAME)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    p.add_argument("--device", default=None, help="cpu (default) or cuda")
-    quick = p.add_mutually_exclusive_group()
-    quick.add_argument("--epochs-scale", type=float, default=1.0,
-                       help="multiply every phase's epochs (a quick run: not the paper's)")
-    quick.add_argument("--max-epochs", type=int, default=None,
-                       help="at most this many epochs per phase (a quick run)")
-    p.add_argument("--dataset-override", default=None, choices=datasets.DATASETS,
-                   help="train on another dataset, e.g. synthetic for a test run")
-    p.add_argument("--limit-train", type=int, default=None, help="use the first N samples")
-    p.add_argument("--data-root", type=Path, default=None, help="dataset cache folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-baseline", action="store_true",
-                   help="skip the separate full-precision run (TWN recipes)")
-    p.add_argument("--progress", action="store_true", help="show progress bars")
-    p.add_argument("--compile", action="store_true",
-                   help="train through torch.compile (fit(compile=True))")
-    p.add_argument("--deterministic", action="store_true",
-                   help="deterministic PyTorch kernels only (bit-exact --resume on a GPU)")
-    p.set_defaults(func=main)
-    return p
-
-
 def main(args: argparse.Namespace) -> int:
-    """``ttqlab reproduce`` (also under ``torchrun``)."""
+    """``ttqlab reproduce`` (also under ``torchrun``; its parser:
+    ``ttqlab.cli.add_reproduce_parser``, built without importing PyTorch)."""
     if args.list or args.name is None:
         print("\n\n".join(r.describe() for r in RECIPES.values()))
         return 0
