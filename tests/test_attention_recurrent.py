@@ -202,15 +202,7 @@ def test_activations_of_attention_passed_by_keyword_are_quantized():
                                positional)  # 3-bit inputs did change the output
 
 
-def _compile_ok() -> bool:
-    try:
-        torch._dynamo.reset()
-        return bool(torch.compile(lambda x: x + 1, backend="aot_eager")(torch.ones(1)) == 2)
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(not _compile_ok(), reason="torch.compile is not supported here")
+@pytest.mark.needs_compile  # skips where torch.compile does not work (tests/conftest.py)
 @pytest.mark.parametrize("kind", list(EXPECTED))
 @pytest.mark.parametrize("method, options", [("ttq", {}), ("bitnet", {"act_bits": 8})],
                          ids=["ttq", "bitnet-act8"])

@@ -38,6 +38,7 @@ def results(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # the quick benchmarks run once, about a minute
 @pytest.mark.parametrize("name", QUICK)
 def test_benchmark_writes_its_rows(results, name):
     doc = read_results(results / f"{name}.json")
@@ -48,6 +49,7 @@ def test_benchmark_writes_its_rows(results, name):
         assert COLUMNS.get(name, set()) <= set(row), set(row)
 
 
+@pytest.mark.slow  # the quick benchmarks run once, about a minute
 def test_step_time_rows(results):
     rows = read_results(results / "step_time.json")["rows"]
     assert {(r["model"], r["method"]) for r in rows} == {
@@ -57,6 +59,7 @@ def test_step_time_rows(results):
     assert all(r["ratio"] == 1.0 for r in rows if r["method"] == "fp32")
 
 
+@pytest.mark.slow  # the quick benchmarks run once, about a minute
 def test_kernel_rows(results):
     """The counts are real: fp32 adds nothing, every quantizer adds kernels to each
     quantized layer, and the device path reads nothing back to the host."""
@@ -73,6 +76,7 @@ def test_kernel_rows(results):
     assert cpu["twn"]["host_reads"] > 0  # the CPU path's float(delta), counted
 
 
+@pytest.mark.slow  # the quick benchmarks run once, about a minute
 def test_accuracy_rows(results):
     rows = read_results(results / "accuracy.json")["rows"]
     assert {r["dataset"] for r in rows} == {"mnist1d"}
@@ -109,6 +113,7 @@ def test_committed_accuracy_results_chose_the_library_default():
     assert all(r["lr"] == FINETUNE_LRS[r["method"]] for r in doc["rows"])
 
 
+@pytest.mark.slow  # the quick benchmarks run once, about a minute
 def test_capacity_and_plateau_rows(results):
     cap = read_results(results / "capacity.json")["rows"]
     assert {r["channels"] for r in cap} == {4, 8}
@@ -121,6 +126,7 @@ def test_capacity_and_plateau_rows(results):
     assert all(0 <= r["val_acc_mean"] <= 100 for r in plateau)
 
 
+@pytest.mark.slow  # the quick benchmarks run once, about a minute
 def test_report_writes_readme_section_and_figures(results, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# t\n\nbefore\n<!-- results:start -->\nOLD SECTION\n<!-- results:end -->"

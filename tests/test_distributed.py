@@ -73,6 +73,7 @@ def two_ranks(tmp_path_factory):
     return out, load_file(out / "rank0.safetensors"), load_file(out / "rank1.safetensors")
 
 
+@pytest.mark.slow  # two processes of torch.distributed.run: 20-40 s
 def test_ranks_stay_identical(two_ranks):
     _, r0, r1 = two_ranks
     assert r0.keys() == r1.keys()
@@ -85,6 +86,7 @@ def test_ranks_stay_identical(two_ranks):
     assert fractions == pytest.approx([0.5, 0.75, 0.875, 1.0], abs=1e-3)
 
 
+@pytest.mark.slow  # two processes of torch.distributed.run: 20-40 s
 def test_two_processes_compute_what_one_process_computes(two_ranks):
     _, r0, _ = two_ranks
     data = ttqlab.data.load("synthetic", limit_train=256, limit_test=64)
@@ -94,6 +96,7 @@ def test_two_processes_compute_what_one_process_computes(two_ranks):
         torch.testing.assert_close(r0[f"mlp.{k}"], v, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # two processes of torch.distributed.run: 20-40 s
 def test_only_rank0_writes_a_loadable_checkpoint(two_ranks):
     out, r0, _ = two_ranks
     assert [s for s, _ in checkpoint.list_checkpoints(out / "ttq")] == [2]
