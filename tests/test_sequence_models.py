@@ -10,7 +10,7 @@ import ttqlab
 from ttqlab import export
 from ttqlab.coverage import float_weights
 
-SEQ = ["transformer", "gru"]
+SEQ = ["transformer", "gru", "lstm", "bag_of_tokens"]
 
 
 def _x(n=6, seed=0):
@@ -119,3 +119,41 @@ def test_fit_warns_when_optimizer_misses_ttq_scales(digits_small):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ttqlab.fit(model2, train, test, epochs=1, optimizer=opt2, progress=False)
+
+
+def test_lstm_computes_what_torch_lstm_computes():
+    model = ttqlab.models.lstm(hidden=8, seed=0)
+    ref = nn.LSTM(8, 8, batch_first=True)
+    with torch.no_grad():
+        ref.weight_ih_l0.copy_(model.ih.weight)
+        ref.bias_ih_l0.copy_(model.ih.bias)
+        ref.weight_hh_l0.copy_(model.hh.weight)
+        ref.bias_hh_l0.copy_(model.hh.bias)
+        x = _x(4, 5)
+        tokens = model.embed(x.reshape(4, 1, 10, 4).permute(0, 2, 1, 3).reshape(4, 10, 4))
+        out, _ = ref(tokens)
+        assert torch.allclose(model(x), model.head(out[:, -1]), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_quantized_recurrent_weight_is_computed_once_per_forward(name):
+    model = ttqlab.quantize(ttqlab.models.get(name, seed=0), "ttq")
+    calls = []
+    quantizer = model.hh.parametrizations.weight[0]
+    handle = quantizer.register_forward_hook(lambda *a: calls.append(1))
+    x = _x(3, 2)
+    y = model(x)
+    handle.remove()
+    assert len(calls) == 1  # not once per step (10 steps)
+    y.sum().backward()      # and the gradient still reaches the latent weight and the scales
+    assert model.hh.parametrizations.weight.original.grad is not None
+    assert quantizer.wp.grad is not None
+
+
+def test_bag_of_tokens_ignores_the_order():
+    model = ttqlab.models.bag_of_tokens(seed=0)
+    x = _x(2, 4)
+    perm = torch.randperm(10, generator=torch.Generator().manual_seed(0))
+    shuffled = x.reshape(2, 1, 10, 4)[:, :, perm].reshape(2, 1, 40)  # the same 10 tokens
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(shuffled), atol=1e-6)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 __all__ = ["MODELS", "cnn1d", "get", "lenet5", "mlp", "resnet", "resnet20", "resnet32",
            "resnet44", "resnet56", "vgg7"]
@@ -368,11 +369,12 @@ class GRUClassifier(nn.Module):
     def forward(self, x):
         gx = self.ih(self.embed(_as_tokens(x, self.patch)))  # all steps at once
         h = gx.new_zeros(gx.shape[0], self.hh.in_features)
-        for t in range(gx.shape[1]):
-            xr, xz, xn = gx[:, t].chunk(3, dim=-1)
-            hr, hz, hn = self.hh(h).chunk(3, dim=-1)
-            r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-            h = torch.lerp(torch.tanh(xn + r * hn), h, z)
+        with parametrize.cached():  # a quantized hh.weight is computed once, not per step
+            for t in range(gx.shape[1]):
+                xr, xz, xn = gx[:, t].chunk(3, dim=-1)
+                hr, hz, hn = self.hh(h).chunk(3, dim=-1)
+                r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+                h = torch.lerp(torch.tanh(xn + r * hn), h, z)
         return self.head(h)
 
 
@@ -393,3 +395,81 @@ def gru(
 
 MODELS.update(transformer=transformer, gru=gru)
 __all__ += ["GRUClassifier", "SignalTransformer", "gru", "transformer"]
+
+
+class LSTMClassifier(nn.Module):
+    """Tokens -> ``embed`` -> LSTM (gates from nn.Linear ``ih`` and ``hh``) -> last state
+    -> ``head``. Per step (Hochreiter & Schmidhuber 1997 with a forget gate, PyTorch's
+    convention): ``i, f, g, o = ih x + hh h`` split in four,
+    ``c = sigmoid(f) * c + sigmoid(i) * tanh(g)``, ``h = sigmoid(o) * tanh(c)``."""
+
+    def __init__(self, input_shape, num_classes, hidden, patch):
+        super().__init__()
+        _, width = _tokens(input_shape, patch, "lstm")
+        self.patch = patch
+        self.embed = nn.Linear(width, hidden)
+        self.ih = nn.Linear(hidden, 4 * hidden)
+        self.hh = nn.Linear(hidden, 4 * hidden)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x):
+        gx = self.ih(self.embed(_as_tokens(x, self.patch)))  # all steps at once
+        h = gx.new_zeros(gx.shape[0], self.hh.in_features)
+        c = torch.zeros_like(h)
+        with parametrize.cached():  # a quantized hh.weight is computed once, not per step
+            for t in range(gx.shape[1]):
+                i, f, g, o = (gx[:, t] + self.hh(h)).chunk(4, dim=-1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+        return self.head(h)
+
+
+@_recorded("lstm")
+def lstm(
+    input_shape: Sequence[int] = (1, 40),
+    num_classes: int = 10,
+    hidden: int = 48,
+    *,
+    patch: int = 4,
+    seed: int | None = None,
+) -> nn.Module:
+    """An LSTM classifier for 1-D signals or one-hot token sequences (``patch=1``: one
+    token per step), its gates ``ih`` / ``hh`` as ``nn.Linear`` (each quantized layer of
+    its own); ``embed`` and ``head`` are the first and last layers."""
+    return _seeded(lambda: LSTMClassifier(input_shape, num_classes, hidden, patch), seed)
+
+
+class BagOfTokens(nn.Module):
+    """The order-blind control: ``embed`` each token, **average over the tokens** (which
+    forgets their order: any permutation of the tokens gives the same output), then an MLP
+    ``fc`` -> ReLU -> ``head``. It sees only how often each token occurs."""
+
+    def __init__(self, input_shape, num_classes, hidden, patch):
+        super().__init__()
+        _, width = _tokens(input_shape, patch, "bag_of_tokens")
+        self.patch = patch
+        self.embed = nn.Linear(width, hidden)
+        self.fc = nn.Linear(hidden, hidden)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x):
+        h = self.embed(_as_tokens(x, self.patch)).mean(dim=1)
+        return self.head(F.relu(self.fc(h)))
+
+
+@_recorded("bag_of_tokens")
+def bag_of_tokens(
+    input_shape: Sequence[int] = (1, 40),
+    num_classes: int = 10,
+    hidden: int = 64,
+    *,
+    patch: int = 4,
+    seed: int | None = None,
+) -> nn.Module:
+    """An order-blind classifier (`BagOfTokens`): mean of the embedded tokens, then an MLP.
+    A baseline for sequence tasks: whatever it cannot learn depends on the order."""
+    return _seeded(lambda: BagOfTokens(input_shape, num_classes, hidden, patch), seed)
+
+
+MODELS.update(lstm=lstm, bag_of_tokens=bag_of_tokens)
+__all__ += ["BagOfTokens", "LSTMClassifier", "bag_of_tokens", "lstm"]
