@@ -192,6 +192,17 @@ def test_training_dashboard_updates_during_fit():
     name = history.layer_names[0]
     assert list(layer_traces[name].y) == pytest.approx(history.layer(name, "wp"))
     assert "epoch 2" in dash.readout.value
+    assert dash.figure.data[3].name == "test accuracy"
+
+
+def test_training_dashboard_names_the_validation_split():
+    data = ttqlab.data.load("synthetic", n_train=96, n_test=32, seed=0).split_validation()
+    model = ttqlab.models.mlp(input_shape=data.input_shape, num_classes=data.num_classes,
+                              hidden=(8,), seed=0)
+    dash = widgets.training_dashboard()
+    ttqlab.fit(model, data, epochs=1, progress=False, callbacks=[dash])
+    assert [t.name for t in dash.figure.data[:4]] == [
+        "train loss", "validation loss", "train accuracy", "validation accuracy"]
 
 
 def test_explorers_show_in_jupyter(w):
@@ -322,3 +333,60 @@ def test_partition_explorer_calls_the_free_weights_free(w):
     ex = widgets.partition_explorer(w, bits=5)
     names = {t.name for t in ex.figure.data}
     assert "free" in names and not any("train" in (n or "") for n in names)
+
+
+def _all_explorers(w):
+    return {"threshold": lambda: widgets.threshold_explorer(w),
+            "levels": lambda: widgets.levels_explorer(w),
+            "partition": lambda: widgets.partition_explorer(w),
+            "tradeoff": lambda: widgets.tradeoff_explorer(rows(), group="mode"),
+            "dashboard": lambda: widgets.training_dashboard(title="live")}
+
+
+def _opened_figures(monkeypatch) -> list[dict]:
+    """The state of every plotly FigureWidget model as its ``comm_open`` carries it."""
+    import ipywidgets.widgets.widget as ipw
+
+    opened, create = [], ipw.comm.create_comm
+
+    def spy(**kwargs):
+        state = kwargs["data"]["state"]
+        if "_widget_data" in state:
+            opened.append(state)
+        return create(**kwargs)
+
+    monkeypatch.setattr(ipw.comm, "create_comm", spy)
+    return opened
+
+
+def test_explorers_reach_the_browser_complete_at_creation(w, monkeypatch):
+    """The browser builds a FigureWidget's model from its ``comm_open`` message and may draw
+    a view from that state before any later message is applied (tests/launch checks it in
+    Chromium). So every explorer's comm opens with the complete first figure (every trace
+    with its data, the layout with its title) and no edit message follows."""
+    opened = _opened_figures(monkeypatch)
+    for name, make in _all_explorers(w).items():
+        ex = make()
+        fig = ex.figure
+        state = opened[-1]
+        assert fig._last_trace_edit_id == 0 and fig._last_layout_edit_id == 0, (
+            f"{name}: {fig._last_trace_edit_id} trace edits were sent after the comm opened")
+        assert state["_widget_layout"]["title"]["text"] == fig.layout.title.text, name
+        assert len(state["_widget_data"]) == len(fig.data), name
+        if name == "dashboard":
+            continue  # empty until the first epoch, by design; its curves come as restyles
+        for trace, sent in zip(fig.data, state["_widget_data"]):
+            data = [sent[k] for k in ("x", "y", "z") if sent.get(k) is not None]
+            assert data and all(len(v) for v in data), f"{name}: trace {trace.name!r} empty"
+            for k in ("x", "y", "z"):
+                if sent.get(k) is not None:
+                    assert list(sent[k]) == list(getattr(trace, k)), (name, trace.name, k)
+
+
+def test_displaying_an_explorer_again_sends_its_current_state(w):
+    ex = widgets.levels_explorer(w, bits=5)
+    ex.slider.value = 3  # an update message; the model's state is still the first figure
+    ex._repr_mimebundle_()
+    levels = ex.figure._widget_data[1]["x"]
+    assert sorted({x for x in levels if x is not None}) == pytest.approx(
+        Q.pow2_levels(w, 3).tolist())

@@ -91,10 +91,11 @@ def _go():
 
 
 def _figure(rows: int, cols: int, titles: Sequence[str], title: str, **kwargs):
+    """A plain ``go.Figure`` (no widget yet, so nothing is sent to the browser while the
+    caller adds its traces): see :func:`_widget`."""
     go, make_subplots = _go()
     height = kwargs.pop("height", None)
-    fig = go.FigureWidget(make_subplots(rows=rows, cols=cols, subplot_titles=list(titles),
-                                        **kwargs))
+    fig = go.Figure(make_subplots(rows=rows, cols=cols, subplot_titles=list(titles), **kwargs))
     # no fixed width: the figure fills the notebook's output area
     fig.update_layout(title=title, template="plotly_white", height=height or _HEIGHT,
                       autosize=True, font={"size": _FONT},
@@ -102,6 +103,55 @@ def _figure(rows: int, cols: int, titles: Sequence[str], title: str, **kwargs):
                       legend={"font": {"size": max(12, _FONT - 1)}})
     fig.update_annotations(font_size=_FONT + 1)  # the subplot titles
     return fig
+
+
+_WIDGET_CLASS = None
+
+
+def _widget(figure):
+    """``figure`` (complete: every trace and the layout) as a ``go.FigureWidget`` whose
+    browser model is created with all of it.
+
+    Why: plotly's ``FigureWidget`` opens its comm (the ``comm_open`` message the browser
+    builds the model from) at the very start of its constructor, with an empty
+    ``_widget_data`` / ``_widget_layout``, and sends the figure afterwards as a state update.
+    The browser queues that update until the widget's JavaScript module has loaded, and
+    draws every view waiting for that module the moment it loads, *before* the queued update
+    is applied; plotly's view never redraws on a ``_widget_data`` change. (And on a loaded
+    machine anywidget may give up on a model after 2 s, "Failed to initialize model", and
+    then drops every later message to it.) So an explorer shown while Run All keeps the
+    kernel busy could draw empty axes. This subclass opens the comm only at the end of the
+    constructor, so the model starts with the complete figure (tests/launch checks it in
+    Chromium).
+    """
+    global _WIDGET_CLASS
+    if _WIDGET_CLASS is None:
+        go, _ = _go()
+
+        class CompleteFigureWidget(go.FigureWidget):
+            """A ``go.FigureWidget`` whose comm opens with the complete figure."""
+
+            def __init__(self, *args, **kwargs):
+                self._defer_open = True
+                super().__init__(*args, **kwargs)
+                self._defer_open = False
+                self.open()
+
+            def open(self):
+                if not getattr(self, "_defer_open", False):
+                    super().open()
+
+        _WIDGET_CLASS = CompleteFigureWidget
+    return _WIDGET_CLASS(figure)
+
+
+def _sync(figure) -> None:
+    """Resend the widget's complete state, as ``FigureWidget._repr_mimebundle_`` does when a
+    figure is displayed on its own (an explorer displays its ``VBox``, which skips it)."""
+    from copy import deepcopy
+
+    figure._widget_layout = deepcopy(figure._layout_obj._props)
+    figure._widget_data = deepcopy(figure._data)
 
 
 def _json_safe(values) -> list:
@@ -138,16 +188,23 @@ class Explorer:
     """
 
     def __init__(self, figure, controls: Mapping[str, object]):
+        """``figure``: the explorer's plain ``go.Figure`` with all its traces. It is drawn
+        from the controls' current values (``update()``) before it becomes a widget, so the
+        browser receives the first figure complete, not empty axes and a queue of updates.
+        """
         import ipywidgets as W
 
         self.figure = figure
         self.controls = dict(controls)
         self.readout = W.HTML()
         self.state: dict = {}
+        self.update()  # on the plain figure: nothing is sent to the browser yet
+        self.figure = _widget(figure)
         for control in self.controls.values():
             _style_control(control)
         self.box = W.VBox([W.HBox(list(self.controls.values()),
-                                  layout={"flex_flow": "row wrap"}), self.readout, figure])
+                                  layout={"flex_flow": "row wrap"}), self.readout,
+                           self.figure])
         for control in self.controls.values():
             control.observe(self._changed, names="value")
 
@@ -159,6 +216,7 @@ class Explorer:
         raise NotImplementedError
 
     def _repr_mimebundle_(self, **kwargs):
+        _sync(self.figure)
         return self.box._repr_mimebundle_(**kwargs)
 
     def __repr__(self) -> str:
@@ -240,7 +298,6 @@ class ThresholdExplorer(Explorer):
                          row=1, col=2)
         fig.update_yaxes(title_text="relative error ||W-αT||²/||W||² (%)", row=1, col=2)
         super().__init__(fig, {"slider": self.slider})
-        self.update()
 
     def update(self) -> None:
         f = float(self.slider.value)
@@ -313,7 +370,6 @@ class LevelsExplorer(Explorer):
                          col=2)
         fig.update_yaxes(title_text="count (weights)", row=1, col=2)
         super().__init__(fig, {"slider": self.slider})
-        self.update()
 
     def update(self) -> None:
         bits = int(self.slider.value)
@@ -436,7 +492,6 @@ class PartitionExplorer(Explorer):
         fig.update_xaxes(title_text="latent weight value", row=1, col=2)
         fig.update_yaxes(title_text="count (weights per bin)", row=1, col=2)
         super().__init__(fig, {"slider": self.slider, "strategy": self.strategy})
-        self.update()
 
     def update(self) -> None:
         step = int(self.slider.value)
@@ -527,7 +582,6 @@ class TradeoffExplorer(Explorer):
         # range to 105: the "100" tick label then sits below the subplot title, not on it
         fig.update_yaxes(title_text="zero weights (%)", range=[0, 105], row=1, col=2)
         super().__init__(fig, {"x": self.x, "slider": self.slider})
-        self.update()
 
     def _label(self, i: int) -> str:
         return setting_label(self.rows[i], self.group)
@@ -653,6 +707,7 @@ class TrainingDashboard:
                                  row=1, col=1)
         self.figure.update_yaxes(title_text="accuracy (%)", row=1, col=2)
         self.figure.update_yaxes(title_text=viz._label(layer_key), row=2, col=1)
+        self.figure = _widget(self.figure)
         self.readout = W.HTML("waiting for the first epoch …")
         self.box = W.VBox([self.readout, self.figure])
 
@@ -672,6 +727,9 @@ class TrainingDashboard:
         with self.figure.batch_update():
             for trace, ys in zip(self.figure.data[:4], series):
                 trace.x, trace.y = ep, _json_safe(ys)
+            split = {"val": "validation"}.get(held, held)  # the legend names the split shown
+            self.figure.data[1].name = f"{split} loss"
+            self.figure.data[3].name = f"{split} accuracy"
             have = {t.name for t in self.figure.data[4:]}
             for i, name in enumerate(names):
                 if name not in have:
@@ -700,6 +758,7 @@ class TrainingDashboard:
                               f"<b>{100 * last[f'{held}_acc']:.2f}%</b>")
 
     def _repr_mimebundle_(self, **kwargs):
+        _sync(self.figure)  # displayed again after training: the curves so far, complete
         return self.box._repr_mimebundle_(**kwargs)
 
 

@@ -11,16 +11,22 @@ Environment variables (CI sets none of them):
 * ``TTQLAB_SKIP_BROWSER=1``: skip the browser tests when Chromium is missing, for a local run
   on a machine without it. Without it a missing Chromium FAILS them: they are part of what
   the project promises (``.ci/run`` installs Chromium).
+* ``TTQLAB_LAB_PYTHON=PATH``: serve JupyterLab from this interpreter's environment (e.g. the
+  development venv) instead of a Binder build, for a quick local run of the browser tests
+  alone: they then test the page, not the Binder environment (its own tests,
+  ``test_binder_env.py``, still build it). The repository is copied as Binder would serve it;
+  the kernels import ttqlab from wherever that environment installed it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
-from binder_env import ROOT, BinderEnv, build
+from binder_env import ROOT, BinderEnv, build, copy_repo
 from jupyter_harness import JupyterLab, chromium_problem, launch_chromium
 
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
@@ -38,10 +44,27 @@ def binder_env():
 
 
 @pytest.fixture(scope="session")
-def lab(binder_env: BinderEnv):
-    """JupyterLab started from the Binder environment, serving its repository copy."""
-    with JupyterLab(binder_env.python, binder_env.home,
-                    workdir=binder_env.dest / "lab-session") as server:
+def served(request) -> BinderEnv:
+    """The environment JupyterLab serves from: the Binder build, or with
+    ``TTQLAB_LAB_PYTHON`` that interpreter's environment and a fresh copy of the repository."""
+    python = os.environ.get("TTQLAB_LAB_PYTHON")
+    if not python:
+        return request.getfixturevalue("binder_env")
+    python = Path(python).expanduser().absolute()
+    if not python.exists():
+        pytest.fail(f"TTQLAB_LAB_PYTHON={python} does not exist: name a Python interpreter "
+                    f"whose environment has JupyterLab, or unset it to build Binder's",
+                    pytrace=False)
+    dest = Path(tempfile.mkdtemp(prefix="ttqlab-lab-"))
+    request.addfinalizer(lambda: shutil.rmtree(dest, ignore_errors=True))
+    copy_repo(ROOT, dest / "home")
+    return BinderEnv(dest, dest / "home", python.parents[1], python, {}, True)
+
+
+@pytest.fixture(scope="session")
+def lab(served: BinderEnv):
+    """JupyterLab started from the served environment, serving its repository copy."""
+    with JupyterLab(served.python, served.home, workdir=served.dest / "lab-session") as server:
         yield server
 
 

@@ -601,13 +601,20 @@ def _died(progress: dict) -> bool:
             or "appears to have died" in progress["dialog"])
 
 
-def run_notebook(page, lab: JupyterLab, path: str, *, timeout: float = 900.0,
-                 settle: float = 60.0) -> NotebookRun:
-    """Open ``path`` fresh, restart its kernel and run all cells; return what the page shows.
+@dataclasses.dataclass
+class StartedRun:
+    """A "Restart Kernel and Run All Cells" in progress (see `start_notebook`)."""
 
-    Raises `KernelDied` when the kernel dies during the run and `LabError` when the run
-    does not finish within ``timeout`` seconds (saying which cell was running).
-    """
+    path: str
+    t0: float
+    open_seconds: float
+    log_start: int
+    page_errors: list[str]
+
+
+def start_notebook(page, lab: JupyterLab, path: str) -> StartedRun:
+    """Open ``path`` fresh, clear its outputs, restart its kernel and start Run All; return
+    at once (the cells run on while the caller watches the page; `finish_run` waits)."""
     page_errors: list[str] = []
     page.on("pageerror", lambda err: page_errors.append(str(err)))
     t_open = time.perf_counter()
@@ -623,18 +630,42 @@ def run_notebook(page, lab: JupyterLab, path: str, *, timeout: float = 900.0,
     t0 = time.perf_counter()
     page.evaluate("void window.jupyterapp.commands.execute('notebook:restart-run-all')")
     _accept_dialog(page)
+    return StartedRun(path, t0, open_seconds, log_start, page_errors)
+
+
+def progress(page) -> dict:
+    """Where the run is: ``code`` cells, ``done`` (with an execution count), ``running``
+    (index of the cell showing ``[*]``, -1 if none), kernel ``status``, ``errors``."""
+    return page.evaluate(_JS_PROGRESS)
+
+
+def run_notebook(page, lab: JupyterLab, path: str, *, timeout: float = 900.0,
+                 settle: float = 60.0) -> NotebookRun:
+    """Open ``path`` fresh, restart its kernel and run all cells; return what the page shows.
+
+    Raises `KernelDied` when the kernel dies during the run and `LabError` when the run
+    does not finish within ``timeout`` seconds (saying which cell was running).
+    """
+    return finish_run(page, lab, start_notebook(page, lab, path), timeout=timeout,
+                      settle=settle)
+
+
+def finish_run(page, lab: JupyterLab, started: StartedRun, *, timeout: float = 900.0,
+               settle: float = 60.0) -> NotebookRun:
+    """Wait until the run `start_notebook` began is over; return what the page shows."""
+    path, t0, log_start = started.path, started.t0, started.log_start
     deadline = time.monotonic() + timeout
     idle_since = None
     while True:
-        progress = page.evaluate(_JS_PROGRESS)
-        if _died(progress):
+        now = page.evaluate(_JS_PROGRESS)
+        if _died(now):
             raise KernelDied(
                 f"the kernel of {path} died while running code cell "
-                f"{progress['done'] + 1} of {progress['code']} (JupyterLab: 'The kernel appears "
+                f"{now['done'] + 1} of {now['code']} (JupyterLab: 'The kernel appears "
                 f"to have died'); most often it ran out of memory (Binder gives 2 GB). Kernel "
-                f"states seen: {progress['statuses']}")
-        finished = progress["done"] == progress["code"] or progress["errors"] > 0
-        if progress["status"] == "idle" and finished:
+                f"states seen: {now['statuses']}")
+        finished = now["done"] == now["code"] or now["errors"] > 0
+        if now["status"] == "idle" and finished:
             idle_since = idle_since or time.monotonic()
             if time.monotonic() - idle_since > 1.0:
                 break
@@ -643,19 +674,19 @@ def run_notebook(page, lab: JupyterLab, path: str, *, timeout: float = 900.0,
         broken = [e for e in lab.log_errors(log_start) if "/channels" in e]
         if broken:
             raise LabError(f"the server's connection to the kernel of {path} failed while "
-                           f"code cell {progress['done'] + 1} of {progress['code']} ran; the "
+                           f"code cell {now['done'] + 1} of {now['code']} ran; the "
                            f"page no longer hears from the kernel. Server log:\n{broken[0]}")
         if time.monotonic() > deadline:
-            raise LabError(f"{path} did not finish within {timeout:.0f} s: {progress['done']} "
-                           f"of {progress['code']} code cells ran, kernel {progress['status']}")
+            raise LabError(f"{path} did not finish within {timeout:.0f} s: {now['done']} "
+                           f"of {now['code']} code cells ran, kernel {now['status']}")
         time.sleep(0.25)
     seconds = time.perf_counter() - t0
     outputs = settle_widgets(page, settle)
-    return NotebookRun(path=path, seconds=seconds, open_seconds=open_seconds,
-                       code_cells=progress["code"],
-                       executed=progress["done"], outputs=outputs,
+    return NotebookRun(path=path, seconds=seconds, open_seconds=started.open_seconds,
+                       code_cells=now["code"],
+                       executed=now["done"], outputs=outputs,
                        kernel_errors=page.evaluate("window.__ttqlab.errors"),
-                       page_errors=page_errors)
+                       page_errors=started.page_errors)
 
 
 def settle_widgets(page, timeout: float = 60.0) -> list[Output]:
@@ -679,6 +710,36 @@ def settle_widgets(page, timeout: float = 60.0) -> list[Output]:
         if not pending or time.monotonic() > deadline:
             return outputs
         time.sleep(0.5)
+
+
+# -------------------------------------------------------------------------- figures
+
+_JS_DRAWN = """
+() => {
+  // every plotly figure on the page: its title, and per subplot how many data marks the SVG
+  // holds (bars, markers, lines, heatmap images): 0 in a subplot = empty axes
+  const cells = window.jupyterapp.shell.currentWidget.content.widgets;
+  return Array.from(document.querySelectorAll('.js-plotly-plot')).map(p => {
+    const cell = cells.findIndex(c => c.node.contains(p));
+    const subplots = Array.from(p.querySelectorAll('.cartesianlayer .subplot')).map(sp =>
+      Array.from(sp.querySelectorAll('.trace .point path, .trace path.point, .trace path.js-line,'
+                                     + ' .hm image'))
+        .filter(el => el.tagName === 'image' || (el.getAttribute('d') || '').length > 8)
+        .length);
+    return {cell, subplots,
+            title: (p.layout && p.layout.title && (p.layout.title.text || p.layout.title))
+                   || '',
+            points: (p.data || []).reduce((n, t) => n + ((t.y || t.z || []).length), 0)};
+  });
+}
+"""
+
+
+def drawn_figures(page) -> list[dict]:
+    """Every plotly figure on the page: ``title``, ``cell`` (index in the notebook),
+    ``subplots`` (data marks drawn in each subplot's SVG; 0 = empty axes) and ``points``
+    (data points the figure holds)."""
+    return page.evaluate(_JS_DRAWN)
 
 
 # -------------------------------------------------------------------------- explorers

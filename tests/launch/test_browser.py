@@ -9,7 +9,13 @@ explorer is moved with the mouse and its figure must change. Screenshots of each
 key widget land in ``test-artifacts/browser/``.
 
 The second half checks that the harness itself can fail: a notebook that raises, a kernel
-that dies, a widget that cannot be displayed, a slider wired to nothing, a busy port.
+that dies, a widget that cannot be displayed, a slider wired to nothing, a busy port; and
+that every kind of explorer has its data drawn while a later cell keeps the kernel busy
+(next to a control figure that is filled only later, which must be seen empty).
+
+A quick local run of these tests alone can serve JupyterLab from an existing environment
+instead of building Binder's: ``TTQLAB_LAB_PYTHON=.venv/bin/python pytest tests/launch -m
+browser`` (conftest.py).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import json
 import socket
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import nbformat
@@ -30,11 +37,15 @@ from jupyter_harness import (
     PeakMemory,
     PortInUse,
     chromium_problem,
+    drawn_figures,
     explorer_locator,
     explorers,
     figure_signature,
+    finish_run,
     move_slider,
+    progress,
     run_notebook,
+    start_notebook,
     wait_for_change,
 )
 
@@ -140,9 +151,9 @@ def _notebook(folder: Path, name: str, *cells: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def scratch(binder_env) -> Path:
+def scratch(served) -> Path:
     """A folder of throwaway notebooks inside what JupyterLab serves (not the repository)."""
-    return binder_env.home / "harness-checks"
+    return served.home / "harness-checks"
 
 
 @pytest.mark.browser
@@ -217,6 +228,81 @@ def test_a_slider_wired_to_nothing_leaves_the_figure_unchanged(page, lab, scratc
         assert after["value"] != before["value"]
         changed.append(after["data"] != before["data"])
     assert changed == [False, True]
+
+
+#: the explorers a notebook can show, each with the title its figure starts with
+EXPLORER_TITLES = ("Ternary threshold explorer", "INQ power-of-two levels",
+                   "INQ partition explorer", "Trade-off explorer")
+
+
+@pytest.mark.browser
+@pytest.mark.binder
+def test_explorers_draw_while_later_cells_still_run(page, lab, scratch):
+    """Run All: every explorer's figure has its data drawn while the kernel is still busy
+    with a later cell (a student reads it during the next training run). A figure drawn
+    empty and filled only by a later cell (the control) must be reported as empty."""
+    flag = scratch / "busy-release"
+    flag.unlink(missing_ok=True)
+    path = _notebook(scratch, "busy.ipynb", """
+        import torch
+        from IPython.display import display
+        import plotly.graph_objects as go
+        from ttqlab import widgets
+        w = torch.randn(32, 16, 3, 3, generator=torch.Generator().manual_seed(0)) * 0.05
+        rows = [{"label": f"t={t}", "sparsity": s, "test_acc": a, "layers": {"c": s}}
+                for t, s, a in [(0.05, 0.3, 0.9), (0.1, 0.5, 0.85), (0.2, 0.8, 0.7)]]
+        for ex in (widgets.threshold_explorer(w), widgets.levels_explorer(w),
+                   widgets.partition_explorer(w), widgets.tradeoff_explorer(rows)):
+            display(ex)
+        control = go.FigureWidget()
+        control.update_layout(title="control: filled by a later cell", height=300)
+        display(control)
+    """, f"""
+        import os, time   # the kernel stays busy until the test has looked (at most 180 s)
+        t0 = time.time()
+        while not os.path.exists({str(flag)!r}) and time.time() - t0 < 180:
+            time.sleep(0.2)
+    """, """
+        control.add_scatter(y=[1, 3, 2])
+    """)
+    started = start_notebook(page, lab, path)
+    try:
+        deadline = time.monotonic() + 240
+        while True:  # the explorers' cell has run; the waiting cell is running
+            now = progress(page)
+            if now["done"] >= 1 and now["status"] == "busy" and now["running"] == 1:
+                break
+            assert now["done"] < 2 and not now["errors"], f"the run went past the busy cell: {now}"
+            assert time.monotonic() < deadline, f"the busy cell never started: {now}"
+            time.sleep(0.25)
+        # the page gets until the busy cell's end to draw; a view waiting for the kernel
+        # to go idle would never draw here
+        deadline = time.monotonic() + 120
+        while True:
+            figures = drawn_figures(page)
+            drawn = {f["title"] for f in figures if f["subplots"] and min(f["subplots"]) > 0}
+            if all(any(t.startswith(want) for t in drawn) for want in EXPLORER_TITLES) or \
+                    time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        still_busy = progress(page)
+    finally:
+        flag.touch()
+    assert still_busy["status"] == "busy" and still_busy["running"] == 1, still_busy
+    for want in EXPLORER_TITLES:
+        hits = [f for f in figures if f["title"].startswith(want)]
+        assert hits, f"no figure titled {want!r} on the page while busy: {figures}"
+        assert min(hits[0]["subplots"]) > 0, (
+            f"{want!r} shows empty axes while a later cell runs: {hits[0]}")
+    control = [f for f in figures if f["title"].startswith("control")]
+    assert control and max(control[0]["subplots"], default=0) == 0, (
+        f"the harness did not see the control figure's empty axes: {control}")
+    run = finish_run(page, lab, started, timeout=300)
+    flag.unlink(missing_ok=True)
+    # what this test is about: every cell ran and none raised. (The layout checks of
+    # run.problems() belong to the course notebooks' test; anywidget's 2-s model
+    # initialization timeout can fire on a loaded machine and is reported there too.)
+    assert run.executed == run.code_cells and not run.errors, run.problems()
 
 
 @pytest.mark.browser
