@@ -556,6 +556,115 @@ def plot_file_size(doc: dict, path: Path) -> bool:
     return True
 
 
+# --------------------------------------------------------------------------- inference
+
+INFERENCE_GOAL = 4.0  # goal: 2-bit ONNX Runtime >= 4x faster than fp32 PyTorch (ffn, b1, t1)
+INFERENCE_ARMS = ("fp32 torch", "fp32 onnx", "2-bit onnx")
+
+
+def _us(r: dict) -> str:
+    v = r["median_us"]
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+
+
+def inference_section(doc: dict, figure: str | None) -> str:
+    """Latency of fp32 PyTorch, fp32 and 2-bit ONNX Runtime (``benchmarks/inference.py``)."""
+    rows = [r for r in doc["rows"] if r.get("arm") in INFERENCE_ARMS]
+    if not rows:
+        return ""
+    by = defaultdict(dict)
+    for r in rows:
+        by[(r["network"], r["batch"], r["threads"])][r["arm"]] = r
+    table = []
+    for (net, b, t), v in by.items():
+        if v["2-bit onnx"]["kind"] == "layer" and (b, t) != (1, 1):
+            continue
+        cells = [net, f"{v['fp32 torch']['weights']:,}", str(b), str(t)]
+        cells += [f"{_us(v[a])} ({v[a]['min_us']:,.0f}–{v[a]['max_us']:,.0f})"
+                  for a in INFERENCE_ARMS]
+        q = v["2-bit onnx"]
+        cells += [f"{q['speedup_vs_fp32_torch']:.1f}x",
+                  f"{v['fp32 onnx']['median_us'] / q['median_us']:.1f}x",
+                  f"{v['fp32 torch']['weight_bytes'] / 2**20:.2f} → "
+                  f"{q['weight_bytes'] / 2**20:.2f}"]
+        table.append(cells)
+    header = ["network", "weights", "batch", "threads",
+              *[f"{a}: µs median (min–max)" for a in INFERENCE_ARMS],
+              "2-bit vs fp32 torch", "2-bit vs fp32 onnx", "weight MiB: fp32 → 2-bit file"]
+    goal = [v for (net, b, t), v in by.items()
+            if v["2-bit onnx"]["kind"] == "ffn" and (b, t) == (1, 1)]
+    text = ["### Inference latency (ONNX Runtime, 2-bit weights)", "",
+            "`ttqlab.export.to_onnx` writes every quantized `nn.Linear` as ONNX Runtime's "
+            "2-bit `MatMulNBits` (2.25 bits per weight with its scales). Median over "
+            f"{rows[0]['repeats']} interleaved rounds (min–max in brackets) of fp32 PyTorch, "
+            "the same fp32 graph in ONNX Runtime and the 2-bit graph; random ternary "
+            "weights (timing does not depend on them). The course's models keep their "
+            "first and last layers in float and their convolutions stay float. \"2-bit vs "
+            "fp32 onnx\" isolates the weights' bytes (the same runtime); against PyTorch the "
+            "small models gain mostly from ONNX Runtime's lower cost per operation, and "
+            "PyTorch at 2 threads on a loaded machine loses most to waiting threads."
+            + _quick_note(doc["meta"]), "", _md(header, table), ""]
+    for v in goal:
+        got = v["2-bit onnx"]["speedup_vs_fp32_torch"]
+        text.append(f"Goal ({INFERENCE_GOAL:g}x faster than fp32 PyTorch at batch 1, one "
+                    f"thread, {v['2-bit onnx']['network']}): {got:.1f}x, "
+                    f"{'met' if got >= INFERENCE_GOAL else 'NOT met'}.")
+    conv = [r for r in doc["rows"] if r.get("kind") == "conv"]
+    if len(conv) == 2:
+        f, q = conv
+        verdict = ("no gain, so convolutions stay float" if q["median_us"] >= f["median_us"]
+                   else "faster, before the im2col copy")
+        text.append(f"Convolution at batch 1 ({f['network']}): float `Conv` {_us(f)} µs, "
+                    f"the 2-bit product of its im2col shape alone {_us(q)} µs (im2col copy "
+                    f"not counted): {verdict}.")
+    text += ["", f"Machine: {_machine(doc['meta'])}. "
+                 f"`{doc['meta'].get('command', 'python -m benchmarks.inference')}`."]
+    if figure:
+        text += ["", f"![Inference latency against layer size]({figure})"]
+    return "\n".join(text)
+
+
+def plot_inference(doc: dict, path: Path) -> bool:
+    """Latency against layer size (one Linear, batch 1, one thread) per arm, with the
+    memory-traffic limit of 2-bit weights: fp32 PyTorch's time times 2.25 / 32."""
+    rows = [r for r in doc["rows"] if r.get("kind") == "layer" and r["batch"] == 1
+            and r["threads"] == 1]
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    styles = {"fp32 torch": ("C0", "o"), "fp32 onnx": ("C2", "s"), "2-bit onnx": ("C3", "D")}
+    for arm, (color, marker) in styles.items():
+        rs = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["weights"])
+        n = [r["weights"] for r in rs]
+        med = [r["median_us"] for r in rs]
+        err = [[m - r["min_us"] for m, r in zip(med, rs)],
+               [r["max_us"] - m for m, r in zip(med, rs)]]
+        ax.errorbar(n, med, yerr=err, color=color, marker=marker, capsize=3,
+                    label=f"{arm} (median, min–max)")
+    rs = sorted((r for r in rows if r["arm"] == "fp32 torch"), key=lambda r: r["weights"])
+    two = {r["weights"]: r["weight_bytes"] for r in rows if r["arm"] == "2-bit onnx"}
+    ax.plot([r["weights"] for r in rs],
+            [r["median_us"] * two[r["weights"]] / r["weight_bytes"] for r in rs],
+            "k--", label="memory-traffic limit of 2-bit weights: fp32 PyTorch's time\n"
+                         "x 2.25 / 32 bits (below it: the packed layer fits in\n"
+                         "cache while fp32's does not)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("weights in the layer (N x N, log scale)")
+    ax.set_ylabel("latency per call (µs, log scale)")
+    ax.set_title(f"One nn.Linear at batch 1, one thread: fp32 vs 2-bit MatMulNBits "
+                 f"(load {doc['meta'].get('load average', '?')})", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    _save(fig, path)
+    return True
+
+
 # --------------------------------------------------------------------------- others
 
 
@@ -680,6 +789,11 @@ def render(docs: dict[str, dict], figures: Path, readme_dir: Path) -> str:
         fig = figures / "size_per_method.png"
         parts.append(file_size_section(docs["file_size"],
                                        rel(fig) if plot_file_size(docs["file_size"], fig)
+                                       else None))
+    if "inference" in docs:
+        fig = figures / "inference.png"
+        parts.append(inference_section(docs["inference"],
+                                       rel(fig) if plot_inference(docs["inference"], fig)
                                        else None))
     if "notebooks" in docs:
         parts.append(generic_section("Notebook run times", docs["notebooks"],
