@@ -800,6 +800,13 @@ def render(docs: dict[str, dict], figures: Path, readme_dir: Path) -> str:
                                      "Wall-clock time and the kernel's peak memory to execute "
                                      "each course notebook top to bottom (`nbclient`, a "
                                      "fresh kernel each)."))
+    if "threads" in docs:
+        parts.append(generic_section(
+            "One torch thread or two", docs["threads"],
+            "One training epoch of each model the course trains, with 1 and 2 torch threads, "
+            "on an idle machine and beside one process that keeps a core busy (interleaved "
+            "rounds, median; `vs 1 thread` > 1 means two threads are slower). This is why "
+            "every notebook calls `torch.set_num_threads(1)`."))
     if "launch" in docs:
         intro = ("Install from `binder/`, start JupyterLab, run each notebook in headless "
                  "Chromium.")

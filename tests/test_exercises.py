@@ -682,6 +682,7 @@ def test_nbgrader_source_notebooks(capsys):
     assert "is not implemented yet" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # grades every solution in a subprocess
 def test_grading_script_writes_a_csv(tmp_path):
     make, notebooks = _notebook_exercises()
     nb = notebooks[0][1]

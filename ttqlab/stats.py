@@ -9,7 +9,7 @@ byte), 1 bit per binary weight, ``bits`` per INQ weight, plus the float scales.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -188,37 +188,75 @@ def _positions(module: nn.Module, param: str, args: tuple, kwargs: dict, output)
     return output[0].numel() // output.shape[1]  # Conv: output pixels
 
 
+def _conv_taps(module: nn.Module, x_shape: Sequence[int], weight: torch.Tensor) -> int:
+    """How many (weight, input) products of one sample of shape ``x_shape`` read a real
+    input, not the zero padding, for the non-zero entries of ``weight``: the layer's own
+    convolution (stride, padding, dilation, groups, padding mode) of an all-ones input with
+    the 0/1 mask ``weight != 0``, summed. A non-zero padding mode (reflect, replicate,
+    circular) pads with real values, so nothing is padding there."""
+    ones = torch.ones(1, *x_shape[1:], dtype=torch.float64, device=weight.device)
+    mask = (weight.detach() != 0).to(torch.float64)
+    return round(float(module._conv_forward(ones, mask, None).sum()))
+
+
 #: energy per operation in picojoules, 45 nm (Horowitz, "Computing's energy problem",
 #: ISSCC 2014): 32-bit float multiply and add; a multiplication by 2^n is an addition to
 #: the float's 8-bit exponent (8-bit integer add)
 ENERGY_PJ = {"mult": 3.7, "add": 0.9, "shift": 0.03}
 
 
+def _skip_padding(ops: Callable, n: int, nonzero: int, outs: int, pos: int, taps: int,
+                  nonzero_taps: int) -> dict[str, int]:
+    """A method's ``ops(n, nonzero, outs, positions)`` (linear in its per-weight terms
+    ``n * positions`` and ``nonzero * positions``) with those terms replaced by the products
+    that read real inputs: ``taps`` (all weights) and ``nonzero_taps`` (non-zero weights)."""
+    zero = ops(0, 0, 0, 1)
+    per_output = ops(0, 0, outs, pos)
+    per_weight = ops(1, 0, 0, 1)
+    per_nonzero = ops(0, 1, 0, 1)
+    return {k: per_output[k] + (per_weight[k] - zero[k]) * taps
+            + (per_nonzero[k] - zero[k]) * nonzero_taps for k in per_output}
+
+
 @torch.no_grad()
-def op_counts(model: nn.Module, input_shape: Sequence[int]) -> Table:
+def op_counts(model: nn.Module, input_shape: Sequence[int], *,
+              count_padding: bool = False) -> Table:
     """Arithmetic of one inference (one sample of ``input_shape``) per Linear / Conv layer,
     and an energy estimate from ``ENERGY_PJ``.
 
     A float layer does one multiplication and one addition per weight per output
-    position (``params * positions``). A ternary layer (TWN, TTQ) adds or subtracts an
-    input per *non-zero* weight and scales each output once:
-    ``y = W_p * S+ - W_n * S-`` (1 subtraction and 2 multiplications per output for TTQ,
-    ``alpha * (S+ - S-)``: 1 multiplication for TWN), the convention of
+    position that reads a real input: ``fp32 MACs = taps``, where ``taps`` counts the
+    (weight, output position) pairs whose input is not the convolution's zero padding
+    (``params * positions`` for a Linear layer or an unpadded Conv). A ternary layer (TWN,
+    TTQ) adds or subtracts an input per *non-zero* weight and real tap and scales each
+    output once: ``y = W_p * S+ - W_n * S-`` (1 subtraction and 2 multiplications per
+    output for TTQ, ``alpha * (S+ - S-)``: 1 multiplication for TWN), the convention of
     ``ttqlab.ternary_matmul``. Binary: every weight is an addition or subtraction, one
     multiplication per output. INQ: every non-zero weight is a shift (``x * 2^n``) plus
     an addition. Energy ``= mults * 3.7 pJ + adds * 0.9 pJ + shifts * 0.03 pJ``;
     activations, BatchNorm, biases and memory traffic are not counted.
+
+    Zero padding: a product with a padded zero is known to be zero before the layer runs,
+    so no hardware needs to do it; ``padding MACs`` reports how many of the
+    ``params * positions`` products read padding, and they are left out of every count
+    (e.g. a 5x5 kernel with padding 2 on a 4x4 input: per channel pair 196 of the 400
+    products read the input, 204 read padding). ``count_padding=True`` counts them as
+    real work, as ``op_counts`` did before it reported them (``fp32 MACs = params *
+    positions``).
 
     "Positions" are the output pixels of a Conv, the tokens of a Linear applied to a
     sequence, the query (``in_proj_weight``, ``q_proj_weight``) or key / value tokens of an
     ``nn.MultiheadAttention`` and the time steps of a recurrent weight. Attention's score
     and softmax arithmetic and the recurrent gates' elementwise products are not counted.
     """
+    if not isinstance(count_padding, bool):
+        raise ValueError(f"count_padding must be True or False, got {count_padding!r}")
     layers = quantizable_weights(model)
     if not layers:
         raise ValueError("model has no Linear or Conv layer to count")
     layer_methods = {name: q.method for name, _, _, q in quantized_weights(model)}
     positions: dict[str, int] = {}
+    taps: dict[str, tuple[int, int]] = {}  # (all weights, non-zero weights) on real inputs
     owners: dict[int, tuple[nn.Module, list[tuple[str, str]]]] = {}
     # attention calls its out_proj's weight directly (no forward, no hook): count it there
     attention_of = {id(m.out_proj): m for m in model.modules()
@@ -233,6 +271,12 @@ def op_counts(model: nn.Module, input_shape: Sequence[int]) -> Table:
         def record(module, args, kwargs, output):
             for name, param in weights:
                 positions[name] = _positions(module, param, args, kwargs, output)
+                if isinstance(module, nn.modules.conv._ConvNd) and hasattr(
+                        module, "_conv_forward") and not count_padding:
+                    w = getattr(module, param)
+                    x_shape = tuple(args[0].shape if args else kwargs["input"].shape)
+                    taps[name] = (_conv_taps(module, x_shape, torch.ones_like(w)),
+                                  _conv_taps(module, x_shape, w))
         return record
 
     handles = [m.register_forward_hook(hook(ws), with_kwargs=True)
@@ -251,22 +295,27 @@ def op_counts(model: nn.Module, input_shape: Sequence[int]) -> Table:
         w = getattr(module, param).detach()
         n, outs, pos = w.numel(), w.shape[0], positions.get(name, 0)
         nonzero = int((w != 0).sum())
+        all_taps, nonzero_taps = taps.get(name, (n * pos, nonzero * pos))
         method = layer_methods.get(name, "fp32")
         if method == "fp32":
-            ops = {"mults": n * pos, "adds": n * pos, "shifts": 0}
+            ops = {"mults": all_taps, "adds": all_taps, "shifts": 0}
         else:
-            ops = methods.get(method).ops(n, nonzero, outs, pos)
+            ops = _skip_padding(methods.get(method).ops, n, nonzero, outs, pos, all_taps,
+                                nonzero_taps)
         mults, adds, shifts = ops["mults"], ops["adds"], ops["shifts"]
         energy = (mults * ENERGY_PJ["mult"] + adds * ENERGY_PJ["add"]
                   + shifts * ENERGY_PJ["shift"]) / 1000
-        fp32 = n * pos * (ENERGY_PJ["mult"] + ENERGY_PJ["add"]) / 1000
+        fp32 = all_taps * (ENERGY_PJ["mult"] + ENERGY_PJ["add"]) / 1000
         rows.append({"layer": name, "method": method, "params": n, "nonzero": nonzero,
-                     "positions": pos, "fp32 MACs": n * pos, "mults": mults, "adds": adds,
+                     "positions": pos, "fp32 MACs": all_taps,
+                     "padding MACs": n * pos - all_taps, "mults": mults, "adds": adds,
                      "shifts": shifts, "energy (nJ)": energy, "fp32 energy (nJ)": fp32})
-    total = {k: sum(r[k] for r in rows) for k in ("params", "nonzero", "fp32 MACs", "mults",
-                                                  "adds", "shifts", "energy (nJ)",
-                                                  "fp32 energy (nJ)")}
+    total = {k: sum(r[k] for r in rows) for k in ("params", "nonzero", "fp32 MACs",
+                                                  "padding MACs", "mults", "adds", "shifts",
+                                                  "energy (nJ)", "fp32 energy (nJ)")}
     rows.append({"layer": "(total)", **total})
-    cols = ["layer", "method", "params", "nonzero", "positions", "fp32 MACs", "mults", "adds",
-            "shifts", "energy (nJ)", "fp32 energy (nJ)"]
-    return Table(rows, cols, title="operations per inference (one sample)")
+    cols = ["layer", "method", "params", "nonzero", "positions", "fp32 MACs", "padding MACs",
+            "mults", "adds", "shifts", "energy (nJ)", "fp32 energy (nJ)"]
+    how = ("padding counted as work" if count_padding
+           else "products with zero padding not counted")
+    return Table(rows, cols, title=f"operations per inference (one sample; {how})")
