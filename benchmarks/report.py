@@ -805,8 +805,9 @@ def render(docs: dict[str, dict], figures: Path, readme_dir: Path) -> str:
             "One torch thread or two", docs["threads"],
             "One training epoch of each model the course trains, with 1 and 2 torch threads, "
             "on an idle machine and beside one process that keeps a core busy (interleaved "
-            "rounds, median; `vs 1 thread` > 1 means two threads are slower). This is why "
-            "every notebook calls `torch.set_num_threads(1)`."))
+            "rounds, median; `vs 1 thread` > 1 means two threads are slower, < 1 faster). "
+            "Every notebook calls `torch.set_num_threads(1)`: the choice that is never much "
+            "slower."))
     if "launch" in docs:
         intro = ("Install from `binder/`, start JupyterLab, run each notebook in headless "
                  "Chromium.")

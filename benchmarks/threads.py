@@ -12,8 +12,9 @@ core busy (a spinning Python loop, like a second student's kernel), in interleav
 (each round runs every thread count and condition once, so drift hits all alike). Each
 (threads, condition) runs in its own process, because torch fixes its thread pool at the
 first parallel call. The table reports the median epoch time and its ratio to one thread in
-the same condition; the course's default (``torch.set_num_threads(1)`` in every notebook's
-first cell) is the choice this table supports.
+the same condition. The course's default, ``torch.set_num_threads(1)`` in every notebook's
+first cell, is the choice that is never much slower: measured here, two threads won a little
+on an idle machine and lost several times beside a busy process.
 """
 
 from __future__ import annotations

@@ -108,8 +108,8 @@ def test_every_notebook_links_every_other(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_every_notebook_sets_one_thread(path):
-    """One torch thread: measured faster for the course's small models both idle and beside
-    a busy process (benchmarks/threads.py)."""
+    """One torch thread: for the course's small models two threads were several times slower
+    beside a busy process and only a little faster idle (benchmarks/threads.py)."""
     nb = read(path)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
     assert code and "torch.set_num_threads(1)" in code[0], (
