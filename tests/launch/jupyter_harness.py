@@ -505,6 +505,14 @@ class Output:
     area_width: float = 0.0
     sliders: list = dataclasses.field(default_factory=list)
 
+    @property
+    def closed(self) -> bool:
+        """A widget the kernel closed (``widget.close()``, as a finished tqdm bar with
+        ``leave=False`` does): no view, no size and no text. A widget that cannot render
+        says so in text ("Error displaying widget ..."), which this is not."""
+        return (self.widget and self.widget_views == 0 and not self.text.strip()
+                and self.width == 0 and self.height == 0 and not self.problems)
+
 
 @dataclasses.dataclass
 class NotebookRun:
@@ -540,6 +548,8 @@ class NotebookRun:
         if self.executed < self.code_cells:
             out.append(f"only {self.executed} of {self.code_cells} code cells ran")
         for o in self.widgets:
+            if o.closed:
+                continue  # closed by the kernel on purpose (a finished tqdm bar, leave=False)
             if o.problems:
                 out.append(f"cell {o.cell}: widget shows {o.problems}: {o.text[:200]!r}")
             elif o.widget_views == 0 or o.height < 20 or o.width < 50:
@@ -704,7 +714,7 @@ def settle_widgets(page, timeout: float = 60.0) -> list[Output]:
     }""")
     while True:
         outputs = [Output(**o) for o in page.evaluate(_JS_REPORT)]
-        pending = [o for o in outputs if o.widget and (
+        pending = [o for o in outputs if o.widget and not o.closed and (
             "Loading widget..." in o.problems or o.widget_views == 0
             or any(p["traces"] == 0 or not p["svg"] for p in o.plots))]
         if not pending or time.monotonic() > deadline:

@@ -56,7 +56,7 @@ NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9]*.ipynb"))
 #: makes a figure that silently disappears a failure.
 FIGURES = {
     "01": ["Ternary threshold explorer"],
-    "02": ["TWN training (seed 0), live"],
+    "02": ["TWN fine-tuning (first seed), live"],
     "03": ["TTQ fine-tuning, live"],
     "04": ["TTQ sparsity trade-offs"],
     "05": ["INQ power-of-two levels", "INQ partition explorer"],
