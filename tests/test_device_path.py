@@ -6,7 +6,7 @@ waits for every queued kernel: the CPU can no longer run ahead, and the step get
 slower. On the ``meta`` device those reads raise, so a forward and backward pass of a
 model moved to ``meta`` proves, without a GPU, that the path ttqlab takes on any
 non-CPU device reads nothing back. (On the CPU ttqlab does read ``delta`` as a float on
-purpose: ``hardshrink`` is the fastest threshold there, see ``methods/base.py``.)
+purpose: ``hardshrink`` is the fastest threshold there, see ``methods/kernels.py``.)
 """
 
 from unittest import mock
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import ttqlab
-from ttqlab.methods import ttq, twn
+from ttqlab.methods import kernels
 
 CASES = [("binary", {}), ("binary", {"scale": "channel"}), ("twn", {}),
          ("twn", {"per_channel": True}), ("ttq", {}), ("ttq", {"sparsity": 0.5}),
@@ -63,9 +63,8 @@ def test_device_path_equals_cpu_path(method, options, shape):
     for device_path in (True, False):
         latent = w.clone().requires_grad_()
         quantizer.zero_grad(set_to_none=True)
-        lean = lambda t, on=device_path: on  # noqa: E731
-        with mock.patch.object(twn, "_eager_off_cpu", lean), \
-                mock.patch.object(ttq, "_eager_off_cpu", lean):
+        name = "eager_device" if device_path else "cpu"
+        with mock.patch.object(kernels, "path", lambda t, name=name: name):
             q = quantizer(latent)
         (q * grad_out).sum().backward()
         results.append((q.detach(), latent.grad,

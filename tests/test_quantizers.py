@@ -50,6 +50,13 @@ def test_twn_all_zero_gives_zero_not_nan():
     assert torch.equal(Q.binarize(torch.zeros(5)), torch.zeros(5))
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_twn_of_an_empty_weight_is_empty(per_channel):
+    w = torch.zeros(0, 3)
+    assert Q.ternarize_twn(w, per_channel=per_channel).shape == (0, 3)
+    assert float(Q.twn_scale(w, 0.5, per_channel)) == 0.0
+
+
 @pytest.mark.parametrize("fn", [Q.binarize, Q.ternarize_twn, Q.ternarize_optimal])
 def test_nan_weights_raise(fn):
     with pytest.raises(ValueError, match="NaN"):

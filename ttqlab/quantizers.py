@@ -15,18 +15,10 @@ Notation follows the papers (see ``shared/papers.md`` in the repository):
 
 from __future__ import annotations
 
-from .methods.base import (  # noqa: F401  (private helpers kept for old imports)
-    _broadcast,
-    _check_finite,
-    _check_unit_interval,
-    _per_channel_view,
-    _StraightThrough,
-    ste,
-)
-from .methods.binary import _binarize, binarize, ste_sign  # noqa: F401
+from .methods.base import _check_finite, ste  # noqa: F401  (_check_finite: activations.py)
+from .methods.binary import binarize, ste_sign
 from .methods.bitnet import absmean_codes, ste_absmean, ternarize_absmean
-from .methods.inq import (  # noqa: F401
-    _check_bits,
+from .methods.inq import (  # noqa: F401  (_exponent_of_nearest_pow2: activations.py)
     _exponent_of_nearest_pow2,
     inq_exponent_range,
     pow2_exponents,
@@ -34,12 +26,8 @@ from .methods.inq import (  # noqa: F401
     pow2_levels,
     quantize_pow2,
 )
-from .methods.ttq import _TTQFunction, ternarize_ttq, ttq_threshold  # noqa: F401
-from .methods.twn import (  # noqa: F401
-    _signs,
-    _ternary,
-    _twn_params,
-    _twn_scale,
+from .methods.ttq import _TTQFunction, ternarize_ttq, ttq_threshold  # noqa: F401  (exercises)
+from .methods.twn import (
     optimal_ternary_params,
     ste_tern,
     ternarize_optimal,

@@ -56,22 +56,6 @@ def _broadcast(v: Tensor, w: Tensor) -> Tensor:
     return v.reshape(-1, *([1] * (w.dim() - 1))) if w.dim() > 1 else v
 
 
-def _host_scalars_ok(w: Tensor) -> bool:
-    """Whether reading a 0-d tensor as a Python float is cheap here: on a CPU in eager mode
-    yes (and ``F.hardshrink(w, float(delta))`` is the fastest threshold there); on a GPU it
-    is a host synchronisation, and under ``torch.compile`` a graph break."""
-    return w.device.type == "cpu" and not torch.compiler.is_compiling()
-
-
-def _eager_off_cpu(w: Tensor) -> bool:
-    """Whether to take the launch-lean path with boolean masks (TWN, TTQ): eager mode on a
-    GPU (any device but the CPU). There every elementwise operation is a kernel launch, so
-    fewer operations win. Not on a CPU, where boolean masks and ``where`` are slow, and not
-    under ``torch.compile``, which fuses the arithmetic path anyway and, on a CPU, stores
-    boolean tensors slowly (TTQ's compiled quantizer measured 8x slower with them)."""
-    return w.device.type != "cpu" and not torch.compiler.is_compiling()
-
-
 # --------------------------------------------------------------------------- STE
 
 

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from . import register
+from . import kernels, register
 from .base import WeightQuantizer, _check_finite
 
 __all__ = ["INQWeight", "inq_exponent_range", "pow2_exponents", "pow2_from_codes",
@@ -173,7 +173,8 @@ class INQWeight(WeightQuantizer):
         return float(self.frozen_mask.sum()) / n if n else 1.0
 
     def forward(self, w: Tensor) -> Tensor:
-        return torch.addcmul(self.frozen_values, w, self.free)
+        """``where(frozen_mask, frozen_values, w)``, as ``kernels.inq`` computes it."""
+        return kernels.inq(self.frozen_values, w, self.free)
 
     @torch.no_grad()
     def freeze(self, w: Tensor, new: Tensor) -> None:

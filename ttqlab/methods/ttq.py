@@ -17,17 +17,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from . import register
-from .base import (
-    WeightQuantizer,
-    _check_finite,
-    _check_unit_interval,
-    _eager_off_cpu,
-    _host_scalars_ok,
-)
-from .twn import _signs, _ternary, ternary_codes
+from . import kernels, register
+from .base import WeightQuantizer, _check_finite, _check_unit_interval
+from .twn import ternary_codes
 
 __all__ = ["TTQWeight", "ternarize_ttq", "ttq_threshold"]
+
+
+# --------------------------------------------------------------------------- the rule
 
 
 def ttq_threshold(w: Tensor, t: float = 0.05, sparsity: float | None = None) -> Tensor:
@@ -50,69 +47,60 @@ def ttq_threshold(w: Tensor, t: float = 0.05, sparsity: float | None = None) -> 
     _check_unit_interval(t, "t")
     if not w.numel():
         return w.new_zeros(())
-    if not _host_scalars_ok(w):  # a GPU or torch.compile: fewer kernels
-        return w.abs().amax() * t
-    lo, hi = torch.aminmax(w)  # max|w| in one pass, without materialising |w|
-    return t * torch.maximum(hi, lo.neg())
+    return t * kernels.max_abs(w)  # max|w|, in one pass on a CPU
+
+
+def _ttq_rule(w: Tensor, wp: Tensor, wn: Tensor, delta: Tensor) -> Tensor:
+    """The reference forward: ``w_t = +W_p if w > delta, 0 if |w| <= delta, -W_n if
+    w < -delta``."""
+    zero = torch.zeros((), dtype=w.dtype, device=w.device)
+    return torch.where(w > delta, wp, torch.where(w < -delta, -wn, zero))
+
+
+def _ttq_gradients(g: Tensor, w: Tensor, wp: Tensor, wn: Tensor, delta: Tensor,
+                   unit: Tensor | float = 1.0,
+                   reduce: str = "sum") -> tuple[Tensor, Tensor, Tensor]:
+    """The reference backward of Zhu et al. (the authors' code), ``(dL/dw, dL/dW_p,
+    dL/dW_n)`` for the output gradient ``g``:
+
+    * ``dL/dW_p =  sum_{i: w_i >  delta} g_i``
+    * ``dL/dW_n = -sum_{i: w_i < -delta} g_i``   (the paper's Eq. 7 drops the minus)
+    * ``dL/dw_i = W_p g_i``, ``u g_i`` or ``W_n g_i`` in the positive, zero, negative
+      region, ``u = unit`` (1 in the paper);
+
+    ``reduce="mean"`` divides the scale gradients by the region sizes."""
+    p, n = w > delta, w < -delta
+    grad_wp, grad_wn = g[p].sum(), -g[n].sum()
+    if reduce == "mean":
+        grad_wp, grad_wn = grad_wp / p.sum().clamp(min=1), grad_wn / n.sum().clamp(min=1)
+    unit = torch.as_tensor(unit, dtype=w.dtype, device=w.device)
+    return torch.where(p, wp, torch.where(n, wn, unit)) * g, grad_wp, grad_wn
 
 
 class _TTQFunction(torch.autograd.Function):
-    """Forward ``w_t = W_p [w > delta] - W_n [w < -delta]``; the backward of Zhu et al.:
-
-    * ``dL/dW_p =  sum_{i: w_i >  delta} dL/dw_t(i)``
-    * ``dL/dW_n = -sum_{i: w_i < -delta} dL/dw_t(i)``   (the paper's Eq. 7 drops the minus)
-    * ``dL/dw_i = W_p g_i``, ``u g_i`` or ``W_n g_i`` in the positive, zero, negative
-      region, with ``u = unit`` (1 in the paper; ``TTQWeight``'s default units pass its
-      ``scale`` so that the three multipliers keep the paper's proportions).
+    """:func:`_ttq_rule` forward and :func:`_ttq_gradients` backward (the scales act as
+    per-region learning-rate multipliers on the latent weight), computed by
+    ``kernels.ttq_forward`` / ``kernels.ttq_backward`` in the form of the path the forward
+    took (saved on ``ctx.path``: the backward uses the regions that forward saved).
+    ``unit`` is ``TTQWeight``'s ``scale`` (None: 1), so that the three multipliers keep the
+    paper's proportions in the units of the trained parameters.
 
     ``reduce="mean"`` divides the scale gradients by the region sizes, the variant several
     re-implementations use (it is not what the authors' code does).
-
-    On a CPU the regions are kept as 0/1 float tensors ``P`` and ``N`` so that everything
-    is arithmetic (boolean masks and ``where`` are slow there): sums are dot products, and
-    the latent gradient is ``(u (1 - P - N) + W_p P + W_n N) * g`` (each term exact: the
-    masks are 0 or 1); so under ``torch.compile``. Eager on a GPU they are boolean masks
-    and ``where``: fewer kernels, the same values.
     """
 
     @staticmethod
     def forward(ctx, w, wp, wn, delta, reduce, unit=None):
-        ctx.reduce = reduce
-        if _eager_off_cpu(w):
-            # eager on a GPU: boolean masks and ``where``, the fewest kernels (a GPU step is
-            # bound by kernel launches), no host read; the same values (every product in
-            # the other path is by 0 or 1)
-            p, n = w > delta, w < -delta
-            ctx.save_for_backward(p, n, wp, wn, unit)
-            return (p * wp).sub_(n * wn)
-        signs = _signs(w, delta)
-        p = signs.clamp(min=0)
-        n = signs.neg_().clamp_(min=0)
+        ctx.reduce, ctx.path = reduce, kernels.path(w)
+        out, (p, n) = kernels.ttq_forward(ctx.path, w, wp, wn, delta)
         ctx.save_for_backward(p, n, wp, wn, unit)
-        return (p * wp).addcmul_(n, wn, value=-1)
+        return out
 
     @staticmethod
     def backward(ctx, g):
         p, n, wp, wn, unit = ctx.saved_tensors
-        if p.dtype == torch.bool:  # the device path of forward
-            grad_wp = (g * p).sum()
-            grad_wn = (g * n).sum().neg_()
-        else:
-            flat = g.contiguous().view(-1)
-            grad_wp = torch.dot(flat, p.view(-1))
-            grad_wn = -torch.dot(flat, n.view(-1))
-        if ctx.reduce == "mean":
-            grad_wp = grad_wp / p.sum().clamp(min=1)
-            grad_wn = grad_wn / n.sum().clamp(min=1)
-        grad_w = None
-        if ctx.needs_input_grad[0] and p.dtype == torch.bool:
-            grad_w = torch.where(p, wp, torch.where(n, wn, 1.0 if unit is None else unit))
-            grad_w = grad_w.mul_(g)
-        elif ctx.needs_input_grad[0]:
-            scale = torch.sub(1.0, p).sub_(n)
-            if unit is not None:
-                scale.mul_(unit)
-            grad_w = scale.addcmul_(p, wp).addcmul_(n, wn).mul_(g)
+        grad_w, grad_wp, grad_wn = kernels.ttq_backward(
+            ctx.path, g, (p, n), wp, wn, unit, ctx.reduce, ctx.needs_input_grad[0])
         return grad_w, grad_wp.reshape(wp.shape), grad_wn.reshape(wn.shape), None, None, None
 
 
@@ -232,7 +220,7 @@ class TTQWeight(WeightQuantizer):
 
     @staticmethod
     def dequantize(codes: Tensor, scales: dict[str, Tensor]) -> Tensor:
-        return _ternary(codes.to(scales["wp"].dtype), scales["wp"], scales["wn"])
+        return kernels.ternary(codes.to(scales["wp"].dtype), scales["wp"], scales["wn"])
 
     @classmethod
     def scheme(cls, bits: int, packing: str) -> tuple[str, int | None]:

@@ -5,28 +5,24 @@
     alpha = E_{i : |W_i| > delta} |W_i|       (Eq. 8, the L2-optimal scale for fixed T)
 
 trained with the straight-through gradient to a float latent copy. Also here: the exact
-L2-optimal ternary fit (Eq. 5-6, solved by sorting) and the ternary helpers TTQ shares.
+L2-optimal ternary fit (Eq. 5-6, solved by sorting) and ``ternary_codes``, which TTQ
+shares. The rule is written plainly here; the training step runs its fast forms (the same
+numbers) from ``kernels.py``.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from . import register
-from .base import (
-    WeightQuantizer,
-    _broadcast,
-    _check_finite,
-    _eager_off_cpu,
-    _host_scalars_ok,
-    _per_channel_view,
-    ste,
-)
+from . import kernels, register
+from .base import WeightQuantizer, _broadcast, _check_finite, _per_channel_view, ste
 
 __all__ = ["TWNWeight", "optimal_ternary_params", "ste_tern", "ternarize_optimal",
            "ternarize_twn", "ternary_codes", "twn_scale", "twn_threshold"]
+
+
+# --------------------------------------------------------------------------- the rule
 
 
 def twn_threshold(w: Tensor, factor: float = 0.7, per_channel: bool = False) -> Tensor:
@@ -53,75 +49,9 @@ def twn_scale(w: Tensor, delta: Tensor | float, per_channel: bool = False) -> Te
     return _twn_scale(w.detach().abs(), delta, per_channel)
 
 
-def _kept(a: Tensor, delta: Tensor) -> Tensor:
-    """|W_i| where |W_i| > delta, else 0 (a = |W|)."""
-    if delta.numel() == 1 and _host_scalars_ok(a):
-        return F.hardshrink(a, float(delta))  # one kernel, the CPU hot path
-    return torch.relu(a - delta).sign_().mul_(a)  # no host sync (GPU, torch.compile)
-
-
-def _twn_scale(a: Tensor, delta: Tensor, per_channel: bool) -> Tensor:
-    """alpha from |W| and delta, without a single ``torch.where`` (the hot path)."""
-    kept = _kept(a, delta)
-    if per_channel:
-        kept = _per_channel_view(kept)
-        count = kept.sign().sum(dim=1)
-        return _broadcast(kept.sum(dim=1) / count.clamp(min=1), a)
-    return kept.sum() / kept.sign().sum().clamp(min=1)
-
-
-def _twn_params(w: Tensor, factor: float, per_channel: bool) -> tuple[Tensor, Tensor]:
-    """(delta, alpha) of TWN without argument checks (the training hot path)."""
-    if not w.numel():
-        return w.new_zeros(()), w.new_zeros(())
-    a = w.abs()
-    delta = _twn_delta(a, factor, per_channel)
-    return delta, _twn_scale(a, delta, per_channel)
-
-
-def _twn_delta(a: Tensor, factor: float, per_channel: bool) -> Tensor:
-    """``delta = factor * E|W|`` from ``a = |W|`` (per output channel, shaped to broadcast)."""
-    if per_channel:
-        return _broadcast(factor * _per_channel_view(a).mean(dim=1), a)
-    return factor * a.mean()
-
-
-def _twn_device(w: Tensor, factor: float, per_channel: bool) -> Tensor:
-    """``alpha * T`` of TWN in few kernels and no host read: the path of eager mode on a
-    GPU. Boolean masks cost little there, where every kernel launch counts (12 kernels
-    against 19 with the arithmetic-only masks; see ``benchmarks/kernels.py``). Bit for bit
-    what ``_twn_params`` and ``_signs`` give."""
-    if not w.numel():
-        return w.clone()
-    a = w.abs()
-    kept = a > _twn_delta(a, factor, per_channel)
-    if per_channel:
-        total = _per_channel_view(a * kept).sum(dim=1)
-        alpha = _broadcast(total / _per_channel_view(kept).sum(dim=1).clamp(min=1), w)
-    else:
-        alpha = (a * kept).sum() / kept.sum().clamp(min=1)
-    return w.sign().mul_(kept).mul_(alpha)
-
-
 def ternary_codes(w: Tensor, delta: Tensor | float) -> Tensor:
     """T_i = +1 if W_i > delta, 0 if |W_i| <= delta, -1 if W_i < -delta (as int8)."""
     return (w > delta).to(torch.int8) - (w < -delta).to(torch.int8)
-
-
-def _signs(w: Tensor, delta: Tensor | float) -> Tensor:
-    """T as floats (+1 / 0 / -1), computed with arithmetic only: on a CPU ``torch.where``
-    and boolean masks cost ~20x an elementwise multiply, and this runs every step."""
-    if not isinstance(delta, Tensor):
-        return F.hardshrink(w, float(delta)).sign_()
-    if delta.numel() == 1 and _host_scalars_ok(w):
-        return F.hardshrink(w, float(delta)).sign_()  # hardshrink: 0 where |w| <= delta
-    return torch.relu(w.abs() - delta).sign_().mul_(w.sign())
-
-
-def _ternary(signs: Tensor, wp: Tensor, wn: Tensor) -> Tensor:
-    """``+wp`` where T = +1, ``-wn`` where T = -1, 0 where T = 0; exact values, because
-    every product is by 1 or 0: ``max(T, 0) * wp + min(T, 0) * wn``."""
-    return signs.clamp(min=0).mul_(wp).add_(signs.clamp(max=0).mul_(wn))
 
 
 def ternarize_twn(w: Tensor, factor: float = 0.7, per_channel: bool = False) -> Tensor:
@@ -132,7 +62,37 @@ def ternarize_twn(w: Tensor, factor: float = 0.7, per_channel: bool = False) -> 
     """
     delta = twn_threshold(w, factor, per_channel)
     alpha = twn_scale(w, delta, per_channel)
-    return _signs(w.detach(), delta).mul_(alpha)
+    return ternary_codes(w.detach(), delta).to(w.dtype).mul_(alpha)
+
+
+def _twn_delta(a: Tensor, factor: float, per_channel: bool) -> Tensor:
+    """``delta = factor * E|W|`` from ``a = |W|`` (per output channel, shaped to broadcast)."""
+    if per_channel:
+        return _broadcast(factor * _per_channel_view(a).mean(dim=1), a)
+    return factor * a.mean()
+
+
+def _twn_scale(a: Tensor, delta: Tensor, per_channel: bool) -> Tensor:
+    """``alpha = sum_{a_i > delta} a_i / |{i : a_i > delta}|`` from ``a = |W|`` (0 when
+    nothing is kept)."""
+    if not a.numel():
+        return a.new_zeros(())
+    kept = a > delta
+    count = torch.float64 if a.dtype == torch.float64 else torch.float32  # exact counts
+    if per_channel:
+        total = _per_channel_view(a * kept).sum(dim=1)
+        n = _per_channel_view(kept).sum(dim=1, dtype=count).clamp(min=1)
+        return _broadcast((total / n).to(a.dtype), a)
+    return ((a * kept).sum() / kept.sum(dtype=count).clamp(min=1)).to(a.dtype)
+
+
+def _twn_params(w: Tensor, factor: float, per_channel: bool) -> tuple[Tensor, Tensor]:
+    """(delta, alpha) of TWN without argument checks (0 and 0 for an empty tensor)."""
+    if not w.numel():
+        return w.new_zeros(()), w.new_zeros(())
+    a = w.abs()
+    delta = _twn_delta(a, factor, per_channel)
+    return delta, _twn_scale(a, delta, per_channel)
 
 
 def ste_tern(w: Tensor, factor: float = 0.7, per_channel: bool = False) -> Tensor:
@@ -216,10 +176,9 @@ class TWNWeight(WeightQuantizer):
         return _twn_params(w.detach(), self.factor, self.per_channel)
 
     def forward(self, w: Tensor) -> Tensor:
-        if _eager_off_cpu(w):  # eager on a GPU: fewest kernels, no host read
-            return ste(w, _twn_device(w.detach(), self.factor, self.per_channel))
-        delta, alpha = self._delta_alpha(w)
-        return ste(w, _signs(w.detach(), delta).mul_(alpha))
+        """``alpha * T`` (the form of :func:`kernels.twn` for ``w``'s path), with the
+        straight-through gradient."""
+        return ste(w, kernels.twn(w.detach(), self.factor, self.per_channel))
 
     def codes(self, w: Tensor) -> Tensor:
         delta, _ = self._delta_alpha(w)
