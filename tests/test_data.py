@@ -6,6 +6,7 @@ Fashion-MNIST / CIFAR-10 files from 127.0.0.1 and patch the checksum registry to
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import gzip
 import hashlib
@@ -27,11 +28,19 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 import ttqlab
 from ttqlab import data
 
 DOWNLOADED = ("mnist", "fashion-mnist", "cifar10")
+
+
+def set_spec(monkeypatch, name: str, **changes) -> data.DatasetSpec:
+    """Replace fields of dataset `name`'s registered spec (files=, mirrors=, ...) for one test."""
+    spec = dataclasses.replace(data.dataset_spec(name), **changes)
+    monkeypatch.setitem(data._REGISTRY, spec.name, spec)
+    return spec
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +50,7 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.delenv("TTQLAB_MIRROR", raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     for name in DOWNLOADED:
-        monkeypatch.setitem(data.MIRRORS, name, [])
+        set_spec(monkeypatch, name, mirrors=[])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -422,21 +431,28 @@ def test_unknown_dataset_lists_the_valid_names():
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"limit_train": 0}, "limit_train must be an int >= 1"),
-    ({"limit_test": -5}, "limit_test must be an int >= 1"),
+    ({"limit_train": 0}, r"limit_train must be a whole number .*>= 1.*, got 0 "),
+    ({"limit_test": -5}, r"limit_test must be a whole number .*>= 1.*, got -5 "),
     ({"limit_train": "100"}, "limit_train"),
     ({"limit_train": 2.5}, "limit_train"),
     ({"batch_size": 32}, "unknown option.*batch_size.*limit_train"),
     ({"timeout": 3}, "unknown option.*timeout"),  # digits downloads nothing
     ({"seed": -1}, "seed"),
+    ({"seed": 2**32}, r"seed must be a whole number .*<= 4294967295"),
 ])
 def test_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         data.load("digits", **kwargs)
 
 
+def test_download_must_be_a_bool():
+    """download="no" would otherwise count as true and fetch files."""
+    with pytest.raises(TypeError, match="download must be True or False"):
+        data.load("mnist", download="no")
+
+
 def test_bad_timeout():
-    with pytest.raises(ValueError, match="timeout must be a number > 0"):
+    with pytest.raises(ValueError, match="timeout must be a finite number > 0, got 0"):
         data.load("mnist", timeout=0)
 
 
@@ -547,7 +563,7 @@ def make_cifar(www: Path, extra: dict[str, bytes] | None = None):
 @pytest.fixture
 def fake_mnist(server, monkeypatch):
     arrays, checksums = make_idx_dataset(server.root, "mnist")
-    monkeypatch.setitem(data.CHECKSUMS, "mnist", checksums)
+    set_spec(monkeypatch, "mnist", files=checksums)
     monkeypatch.setenv("TTQLAB_MIRROR", server.url)
     return SimpleNamespace(arrays=arrays, checksums=checksums, server=server)
 
@@ -586,8 +602,8 @@ def test_mnist_download_parse_and_cache(fake_mnist, tmp_path):
 
 def test_fashion_mnist(server, monkeypatch, tmp_path):
     arrays, checksums = make_idx_dataset(server.root, "fashion-mnist", n_train=12, n_test=6)
-    monkeypatch.setitem(data.CHECKSUMS, "fashion-mnist", checksums)
-    monkeypatch.setitem(data.MIRRORS, "fashion-mnist", [server.url + "/fashion-mnist/"])
+    set_spec(monkeypatch, "fashion-mnist", files=checksums)
+    set_spec(monkeypatch, "fashion-mnist", mirrors=[server.url + "/fashion-mnist/"])
     d = data.load("fashion_mnist", root=tmp_path)
     assert d.name == "fashion-mnist" and d.classes[0] == "T-shirt/top" and d.classes[9] == (
         "Ankle boot")
@@ -598,7 +614,7 @@ def test_fashion_mnist(server, monkeypatch, tmp_path):
 
 def test_cifar10(server, monkeypatch, tmp_path):
     arrays, checksums = make_cifar(server.root)
-    monkeypatch.setitem(data.CHECKSUMS, "cifar10", checksums)
+    set_spec(monkeypatch, "cifar10", files=checksums)
     monkeypatch.setenv("TTQLAB_MIRROR", server.url)
     d = data.load("cifar10", root=tmp_path)
     assert d.input_shape == (3, 32, 32) and d.classes[0] == "airplane" and d.num_classes == 10
@@ -621,7 +637,7 @@ def test_cifar10(server, monkeypatch, tmp_path):
                                     "cifar-10-batches-bin/../../evil.bin"])
 def test_cifar10_rejects_unsafe_members(server, monkeypatch, tmp_path, member):
     _, checksums = make_cifar(server.root, extra={member: b"x"})
-    monkeypatch.setitem(data.CHECKSUMS, "cifar10", checksums)
+    set_spec(monkeypatch, "cifar10", files=checksums)
     monkeypatch.setenv("TTQLAB_MIRROR", server.url)
     with pytest.raises(ValueError, match="unsafe path"):
         data.load("cifar10", root=tmp_path)
@@ -637,7 +653,7 @@ def test_cifar10_missing_batch_is_a_clear_error(server, monkeypatch, tmp_path):
             if not m.name.endswith("test_batch.bin"):
                 dst.addfile(m, src.extractfile(m))
     path.write_bytes(buf.getvalue())
-    monkeypatch.setitem(data.CHECKSUMS, "cifar10", _registry(path.parent))
+    set_spec(monkeypatch, "cifar10", files=_registry(path.parent))
     monkeypatch.setenv("TTQLAB_MIRROR", server.url)
     with pytest.raises(ValueError, match=r"lacks cifar-10-batches-bin/test_batch\.bin"):
         data.load("cifar10", root=tmp_path)
@@ -646,11 +662,11 @@ def test_cifar10_missing_batch_is_a_clear_error(server, monkeypatch, tmp_path):
 def test_malformed_idx_is_a_clear_value_error(fake_mnist, monkeypatch, tmp_path):
     bad = fake_mnist.server.root / "mnist" / "train-labels-idx1-ubyte.gz"
     bad.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 20))  # images magic, labels file
-    monkeypatch.setitem(data.CHECKSUMS, "mnist", _registry(bad.parent))
+    set_spec(monkeypatch, "mnist", files=_registry(bad.parent))
     with pytest.raises(ValueError, match="bad IDX magic number 2051, expected 2049"):
         data.load("mnist", root=tmp_path)
     bad.write_bytes(gzip.compress(b"\x00\x00\x08\x01" + (50).to_bytes(4, "big") + b"\x01" * 7))
-    monkeypatch.setitem(data.CHECKSUMS, "mnist", _registry(bad.parent))
+    set_spec(monkeypatch, "mnist", files=_registry(bad.parent))
     with pytest.raises(ValueError, match="IDX header says shape"):
         data.load("mnist", root=tmp_path)
 
@@ -660,7 +676,7 @@ def test_checksum_mismatch_leaves_nothing_behind(fake_mnist, monkeypatch, tmp_pa
     name = "train-labels-idx1-ubyte.gz"
     actual, size = checksums[name]
     checksums[name] = ("0" * 64, size)
-    monkeypatch.setitem(data.CHECKSUMS, "mnist", checksums)
+    set_spec(monkeypatch, "mnist", files=checksums)
     with pytest.raises(data.DownloadError) as e:
         data.load("mnist", root=tmp_path)
     message = str(e.value)
@@ -687,7 +703,7 @@ def test_next_mirror_is_tried(fake_mnist, monkeypatch, tmp_path):
     (www / "bad" / "mnist").mkdir(parents=True)
     (www / "bad" / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"wrong")
     monkeypatch.setenv("TTQLAB_MIRROR", fake_mnist.server.url + "/bad/")
-    monkeypatch.setitem(data.MIRRORS, "mnist", [fake_mnist.server.url + "/mnist"])
+    set_spec(monkeypatch, "mnist", mirrors=[fake_mnist.server.url + "/mnist"])
     d = data.load("mnist", root=tmp_path)
     assert len(d.train) == 20
     assert fake_mnist.server.requests[:2] == ["/bad/mnist/train-images-idx3-ubyte.gz",
@@ -734,7 +750,7 @@ def _closed_port() -> int:
 def test_offline_is_a_clear_error_within_seconds(monkeypatch, tmp_path, name):
     refused = f"http://127.0.0.1:{_closed_port()}/"
     unroutable = "http://192.0.2.1/"  # TEST-NET-1: never routed
-    monkeypatch.setitem(data.MIRRORS, name, [refused, unroutable])
+    set_spec(monkeypatch, name, mirrors=[refused, unroutable])
     start = time.perf_counter()
     with pytest.raises(RuntimeError) as e:
         data.load(name, root=tmp_path, timeout=1)
@@ -851,8 +867,8 @@ def test_load_with_dripping_mirrors_is_bounded_and_says_what_to_do(hostile, tmp_
     """``load("mnist")`` against three mirrors that drip 20 bytes/s: each is abandoned soon
     after the grace, and the error says where to put the file by hand."""
     name = "train-images-idx3-ubyte.gz"
-    monkeypatch.setitem(data.CHECKSUMS, "mnist", {name: (BODY_SHA, len(BODY))})
-    monkeypatch.setitem(data.MIRRORS, "mnist", [hostile.url + "/drip1/", hostile.url + "/drip2/"])
+    set_spec(monkeypatch, "mnist", files={name: (BODY_SHA, len(BODY))})
+    set_spec(monkeypatch, "mnist", mirrors=[hostile.url + "/drip1/", hostile.url + "/drip2/"])
     monkeypatch.setenv("TTQLAB_MIRROR", hostile.url + "/drip0")
     monkeypatch.setattr(data, "MIN_RATE", 100.0)
     monkeypatch.setattr(data, "DOWNLOAD_GRACE", 0.5)
@@ -941,3 +957,122 @@ def test_stale_part_files_are_removed(hostile, tmp_path):
     data._download("f.bin", BODY_SHA, [hostile.url + "/ok"], tmp_path, timeout=1,
                    size=len(BODY))
     assert sorted(p.name for p in tmp_path.iterdir()) == [fresh.name, "f.bin"]
+
+
+# ----------------------------------------------------------------------------------------------
+# a dataset registered from this file alone
+
+
+def _toy_spec(files: dict, mirrors: tuple[str, ...] = ()) -> data.DatasetSpec:
+    """A downloaded dataset: one .npy of (2, N, 3) float32 (x then y), scaled by ``scale``."""
+
+    def parse(request: data.LoadRequest) -> data.Data:
+        table = np.load(request.files["toy.npy"], allow_pickle=False)
+        x = torch.from_numpy(table[0] * request.options["scale"])
+        y = torch.from_numpy(table[1, :, 0].astype(np.int64))
+        train = TensorDataset(x[:request.limit_train], y[:request.limit_train])
+        test = TensorDataset(x[:request.limit_test], y[:request.limit_test])
+        return data.Data(request.name, train, test, input_shape=(3,), num_classes=2,
+                         classes=["a", "b"], description=f"toy, seed {request.seed}")
+
+    return data.DatasetSpec(
+        "toy-table", parse, "a test's table", files=files, mirrors=mirrors,
+        options={"scale": data.DatasetOption.number(1.0, low=0, low_open=True)},
+        aliases=("toytable",))
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """A copy of the registry that this test may add to; the real one is left as it was."""
+    monkeypatch.setattr(data, "_REGISTRY", dict(data._REGISTRY))
+    return data._REGISTRY
+
+
+def test_a_spec_registered_from_a_test_loads_through_load(server, registry, tmp_path):
+    rng = np.random.default_rng(0)
+    table = np.stack([rng.normal(size=(6, 3)), rng.integers(0, 2, size=(6, 3))]
+                     ).astype(np.float32)
+    (server.root / "toy-table").mkdir()
+    np.save(server.root / "toy-table" / "toy.npy", table)
+    data.register_dataset(_toy_spec(_registry(server.root / "toy-table"),
+                                    mirrors=(server.url + "/toy-table/",)))
+    assert "toy-table" in data.DATASETS and "toy-table" not in data.OFFLINE_DATASETS
+    assert data.CHECKSUMS["toy-table"] == _registry(server.root / "toy-table")
+    cache = tmp_path / "cache" / "toy-table"
+
+    # options are checked before anything is downloaded or written
+    with pytest.raises(ValueError, match=r"scale must be a finite number > 0, got 0 "):
+        data.load("toy-table", scale=0)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) scal;.*did you mean scale"):
+        data.load("toy-table", scal=2.0)
+    with pytest.raises(ValueError, match=r"unknown option\(s\) n_train;"):
+        data.load("toy-table", n_train=2)  # synthetic's option, not this one's
+    with pytest.raises(ValueError, match="limit_train"):
+        data.load("toy-table", limit_train=0)
+    assert server.requests == [] and not cache.exists()
+
+    d = data.load("Toy_Table", scale=2.0, limit_train=4, seed=3)
+    assert d.name == "toy-table" and d.description == "toy, seed 3"
+    assert torch.equal(d.train.tensors[0], torch.from_numpy(table[0, :4] * 2))
+    assert d.train.tensors[1].tolist() == table[1, :4, 0].astype(int).tolist()
+    assert len(d.test) == 6 and server.requests == ["/toy-table/toy.npy"]
+    assert (cache / "toy.npy").read_bytes() == (server.root / "toy-table" / "toy.npy").read_bytes()
+
+    again = data.load("toytable", download=False)  # from the verified cache
+    assert torch.equal(again.train.tensors[0], torch.from_numpy(table[0]))
+    (cache / "toy.npy").write_bytes(b"\x93NUMPY not the pinned file")
+    with pytest.raises(data.DownloadError, match=r"toy\.npy: corrupted"):
+        data.load("toy-table", download=False)
+
+
+def test_an_offline_spec_gets_its_options_validated_with_defaults(registry):
+    seen = []
+
+    def parse(request: data.LoadRequest) -> data.Data:
+        seen.append(dict(request.options))
+        n = request.options["n"]
+        x, y = torch.arange(n, dtype=torch.float32)[:, None], torch.arange(n) % 2
+        return data.Data(request.name, TensorDataset(x, y), TensorDataset(x, y), (1,), 2,
+                         ["even", "odd"], "counting")
+
+    data.register_dataset(data.DatasetSpec(
+        "counting", parse, options={"n": data.DatasetOption.integer(4, low=2)}))
+    assert "counting" in data.OFFLINE_DATASETS and "counting" not in data.CHECKSUMS
+    assert len(data.load("counting").train) == 4 and len(data.load("counting", n=7).train) == 7
+    for bad in (1, 2.0, True, "5"):
+        with pytest.raises(ValueError, match="n must be a whole number"):
+            data.load("counting", n=bad)
+    with pytest.raises(ValueError, match=r"unknown option.*timeout"):
+        data.load("counting", timeout=3)  # downloads nothing
+    assert seen == [{"n": 4}, {"n": 7}]
+
+
+@pytest.mark.parametrize(("changes", "match"), [
+    ({"name": "Toy Table"}, "lower case"),
+    ({"files": {"toy.npy": ("00" * 31, 10)}}, r"files\['toy.npy'\] must pin"),
+    ({"files": {"../toy.npy": ("00" * 32, 10)}}, "must pin a plain file name"),
+    ({"options": {"timeout": data.DatasetOption.number(1.0, low=0)}}, "load's own"),
+    ({"options": {"scale": 1.0}}, "must be a DatasetOption"),
+    ({"mirrors": "https://example.org/"}, "tuple of base URLs"),
+    ({"parse": None}, "parse must be a function"),
+])
+def test_bad_specs_are_refused(changes, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        dataclasses.replace(_toy_spec({"toy.npy": ("00" * 32, 10)}), **changes)
+
+
+def test_register_refuses_a_taken_name_unless_replace(registry):
+    before = dict(registry)
+    with pytest.raises(ValueError, match=r"mnist already registered.*replace=True"):
+        data.register_dataset(dataclasses.replace(data.dataset_spec("digits"), name="mnist"))
+    with pytest.raises(ValueError, match="cifar-10 already registered"):
+        data.register_dataset(dataclasses.replace(_toy_spec({}), aliases=("cifar-10",)))
+    assert registry == before
+    mine = dataclasses.replace(data.dataset_spec("mnist"), mirrors=("http://127.0.0.1:9/",))
+    assert data.register_dataset(mine, replace=True) is data.dataset_spec("MNIST")
+    assert data.MIRRORS["mnist"] == ("http://127.0.0.1:9/",)
+    assert data.DATASETS == tuple(before)  # same names, same order
+    with pytest.raises(TypeError):
+        data.CHECKSUMS["mnist"] = {}  # the tables are views of the registry, read-only
+    with pytest.raises(ValueError, match=r"unknown dataset 'mnsit'.*did you mean 'mnist'"):
+        data.load("mnsit")

@@ -17,7 +17,7 @@ import zlib
 
 import numpy as np
 import pytest
-from test_data import _idx, _isolated, _registry, fake_mnist, server  # noqa: F401
+from test_data import _idx, _isolated, _registry, fake_mnist, server, set_spec  # noqa: F401
 
 from ttqlab import data
 
@@ -41,7 +41,7 @@ def _plant(fake, name: str, blob: bytes, monkeypatch) -> None:
     """Serve ``blob`` as ``name`` with a matching checksum, as a compromised registry would."""
     path = fake.server.root / "mnist" / name
     path.write_bytes(blob)
-    monkeypatch.setitem(data.CHECKSUMS, "mnist", _registry(path.parent))
+    set_spec(monkeypatch, "mnist", files=_registry(path.parent))
 
 
 def _load_measured(tmp_path):
@@ -228,8 +228,8 @@ def test_a_shipped_file_holding_a_pickle_is_never_unpickled(shipped, monkeypatch
     np.savez(out, images=bad, target=np.zeros(1, np.uint8))
     blob = out.getvalue()
     (shipped / "digits.npz").write_bytes(blob)
-    monkeypatch.setitem(data.PACKAGE_DATA, "digits.npz",
-                        (hashlib.sha256(blob).hexdigest(), len(blob)))
+    set_spec(monkeypatch, "digits",
+             package_data={"digits.npz": (hashlib.sha256(blob).hexdigest(), len(blob))})
     with pytest.raises(data.PackageDataError, match=r"not a readable \.npz"):
         data.load("digits")
     assert not marker.exists()

@@ -19,9 +19,11 @@ scikit-learn or mnist1d (and their matplotlib, scipy, requests, ...):
   still need the generator (the ``datasets`` extra).
 
 The files are written deterministically (fixed zip timestamps, fixed member order), so the
-same upstream versions give the same bytes; `ttqlab.data.PACKAGE_DATA` pins their SHA-256
-and sizes, checked on every load. The upstream licenses are copied next to them
-(``LICENSE-mnist1d``, ``LICENSE-scikit-learn``) and ``README.md`` there credits the sources.
+same upstream versions give the same bytes; the ``package_data`` of the "digits" and
+"mnist1d" specs at the end of ttqlab/data.py pin their SHA-256 and sizes (paste the lines
+this script prints there; `ttqlab.data.PACKAGE_DATA` lists them all), checked on every load.
+The upstream licenses are copied next to them (``LICENSE-mnist1d``, ``LICENSE-scikit-learn``)
+and ``README.md`` there credits the sources.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import random
 import sys
 import zipfile
 from importlib import metadata
@@ -38,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's ttqlab, installed or not
 OUT = ROOT / "ttqlab" / "_data"
 MNIST1D_SAMPLES, MNIST1D_SEED = 5000, 0
 
@@ -54,19 +56,13 @@ def digits_arrays() -> dict[str, np.ndarray]:
 
 
 def mnist1d_arrays() -> dict[str, np.ndarray]:
-    """``make_dataset`` with mnist1d's default arguments, 5000 samples, seed 0."""
-    from mnist1d.data import get_dataset_args, make_dataset
+    """``make_dataset`` with mnist1d's default arguments, 5000 samples, seed 0
+    (`ttqlab.data.generate_mnist1d`, the generator ``load("mnist1d", seed=s)`` uses), the
+    labels (0..9) stored as uint8."""
+    from ttqlab.data import generate_mnist1d
 
-    args = get_dataset_args()
-    args.num_samples, args.seed = MNIST1D_SAMPLES, MNIST1D_SEED
-    np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002
-    try:
-        d = make_dataset(args)
-    finally:
-        np.random.set_state(np_state)  # noqa: NPY002
-        random.setstate(py_state)
-    return {"x_train": d["x"].astype(np.float32), "y_train": d["y"].astype(np.uint8),
-            "x_test": d["x_test"].astype(np.float32), "y_test": d["y_test"].astype(np.uint8)}
+    arrays = generate_mnist1d(MNIST1D_SEED, num_samples=MNIST1D_SAMPLES)
+    return {k: v.astype(np.uint8) if k.startswith("y") else v for k, v in arrays.items()}
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:

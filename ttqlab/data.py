@@ -20,11 +20,19 @@ Files live in `cache_dir()`: the ``root=`` argument, else ``$TTQLAB_DATA``, else
 one sub-folder per dataset. To use a mirror of your own, set ``$TTQLAB_MIRROR`` to a base URL
 laid out like the cache (``<base>/mnist/train-images-idx3-ubyte.gz``, ...); it is tried
 before the public mirrors. Nothing here unpickles anything.
+
+Each dataset is one `DatasetSpec` in a registry (the built-in ones at the end of this
+module): its pinned files and mirrors, its ``load`` options with their checks, its shipped
+files and the ``parse`` function that turns the verified files into a `Data`. Adding a
+dataset is one `register_dataset(DatasetSpec(...))`; `load`, the downloader and the tables
+``DATASETS``, ``OFFLINE_DATASETS``, ``CHECKSUMS``, ``MIRRORS`` and ``PACKAGE_DATA`` (read-only
+views, always current) all read the registry.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import gzip
 import hashlib
 import http.client
@@ -37,12 +45,13 @@ import sys
 import tarfile
 import tempfile
 import time
+import types
 import urllib.error
 import urllib.request
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -51,68 +60,22 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-__all__ = ["CHECKSUMS", "DATASETS", "MIRRORS", "PACKAGE_DATA", "Data", "DownloadError",
-           "PackageDataError", "cache_dir", "load"]
+from .validation import check_bool, check_int, check_number
 
-DATASETS: tuple[str, ...] = ("digits", "mnist1d", "synthetic", "mnist", "fashion-mnist", "cifar10")
-OFFLINE_DATASETS: tuple[str, ...] = ("digits", "mnist1d", "synthetic")
+__all__ = ["CHECKSUMS", "DATASETS", "MIRRORS", "OFFLINE_DATASETS", "PACKAGE_DATA", "Data",
+           "DatasetOption", "DatasetSpec", "DownloadError", "LoadRequest", "PackageDataError",
+           "cache_dir", "dataset_names", "dataset_spec", "generate_mnist1d", "load",
+           "register_dataset"]
 
-# dataset -> {filename: (sha256, size in bytes)}. Every file is checked against these before use.
-# Source: tensorflow/datasets, tensorflow_datasets/url_checksums/{mnist,fashion_mnist,cifar10}.txt
-# (url, size, sha256 per file); each hash also appears in other public projects that pin the
-# same files (e.g. Fashion-MNIST and MNIST loaders in Julia, Go, Ruby and TypeScript code).
-CHECKSUMS: dict[str, dict[str, tuple[str, int | None]]] = {
-    "mnist": {
-        "train-images-idx3-ubyte.gz": (
-            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422),
-        "train-labels-idx1-ubyte.gz": (
-            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881),
-        "t10k-images-idx3-ubyte.gz": (
-            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877),
-        "t10k-labels-idx1-ubyte.gz": (
-            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542),
-    },
-    "fashion-mnist": {
-        "train-images-idx3-ubyte.gz": (
-            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26421880),
-        "train-labels-idx1-ubyte.gz": (
-            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", 29515),
-        "t10k-images-idx3-ubyte.gz": (
-            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", 4422102),
-        "t10k-labels-idx1-ubyte.gz": (
-            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5148),
-    },
-    "cifar10": {
-        "cifar-10-binary.tar.gz": (
-            "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd", 170052171),
-    },
-}
+# The registry's tables, derived from the specs by `__getattr__` (read-only, always current).
+DATASETS: tuple[str, ...]
+OFFLINE_DATASETS: tuple[str, ...]
+CHECKSUMS: Mapping[str, Mapping[str, tuple[str, int | None]]]
+MIRRORS: Mapping[str, tuple[str, ...]]
+PACKAGE_DATA: Mapping[str, tuple[str, int]]
 
-#: the offline datasets shipped inside ttqlab (``ttqlab/_data/``, written by
-#: tools/make_package_data.py from scikit-learn 1.9.1 and mnist1d 0.0.2.post1):
-#: filename -> (sha256, size in bytes), checked before every read. Credits and licenses:
-#: ``ttqlab/_data/README.md``.
-PACKAGE_DATA: dict[str, tuple[str, int]] = {
-    "digits.npz": ("29dc0df03246dd7d9bc5d474a969523d45ffd2dc18d822cffa36b7ef4d958c4a", 44657),
-    "mnist1d-n5000-seed0.npz": (
-        "37ca8afe361640f3d7111d01997b675e132029c0efda63c9f40733f199618556", 748174),
-}
 #: the pip command that installs the upstream generators (other MNIST-1D seeds)
 DATASETS_EXTRA = 'pip install "ttqlab[datasets]"'
-
-# dataset -> base URLs, tried in order (after $TTQLAB_MIRROR). The checksum, not the mirror,
-# decides whether a file is good, so plain http is fine.
-MIRRORS: dict[str, list[str]] = {
-    "mnist": [
-        "https://ossci-datasets.s3.amazonaws.com/mnist/",
-        "https://storage.googleapis.com/cvdf-datasets/mnist/",
-    ],
-    "fashion-mnist": [
-        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-        "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
-    ],
-    "cifar10": ["https://www.cs.toronto.edu/~kriz/"],
-}
 
 DEFAULT_TIMEOUT = 10.0  # seconds, per connect and per read
 #: a download must average at least this many bytes per second: its whole deadline is
@@ -189,7 +152,7 @@ class Data:
                 not 0 < fraction < 1:
             raise ValueError(f"fraction must be a number in (0, 1), e.g. 0.1 for a tenth "
                              f"of the training set; got {fraction!r}")
-        seed = _int_option("seed", 0 if seed is None else seed, low=0)
+        seed = check_int("seed", 0 if seed is None else seed, low=0)
         x, y = self.train.tensors
         gen = torch.Generator().manual_seed(seed)
         held = []
@@ -226,17 +189,197 @@ def cache_dir(root: str | os.PathLike[str] | None = None) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------
-# load()
+# the registry: one `DatasetSpec` per dataset
 
-_ALIASES = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "mnist-1d": "mnist1d"}
-_OPTIONS: dict[str, tuple[str, ...]] = {  # per-dataset keyword options, besides the limits
-    "digits": (),
-    "mnist1d": (),
-    "synthetic": ("n_train", "n_test", "num_classes", "noise"),
-    "mnist": ("timeout",),
-    "fashion-mnist": ("timeout",),
-    "cifar10": ("timeout",),
-}
+#: keyword arguments of `load` that every dataset takes, or that the downloader takes
+_RESERVED = ("root", "download", "seed", "limit_train", "limit_test", "timeout")
+
+
+@dataclass(frozen=True)
+class DatasetOption:
+    """One keyword option of a dataset: its default and the check that turns a passed value
+    into the value the parser gets, or raises a ValueError that says what to pass instead."""
+
+    default: Any
+    check: Callable[[str, Any], Any]
+    help: str = ""
+
+    @classmethod
+    def integer(cls, default: int, *, low: int, help: str = "") -> DatasetOption:
+        """A whole number ``>= low`` (`validation.check_int`)."""
+        return cls(default, lambda name, v: check_int(name, v, low=low), help)
+
+    @classmethod
+    def number(cls, default: float, *, low: float, low_open: bool = False,
+               help: str = "") -> DatasetOption:
+        """A finite number ``>= low`` (``> low`` with `low_open`; `validation.check_number`)."""
+        return cls(default, lambda name, v: check_number(name, v, low=low, low_open=low_open),
+                   help)
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """What a dataset's `DatasetSpec.parse` gets from `load`, all validated: the seed, the
+    limits (None: all samples), the verified files of `DatasetSpec.files` (filename -> path;
+    empty for an offline dataset), the cache folder and the dataset's options, defaults
+    filled in."""
+
+    name: str
+    seed: int
+    limit_train: int | None
+    limit_test: int | None
+    files: Mapping[str, Path]
+    root: str | os.PathLike[str] | None
+    options: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything ttqlab knows about one dataset; `register_dataset` makes `load` serve it.
+
+    Attributes:
+        name: what ``load(name)`` takes (lower case, ``-`` between words).
+        parse: ``parse(request: LoadRequest) -> Data``: the arrays of the verified files (or
+            generated ones), normalized, limited to ``request.limit_train`` /
+            ``request.limit_test`` samples.
+        description: one line for listings.
+        files: filename -> (SHA-256, size in bytes or None): downloaded into
+            ``cache_dir(root) / name``, every file checked against its pin before use. None
+            of them: the dataset is offline.
+        mirrors: base URLs tried in order after ``$TTQLAB_MIRROR`` (the checksum, not the
+            mirror, decides whether a file is good, so plain http is fine).
+        options: keyword options of ``load`` besides the limits (and ``timeout``, which
+            every downloaded dataset takes).
+        package_data: filename -> (SHA-256, size) of files shipped in ``ttqlab/_data/``,
+            checked before every read (`_package_arrays`).
+        aliases: other spellings ``load`` accepts (``"cifar-10"``).
+    """
+
+    name: str
+    parse: Callable[[LoadRequest], Data]
+    description: str = ""
+    files: Mapping[str, tuple[str, int | None]] = dataclasses.field(default_factory=dict)
+    mirrors: tuple[str, ...] = ()
+    options: Mapping[str, DatasetOption] = dataclasses.field(default_factory=dict)
+    package_data: Mapping[str, tuple[str, int]] = dataclasses.field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or _key(self.name) != self.name or not self.name:
+            raise ValueError(f"a dataset name is lower case with '-' between words, e.g. "
+                             f"'my-digits'; got {self.name!r}")
+        if not callable(self.parse):
+            raise TypeError(f"DatasetSpec({self.name!r}).parse must be a function "
+                            f"parse(request: LoadRequest) -> Data, got {self.parse!r}")
+        for what, pins in (("files", self.files), ("package_data", self.package_data)):
+            for filename, pin in dict(pins).items():
+                _check_pin(self.name, what, filename, pin, none_size=what == "files")
+        if isinstance(self.mirrors, str) or not all(isinstance(m, str) for m in self.mirrors):
+            raise TypeError(f"DatasetSpec({self.name!r}).mirrors must be a tuple of base "
+                            f"URLs such as ('https://example.org/data/',), got "
+                            f"{self.mirrors!r}")
+        for option, spec in dict(self.options).items():
+            if option in _RESERVED or not option.isidentifier():
+                raise ValueError(f"DatasetSpec({self.name!r}) option {option!r} is not a "
+                                 f"free keyword name ({', '.join(_RESERVED)} are load's own)")
+            if not isinstance(spec, DatasetOption):
+                raise TypeError(f"DatasetSpec({self.name!r}).options[{option!r}] must be a "
+                                f"DatasetOption, e.g. DatasetOption.integer(10, low=1)")
+        for field in ("files", "options", "package_data"):  # read-only, like the rest
+            object.__setattr__(self, field, types.MappingProxyType(dict(getattr(self, field))))
+        object.__setattr__(self, "mirrors", tuple(self.mirrors))
+        object.__setattr__(self, "aliases", tuple(_key(a) for a in self.aliases))
+
+    @property
+    def offline(self) -> bool:
+        """True if the dataset downloads nothing."""
+        return not self.files
+
+    def allowed_options(self) -> tuple[str, ...]:
+        """The keyword options ``load(self.name, ...)`` takes besides root, download, seed."""
+        return ("limit_train", "limit_test", *(() if self.offline else ("timeout",)),
+                *self.options)
+
+
+def _check_pin(name: str, what: str, filename: Any, pin: Any, none_size: bool) -> None:
+    """A pin is ``(64 hex digits of SHA-256, size in bytes)`` (size None only for `files`)."""
+    ok = (isinstance(filename, str) and filename and "/" not in filename
+          and "\\" not in filename and filename not in (".", "..")
+          and isinstance(pin, tuple) and len(pin) == 2 and isinstance(pin[0], str)
+          and len(pin[0]) == 64 and all(c in "0123456789abcdef" for c in pin[0])
+          and ((pin[1] is None and none_size)
+               or (isinstance(pin[1], int) and not isinstance(pin[1], bool) and pin[1] >= 0)))
+    if not ok:
+        raise ValueError(f"DatasetSpec({name!r}).{what}[{filename!r}] must pin a plain file "
+                         f"name to (sha256 as 64 lower-case hex digits, size in bytes"
+                         f"{' or None' if none_size else ''}), got {pin!r}")
+
+
+_REGISTRY: dict[str, DatasetSpec] = {}  # name -> spec, in registration order
+
+
+def register_dataset(spec: DatasetSpec, *, replace: bool = False) -> DatasetSpec:
+    """Make ``load(spec.name)`` (and its aliases) serve `spec`; returns `spec`.
+
+    A name or alias already taken is an error unless `replace` (then the old spec goes).
+    """
+    if not isinstance(spec, DatasetSpec):
+        raise TypeError(f"register_dataset takes a DatasetSpec, got {type(spec).__name__}")
+    taken = {n for s in _REGISTRY.values() if s.name != spec.name or not replace
+             for n in (s.name, *s.aliases)}
+    clash = sorted(taken & {spec.name, *spec.aliases})
+    if clash:
+        raise ValueError(f"dataset name(s) {', '.join(clash)} already registered; pick another "
+                         f"name, or pass replace=True to replace {spec.name!r}")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The spec `load` uses for `name` (any case, ``_`` or ``-``, or an alias)."""
+    key = _key(str(name))
+    for spec in _REGISTRY.values():
+        if key == spec.name or key in spec.aliases:
+            return spec
+    offline = [s.name for s in _REGISTRY.values() if s.offline]
+    close = difflib.get_close_matches(key, list(_REGISTRY), n=1)
+    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(_REGISTRY)} "
+                     f"(offline, no download: {', '.join(offline)})"
+                     + (f"; did you mean {close[0]!r}?" if close else ""))
+
+
+def dataset_names(*, offline: bool | None = None) -> tuple[str, ...]:
+    """The registered dataset names (only the offline ones, or only the downloaded ones)."""
+    return tuple(s.name for s in _REGISTRY.values() if offline is None or s.offline == offline)
+
+
+def _key(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+def __getattr__(attr: str) -> Any:
+    """The registry's tables, read-only and always current: ``DATASETS`` and
+    ``OFFLINE_DATASETS`` (tuples of names), ``CHECKSUMS`` (name -> files), ``MIRRORS``
+    (name -> base URLs), ``PACKAGE_DATA`` (shipped filename -> (sha256, size)).
+    Change a dataset with `register_dataset`, not through these."""
+    if attr == "DATASETS":
+        return dataset_names()
+    if attr == "OFFLINE_DATASETS":
+        return dataset_names(offline=True)
+    if attr == "CHECKSUMS":
+        return types.MappingProxyType({s.name: s.files for s in _REGISTRY.values()
+                                       if not s.offline})
+    if attr == "MIRRORS":
+        return types.MappingProxyType({s.name: s.mirrors for s in _REGISTRY.values()
+                                       if not s.offline})
+    if attr == "PACKAGE_DATA":
+        return types.MappingProxyType({f: pin for s in _REGISTRY.values()
+                                       for f, pin in s.package_data.items()})
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# load()
 
 
 def load(name: str, *, root: str | os.PathLike[str] | None = None, download: bool = True,
@@ -245,7 +388,8 @@ def load(name: str, *, root: str | os.PathLike[str] | None = None, download: boo
 
     Args:
         name: ``"digits"``, ``"mnist1d"``, ``"synthetic"`` (all offline), ``"mnist"``,
-            ``"fashion-mnist"`` or ``"cifar10"`` (downloaded once, then cached).
+            ``"fashion-mnist"`` or ``"cifar10"`` (downloaded once, then cached), or any
+            dataset added by `register_dataset`.
         root: cache folder (default: ``$TTQLAB_DATA`` or ``./data``), see `cache_dir`.
         download: fetch missing or corrupted files; with False a missing file is an error.
         seed: train/test split ("digits") or generation seed ("mnist1d", "synthetic");
@@ -258,7 +402,10 @@ def load(name: str, *, root: str | os.PathLike[str] | None = None, download: boo
             soon as it falls behind that pace after the grace, all attempts at one file
             together take at most `MAX_WAIT_FACTOR` times that, and it never reads more
             than the file's known size); ``n_train``, ``n_test``,
-            ``num_classes``, ``noise`` ("synthetic").
+            ``num_classes``, ``noise`` ("synthetic"); a registered dataset's own
+            (`DatasetSpec.options`).
+
+    Every argument is checked before anything is read, downloaded or written.
 
     Raises:
         ValueError: unknown dataset or option, or a file that is not in the expected format.
@@ -268,48 +415,29 @@ def load(name: str, *, root: str | os.PathLike[str] | None = None, download: boo
         ImportError: ``"mnist1d"`` with a seed other than 0 and no mnist1d package; the
             message says which pip install adds it.
     """
-    key = str(name).strip().lower().replace("_", "-")
-    key = _ALIASES.get(key, key)
-    if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} "
-                         f"(offline, no download: {', '.join(OFFLINE_DATASETS)})")
-    allowed = ("limit_train", "limit_test", *_OPTIONS[key])
+    spec = dataset_spec(name)
+    allowed = spec.allowed_options()
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(f"load({key!r}) got unknown option(s) {', '.join(unknown)}; "
-                         f"valid options: {', '.join(allowed)} (and root=, download=, seed=)")
-    seed = _int_option("seed", seed, low=0)
-    if seed >= 2**32:
-        raise ValueError(f"seed must be an int in [0, 2**32), got {seed}")
-    limits = (_int_option("limit_train", options.pop("limit_train", None), low=1),
-              _int_option("limit_test", options.pop("limit_test", None), low=1))
-
-    if key == "digits":
-        return _load_digits(seed, *limits)
-    if key == "mnist1d":
-        return _load_mnist1d(root, seed, *limits)
-    if key == "synthetic":
-        return _load_synthetic(seed, *limits, **options)
-    timeout = _float_option("timeout", options.pop("timeout", DEFAULT_TIMEOUT))
-    paths = _fetch(key, root, download=bool(download), timeout=timeout)
-    if key == "cifar10":
-        return _load_cifar10(paths["cifar-10-binary.tar.gz"], *limits)
-    return _load_idx(key, paths, *limits)
-
-
-def _int_option(what: str, value: Any, low: int) -> Any:
-    """`value` as an int >= `low` (None passes through), else a ValueError saying what to pass."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{what} must be an int >= {low}, got {value!r}")
-    return int(value)
-
-
-def _float_option(what: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{what} must be a number > 0, got {value!r}")
-    return float(value)
+        everything = [*allowed, "root", "download", "seed"]
+        hints = [f"{c[0]}= for {u}" for u in unknown
+                 if (c := difflib.get_close_matches(u, everything, n=1))]
+        raise ValueError(f"load({spec.name!r}) got unknown option(s) {', '.join(unknown)}; "
+                         f"valid options: {', '.join(allowed)} (and root=, download=, seed=)"
+                         + (f"; did you mean {', '.join(hints)}?" if hints else ""))
+    seed = check_int("seed", seed, low=0, high=2**32 - 1)
+    limit_train = check_int("limit_train", options.pop("limit_train", None), low=1,
+                            none_ok=True)
+    limit_test = check_int("limit_test", options.pop("limit_test", None), low=1, none_ok=True)
+    timeout = check_number("timeout", options.pop("timeout", DEFAULT_TIMEOUT), low=0,
+                           low_open=True)
+    values = {option: o.check(option, options.get(option, o.default))
+              for option, o in spec.options.items()}
+    download = check_bool("download", download)
+    files = {} if spec.offline else _fetch(spec.name, root, download=download, timeout=timeout)
+    return spec.parse(LoadRequest(name=spec.name, seed=seed, limit_train=limit_train,
+                                  limit_test=limit_test, files=types.MappingProxyType(files),
+                                  root=root, options=types.MappingProxyType(values)))
 
 
 def _make_data(name: str, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
@@ -406,8 +534,8 @@ class PackageDataError(RuntimeError):
 
 def _package_arrays(filename: str) -> dict[str, np.ndarray]:
     """The arrays of ``ttqlab/_data/<filename>``, after checking its size and SHA-256
-    against `PACKAGE_DATA` (never unpickled: ``allow_pickle=False``)."""
-    sha256, size = PACKAGE_DATA[filename]
+    against its dataset's `DatasetSpec.package_data` (never unpickled: ``allow_pickle=False``)."""
+    sha256, size = _package_pin(filename)
     resource = _package_data_dir() / filename
     fix = ("reinstall ttqlab (pip install --force-reinstall ttqlab), or in a checkout run "
            "python tools/make_package_data.py")
@@ -429,6 +557,15 @@ def _package_arrays(filename: str) -> dict[str, np.ndarray]:
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise PackageDataError(f"ttqlab's dataset file {resource} is not a readable .npz "
                                f"({e}); {fix}") from None
+
+
+def _package_pin(filename: str) -> tuple[str, int]:
+    """(sha256, size) that a registered dataset pins for shipped file `filename`."""
+    for spec in _REGISTRY.values():
+        if filename in spec.package_data:
+            return spec.package_data[filename]
+    raise PackageDataError(f"no registered dataset ships {filename!r}; add it to a "
+                           f"DatasetSpec's package_data")
 
 
 def _package_data_dir() -> Any:
@@ -532,6 +669,14 @@ def _make_mnist1d(seed: int) -> dict[str, np.ndarray]:
     if seed == 0:
         arrays = _package_arrays(f"mnist1d-n{_MNIST1D_SAMPLES}-seed0.npz")
         return {k: v.astype(np.int64) if k.startswith("y") else v for k, v in arrays.items()}
+    return generate_mnist1d(seed)
+
+
+def generate_mnist1d(seed: int, num_samples: int = _MNIST1D_SAMPLES) -> dict[str, np.ndarray]:
+    """``mnist1d.data.make_dataset`` with its default arguments but `num_samples` and `seed`:
+    ``x_train`` / ``x_test`` float32 (N, 40), ``y_train`` / ``y_test`` int64; numpy's and
+    Python's global RNG states are left as they were. Needs the mnist1d package (the
+    ``datasets`` extra); tools/make_package_data.py writes the shipped seed-0 copy with it."""
     try:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as e:
@@ -541,7 +686,7 @@ def _make_mnist1d(seed: int) -> dict[str, np.ndarray]:
             f'with ttqlab and needs nothing.') from None
 
     args = get_dataset_args()
-    args.num_samples, args.seed = _MNIST1D_SAMPLES, seed
+    args.num_samples, args.seed = num_samples, seed
     # make_dataset reseeds numpy's and python's global RNGs: put them back afterwards.
     np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002
     try:
@@ -591,12 +736,6 @@ def _load_synthetic(seed: int, limit_train: int | None, limit_test: int | None, 
 
     With the default noise a small MLP reaches ~95% test accuracy after a few epochs.
     """
-    n_train = _int_option("n_train", n_train, low=1)
-    n_test = _int_option("n_test", n_test, low=1)
-    num_classes = _int_option("num_classes", num_classes, low=2)
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
-        raise ValueError(f"noise must be a number >= 0, got {noise!r}")
-
     g = torch.Generator().manual_seed(seed)
     prototypes = torch.randn(num_classes, 1, 8, 8, generator=g)
     # one sub-seed per split, so changing n_train leaves the test set alone
@@ -772,14 +911,15 @@ def _fetch(name: str, root: str | os.PathLike[str] | None, download: bool,
     """Paths of dataset `name`'s verified files, downloading what is missing or corrupted."""
     folder = cache_dir(root) / name
     paths, problems = {}, []
-    for filename, (sha256, size) in CHECKSUMS[name].items():
+    files = _REGISTRY[name].files
+    for filename, (sha256, size) in files.items():
         path = folder / filename
         problem = _check_file(path, sha256, size)
         if problem is None:
             paths[filename] = path
         elif download:
             urls = _mirror_urls(name, filename)
-            others = [f for f in CHECKSUMS[name] if f != filename]
+            others = [f for f in files if f != filename]
             paths[filename] = _download(filename, sha256, urls, folder, timeout, size=size,
                                         others=others)
         else:
@@ -814,8 +954,9 @@ def _sha256(path: Path) -> str:
 
 
 def _mirror_urls(name: str, filename: str) -> list[str]:
-    """$TTQLAB_MIRROR (laid out like the cache: <base>/<dataset>/<file>) first, then MIRRORS."""
-    urls = [f"{base.rstrip('/')}/{filename}" for base in MIRRORS.get(name, [])]
+    """$TTQLAB_MIRROR (laid out like the cache: <base>/<dataset>/<file>) first, then the
+    dataset's `DatasetSpec.mirrors`."""
+    urls = [f"{base.rstrip('/')}/{filename}" for base in _REGISTRY[name].mirrors]
     custom = os.environ.get("TTQLAB_MIRROR", "").strip()
     if custom:
         urls.insert(0, f"{custom.rstrip('/')}/{name}/{filename}")
@@ -997,3 +1138,70 @@ def _download_one(url: str, dest: Path, sha256: str, size: int | None, timeout: 
             bar.close()
         if os.path.exists(tmp.name):
             os.unlink(tmp.name)
+
+
+# ----------------------------------------------------------------------------------------------
+# the built-in datasets: one spec each
+
+# Checksums: tensorflow/datasets, tensorflow_datasets/url_checksums/{mnist,fashion_mnist,
+# cifar10}.txt (url, size, sha256 per file); each hash also appears in other public projects
+# that pin the same files (e.g. Fashion-MNIST and MNIST loaders in Julia, Go, Ruby and
+# TypeScript code). The shipped files (``ttqlab/_data/``, written by tools/make_package_data.py
+# from scikit-learn 1.9.1 and mnist1d 0.0.2.post1; credits and licenses in
+# ``ttqlab/_data/README.md``) are pinned the same way.
+
+register_dataset(DatasetSpec(
+    "digits", lambda r: _load_digits(r.seed, r.limit_train, r.limit_test),
+    "scikit-learn's 8x8 handwritten digits, 1347 train / 450 test (shipped)",
+    package_data={"digits.npz": (
+        "29dc0df03246dd7d9bc5d474a969523d45ffd2dc18d822cffa36b7ef4d958c4a", 44657)}))
+register_dataset(DatasetSpec(
+    "mnist1d", lambda r: _load_mnist1d(r.root, r.seed, r.limit_train, r.limit_test),
+    "MNIST-1D, 4000 train / 1000 test signals of 40 points (seed 0 shipped)",
+    package_data={f"mnist1d-n{_MNIST1D_SAMPLES}-seed0.npz": (
+        "37ca8afe361640f3d7111d01997b675e132029c0efda63c9f40733f199618556", 748174)},
+    aliases=("mnist-1d",)))
+register_dataset(DatasetSpec(
+    "synthetic", lambda r: _load_synthetic(r.seed, r.limit_train, r.limit_test, **r.options),
+    "noisy copies of random 1x8x8 prototypes, generated from the seed",
+    options={"n_train": DatasetOption.integer(2000, low=1, help="training samples"),
+             "n_test": DatasetOption.integer(500, low=1, help="test samples"),
+             "num_classes": DatasetOption.integer(10, low=2, help="prototypes (classes)"),
+             "noise": DatasetOption.number(2.0, low=0, help="std of the Gaussian noise")}))
+register_dataset(DatasetSpec(
+    "mnist", lambda r: _load_idx("mnist", r.files, r.limit_train, r.limit_test),
+    "MNIST handwritten digits, 60000 train / 10000 test 28x28 (downloaded)",
+    files={
+        "train-images-idx3-ubyte.gz": (
+            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422),
+        "train-labels-idx1-ubyte.gz": (
+            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881),
+        "t10k-images-idx3-ubyte.gz": (
+            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877),
+        "t10k-labels-idx1-ubyte.gz": (
+            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542)},
+    mirrors=("https://ossci-datasets.s3.amazonaws.com/mnist/",
+             "https://storage.googleapis.com/cvdf-datasets/mnist/")))
+register_dataset(DatasetSpec(
+    "fashion-mnist", lambda r: _load_idx("fashion-mnist", r.files, r.limit_train, r.limit_test),
+    "Zalando's Fashion-MNIST, 60000 train / 10000 test 28x28 (downloaded)",
+    files={
+        "train-images-idx3-ubyte.gz": (
+            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84", 26421880),
+        "train-labels-idx1-ubyte.gz": (
+            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845", 29515),
+        "t10k-images-idx3-ubyte.gz": (
+            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073", 4422102),
+        "t10k-labels-idx1-ubyte.gz": (
+            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5", 5148)},
+    mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+             "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/"),
+    aliases=("fashionmnist",)))
+register_dataset(DatasetSpec(
+    "cifar10", lambda r: _load_cifar10(r.files["cifar-10-binary.tar.gz"], r.limit_train,
+                                       r.limit_test),
+    "CIFAR-10, 50000 train / 10000 test 3x32x32 colour images (downloaded)",
+    files={"cifar-10-binary.tar.gz": (
+        "c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd", 170052171)},
+    mirrors=("https://www.cs.toronto.edu/~kriz/",),
+    aliases=("cifar-10",)))
