@@ -144,6 +144,28 @@ def test_existing_run_is_never_overwritten(tmp_path, digits_small):
                    progress=False, checkpoint=tmp_path, resume=True)
 
 
+def test_a_config_resumes_its_run_and_the_saved_config_is_unchanged(tmp_path, digits_small):
+    """One FitConfig for the run, resume=True as an override: the run continues where it
+    stopped; the checkpoint's ``config`` is still {batch_size, seed, schedule_unit}."""
+    train, test = digits_small
+    config = ttqlab.train.FitConfig(epochs=3, batch_size=32, seed=2, progress=False,
+                                    checkpoint=tmp_path)
+    straight = ttqlab.fit(ttqlab.models.mlp(seed=0), train, test,
+                          config.with_options(checkpoint=tmp_path / "straight"))
+    with pytest.raises(Interrupt):
+        ttqlab.fit(ttqlab.models.mlp(seed=0), train, test, config,
+                   callbacks=[_stop_after(2)])
+    meta = json.loads((tmp_path / "checkpoint-000001.json").read_text())
+    saved = checkpoint.load(tmp_path, rng=False)["config"]
+    assert meta["format"] == "ttqlab-checkpoint"
+    assert saved == {"batch_size": 32, "seed": 2, "schedule_unit": "epoch"}
+    resumed = ttqlab.fit(ttqlab.models.mlp(seed=0), train, test, config, resume=True)
+    _same_rows(straight.epochs, resumed.epochs)
+    with pytest.raises(ValueError, match="seed"):
+        ttqlab.fit(ttqlab.models.mlp(seed=0), train, test, config, resume=True, seed=3,
+                   epochs=4)
+
+
 def test_inq_position_is_saved_with_the_run(tmp_path, digits_small):
     train, test = digits_small
     m = ttqlab.models.lenet5(input_shape=(1, 8, 8), seed=0)

@@ -1,10 +1,12 @@
 """fit / evaluate / History, and that every method really learns."""
 
 import copy
+import dataclasses
 import math
 import statistics
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -231,7 +233,7 @@ def test_empty_training_set_is_a_clear_error(digits_small):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"epochs": 2.0}, "epochs must be a positive whole number"),
+    ({"epochs": 2.0}, "epochs must be a whole number"),
     ({"epochs": True}, "epochs"), ({"epochs": -3}, "epochs"),
     ({"batch_size": 32.0}, "batch_size"), ({"lr": float("nan")}, "lr"),
     ({"lr": True}, "lr"), ({"seed": 1.5}, "seed"),
@@ -242,6 +244,85 @@ def test_argument_types_are_checked_at_the_door(kwargs, match, digits_small):
         ttqlab.fit(ttqlab.models.mlp(seed=0), train, test, progress=False, **kwargs)
     with pytest.raises(TypeError, match="True or False"):
         ttqlab.fit(ttqlab.models.mlp(seed=0), train, test, progress=False, compile="yes")
+
+
+# ------------------------------------------------------------ FitConfig (issue 25)
+
+
+@pytest.mark.parametrize("options, error, match", [
+    ({"epochs": 0}, ValueError, "epochs must be a whole number"),
+    ({"lr": -1.0}, ValueError, "lr must be a finite number > 0"),
+    ({"gamma": 0}, ValueError, "gamma"), ({"momentum": -0.1}, ValueError, "momentum"),
+    ({"schedule_unit": "batch"}, ValueError, "schedule_unit must be one of"),
+    ({"optimizer": torch.optim.SGD}, TypeError, r"an instance, such as SGD\(model"),
+    ({"lr_schedule": [10, 0]}, ValueError, "lr_schedule"),
+    ({"resume": True}, ValueError, "need checkpoint=DIR"),
+    ({"checkpoint": "d", "checkpoint_extra": {"model": 1}}, ValueError, "'model'"),
+    ({"callbacks": print}, TypeError, r"callbacks=\[fn\]"),
+    ({"callbacks": [1]}, TypeError, "not callable"),
+    ({"transform": 3}, TypeError, "transform"), ({"deterministic": 1}, TypeError, "True or"),
+])
+def test_fit_config_checks_every_option(options, error, match):
+    with pytest.raises(error, match=match):
+        ttqlab.train.FitConfig(**options)
+
+
+def test_fit_config_normalises_and_is_frozen():
+    c = ttqlab.train.FitConfig(epochs=np.int64(3), lr=1, lr_schedule=[25, 15])
+    assert type(c.epochs) is int and type(c.lr) is float and c.lr_schedule == (25, 15)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.epochs = 4
+
+
+def test_unknown_option_names_the_closest(digits_small):
+    train, test = digits_small
+    with pytest.raises(TypeError, match="'epoch'; did you mean 'epochs'"):
+        ttqlab.fit(ttqlab.models.mlp(seed=0), train, test, epoch=2)
+    with pytest.raises(TypeError, match="did you mean 'batch_size'"):
+        ttqlab.train.FitConfig().with_options(batchsize=8)
+    with pytest.raises(TypeError, match=r"config must be a ttqlab\.FitConfig"):
+        ttqlab.fit(ttqlab.models.mlp(seed=0), train, test, {"epochs": 2})
+
+
+def test_config_plus_keywords_replaces_those_fields():
+    base = ttqlab.train.FitConfig(epochs=3, lr=1e-2, seed=4)
+    c = ttqlab.train.FitConfig.make(base, seed=7)
+    assert (c.epochs, c.lr, c.seed, base.seed) == (3, 1e-2, 7, 4)
+    assert ttqlab.train.FitConfig.make(base) is base
+    with pytest.raises(ValueError, match="epochs"):
+        ttqlab.train.FitConfig.make(base, epochs=0)  # checked again
+
+
+def test_config_and_keywords_give_the_same_numbers(digits_small):
+    """fit(model, data, config) == fit(model, data, **same options), bit for bit."""
+    train, test = digits_small
+    kw = dict(epochs=2, batch_size=32, optimizer="sgd", lr=0.05, lr_schedule=[1],
+              seed=5, progress=False)
+    runs = []
+    for how in ("keywords", "config", "config+override"):
+        m = ttqlab.quantize(ttqlab.models.lenet5(input_shape=(1, 8, 8), seed=0), "twn")
+        if how == "keywords":
+            h = ttqlab.fit(m, train, test, **kw)
+        elif how == "config":
+            h = ttqlab.fit(m, train, test, ttqlab.train.FitConfig(**kw))
+        else:
+            h = ttqlab.fit(m, train, test, ttqlab.train.FitConfig(**{**kw, "seed": 9}),
+                           seed=5)
+        runs.append((h, m.state_dict()))
+    (h0, s0), others = runs[0], runs[1:]
+    for h, s in others:
+        assert h["train_loss"][1:] == h0["train_loss"][1:] and h["test_acc"] == h0["test_acc"]
+        assert all(torch.equal(s[k], s0[k]) for k in s0)
+
+
+def test_fit_signature_lists_the_options():
+    import inspect
+
+    params = inspect.signature(ttqlab.fit).parameters
+    fields = [f.name for f in dataclasses.fields(ttqlab.train.FitConfig)]
+    assert list(params)[:4] == ["model", "train", "test", "config"]
+    assert list(params)[4:] == fields
+    assert all(params[f].default == getattr(ttqlab.train.FitConfig(), f) for f in fields)
 
 
 # ----------------------------------------------------------- compile / deterministic (16)

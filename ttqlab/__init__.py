@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 
 #: public name -> the submodule that defines it (imported when the name is first used)
 _FROM: dict[str, str] = {
+    "FitConfig": "fit_config",
     "INQ": "inq",
     "METHODS": "convert",
     "History": "train",
@@ -41,6 +42,7 @@ _SUBMODULES = ("data", "exercises", "export", "layers", "methods", "models", "qu
 __all__ = [  # = {"__version__", *_FROM, *_SUBMODULES} (tests/test_cli.py checks)
     "INQ",
     "METHODS",
+    "FitConfig",
     "History",
     "QuantizedWeight",
     "__version__",
@@ -74,6 +76,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the names as if imported eagerl
         quantized_layers,
         unquantize,
     )
+    from .fit_config import FitConfig
     from .inq import INQ
     from .stats import layer_report
     from .train import History, evaluate, fit

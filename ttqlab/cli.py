@@ -269,16 +269,6 @@ def _validate(args: argparse.Namespace) -> None:
     # the checks that import PyTorch come last: a usage error above answers without it
     if getattr(args, "device", None) is not None:
         args.device = check_device(args.device)
-    if getattr(args, "compile", False) or getattr(args, "deterministic", False):
-        import inspect
-
-        from .train import fit
-
-        missing = [k for k in ("compile", "deterministic")
-                   if getattr(args, k) and k not in inspect.signature(fit).parameters]
-        if missing:
-            raise ValueError(f"--{missing[0]} needs a ttqlab whose fit() takes "
-                             f"{missing[0]}=...; this one does not")
     if getattr(args, "progress", False) is None:  # progress bars only on a terminal
         args.progress = sys.stderr.isatty()
 

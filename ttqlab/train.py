@@ -10,12 +10,15 @@ quantized value ("flips") since the previous epoch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
 import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +28,9 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from . import checkpoint as checkpoint_lib
 from . import coverage, distributed
 from .convert import latent_weight, quantized_weights
+from .fit_config import FitConfig
 
-__all__ = ["History", "evaluate", "fit", "layer_stats", "make_optimizer"]
+__all__ = ["FitConfig", "History", "evaluate", "fit", "layer_stats", "make_optimizer"]
 
 
 # --------------------------------------------------------------------------- data
@@ -220,25 +224,6 @@ def make_optimizer(model: nn.Module, name: str = "adam", lr: float = 1e-3,
                      f"got {name!r}")
 
 
-def _check_positive(value, name: str, kind=int) -> None:
-    """``value`` is a positive int (``kind=int``; not a bool, not 2.0) or a positive
-    finite number (``kind=float``)."""
-    if kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
-        what = "a positive whole number (an int such as 5)"
-    else:
-        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-              and math.isfinite(value) and value > 0)
-        what = "a positive finite number (such as 1e-3)"
-    if not ok:
-        raise ValueError(f"{name} must be {what}, got {value!r} ({type(value).__name__})")
-
-
-def _check_flag(value, name: str) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-
-
 #: ``fit`` stops when a training batch's loss exceeds this many times the first batch's
 #: loss (at least 1.0): a finite loss that large means training has diverged.
 DIVERGENCE_FACTOR = 1e6
@@ -246,25 +231,20 @@ DIVERGENCE_FACTOR = 1e6
 
 @dataclass
 class _Run:
-    """Everything one ``fit`` call's loop reads and updates (internal)."""
+    """One ``fit`` call: its options and the state its loop reads and updates (internal)."""
 
+    config: FitConfig
     model: nn.Module
     net: nn.Module            # what the training step calls: model, DDP(model), compiled
     opt: torch.optim.Optimizer
     sched: object
-    per_iteration: bool
     device: torch.device
     train: object
     test: object
-    batch_size: int
     min_batch: int            # smaller training batches are skipped (BatchNorm, torchrun)
     gen: torch.Generator
     aug_gen: torch.Generator
-    transform: Callable | None
-    checkpoint: object
     run_state: dict
-    config: dict
-    callbacks: list
     history: History = field(default_factory=History)
     prev_codes: dict = field(default_factory=dict)
     warned_negative: set = field(default_factory=set)
@@ -277,74 +257,30 @@ class _Run:
     heldout: str = "test"     # what the per-epoch evaluation set is: "test" or "val"
 
 
-def fit(
-    model: nn.Module,
-    train,
-    test=None,
-    *,
-    epochs: int = 5,
-    lr: float = 1e-3,
-    optimizer: str | torch.optim.Optimizer = "adam",
-    batch_size: int = 64,
-    weight_decay: float = 0.0,
-    momentum: float = 0.9,
-    lr_schedule: str | Sequence[int] | None = None,
-    gamma: float = 0.1,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-    callbacks: Iterable[Callable[[History, nn.Module], None]] = (),
-    schedule_unit: str = "epoch",
-    transform: Callable[[Tensor, torch.Generator], Tensor] | None = None,
-    checkpoint: str | os.PathLike | None = None,
-    resume: bool = False,
-    checkpoint_extra: dict | None = None,
-    compile: bool = False,
-    deterministic: bool = False,
-) -> History:
+def fit(model: nn.Module, train, test=None, config: FitConfig | None = None,
+        **options: Any) -> History:
     """Train ``model`` on ``train`` and report on ``test`` after every epoch.
+
+    ``fit(model, data, epochs=3, lr=1e-2)``, or with a :class:`FitConfig` (the options
+    checked once, reusable): ``fit(model, data, config)``; ``fit(model, data, config,
+    seed=1)`` is ``config`` with ``seed`` replaced. Every option is a field of
+    :class:`FitConfig`, documented there; the common ones:
 
     Args:
         model: any classifier returning logits; quantized or not.
         train, test: a ``Dataset``, a ``DataLoader``, an ``(x, y)`` tensor pair, or a
             ``ttqlab.data.Data`` (then ``test`` defaults to its validation split if it has
             one, recorded as ``val_loss`` / ``val_acc``, else to its test split).
-        epochs, lr, batch_size, weight_decay, momentum: the usual (``epochs`` and
-            ``batch_size`` are ints). Under ``torchrun``, ``batch_size`` is the global
-            batch, split over the processes.
-        optimizer: ``"adam"`` (default), ``"sgd"`` (momentum) or your own optimizer.
-        lr_schedule: ``None`` (constant), ``"cosine"`` (anneal to 0 over the run) or a
-            list of milestones at which the learning rate is multiplied by ``gamma``
-            (the papers' step schedules).
-        schedule_unit: ``"epoch"`` (default): milestones count epochs; ``"iteration"``:
-            they count optimizer steps and the schedule advances after every batch
-            (TWN's "x0.1 at 15k and 25k iterations").
-        seed: seeds shuffling, ``transform`` and ``torch.manual_seed``; same seed, same
-            numbers.
-        device: default the model's device; the model is moved there.
-        progress: show a tqdm progress bar when writing to a terminal or a notebook
-            (none when the output goes to a file or a pipe).
-        callbacks: called as ``cb(history, model)`` after every epoch (and epoch 0),
-            e.g. a live dashboard from ``ttqlab.widgets``.
-        transform: data augmentation, ``transform(x, generator) -> x`` on each training
-            batch (CPU tensors), drawing its randomness from ``generator`` (seeded, and
-            saved in checkpoints), e.g. ``ttqlab.reproduce.CropFlip(4)``.
-        checkpoint: a run directory; the whole training state (weights, scales, INQ
-            masks, optimizer, scheduler, RNGs, history) is saved there after every epoch
-            (``ttqlab.checkpoint``, no pickle).
-        resume: continue from the newest checkpoint in ``checkpoint`` if there is one
-            (a finished run is loaded and returned without training). Without it, a
-            ``checkpoint`` directory that already holds a run is an error.
-        checkpoint_extra: further objects with ``state_dict`` / ``load_state_dict``
-            saved and restored with the run, e.g. ``{"inq": inq}``.
-        compile: run the training steps through ``torch.compile(model)``. ``model``
-            itself is left as it was (same parameters, same ``state_dict`` keys), so
-            checkpoints, ``evaluate`` and ``export`` see the ordinary module.
-        deterministic: for the duration of ``fit``, turn on
-            ``torch.use_deterministic_algorithms(True)`` and cuDNN's deterministic mode
-            (on CUDA also ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` if unset), so that two runs
-            with the same seed, and a resumed run, are bit-identical on a GPU too. The
-            previous settings are restored afterwards. Slower on GPUs.
+        config: a :class:`FitConfig`; default ``FitConfig()``.
+        **options: ``epochs`` (5), ``lr`` (1e-3), ``optimizer`` (``"adam"``, ``"sgd"`` or
+            your own), ``batch_size`` (64), ``weight_decay``, ``momentum``,
+            ``lr_schedule`` (``None``, ``"cosine"`` or milestones such as ``[15, 25]``),
+            ``gamma``, ``schedule_unit`` (``"epoch"`` / ``"iteration"``), ``seed`` (same
+            seed, same numbers), ``device``, ``progress``, ``callbacks`` (``cb(history,
+            model)`` after every epoch), ``transform`` (augmentation), ``compile``,
+            ``deterministic``, ``checkpoint`` (a run directory saved after every epoch),
+            ``resume``, ``checkpoint_extra``. An unknown name is a ``TypeError`` naming the
+            closest option.
 
     Returns:
         a :class:`History`; epoch 0 is the model before training.
@@ -356,12 +292,14 @@ def fit(
             overflowed them to inf, it is reset to the weights it had at the start of that
             epoch), and the epochs completed so far are on the exception as
             ``err.history``.
-        ValueError: bad arguments or an empty training set.
+        ValueError, TypeError: bad options (an unknown one names the closest) or an empty
+            training set.
 
     A final training batch of a single sample is skipped when the model has BatchNorm
     (its batch statistics need at least two samples); ``fit`` warns once, naming how
     many samples are left out each epoch.
     """
+    config = FitConfig.make(config, **options)
     heldout = "test"
     if hasattr(train, "train") and hasattr(train, "test") and not isinstance(train, nn.Module):
         if test is None and getattr(train, "val", None) is not None:
@@ -369,22 +307,15 @@ def fit(
         train, test = train.train, (test if test is not None else train.test)
     train = _as_dataset(train, "train")
     test = _as_dataset(test, "test")
-    _validate(train, epochs, batch_size, lr, seed, schedule_unit, checkpoint, resume,
-              checkpoint_extra, progress, compile, deterministic)
-    device = torch.device(device) if device else _device_of(model)
-    with _deterministic_algorithms(deterministic, device):
-        run = _make_run(model, train, test, epochs=epochs, lr=lr, optimizer=optimizer,
-                        batch_size=batch_size, weight_decay=weight_decay,
-                        momentum=momentum, lr_schedule=lr_schedule, gamma=gamma, seed=seed,
-                        device=device, callbacks=callbacks, schedule_unit=schedule_unit,
-                        transform=transform, checkpoint=checkpoint, resume=resume,
-                        checkpoint_extra=checkpoint_extra, compile=compile,
-                        heldout=heldout)
+    _validate(train, config)
+    device = torch.device(config.device) if config.device else _device_of(model)
+    with _deterministic_algorithms(config.deterministic, device):
+        run = _make_run(model, train, test, config, device, heldout)
         first = run.first
-        run.bar = _progress((epochs - first + 1) * _num_batches(train, batch_size),
-                            progress and distributed.is_main())
+        run.bar = _progress((config.epochs - first + 1) * _num_batches(train, config.batch_size),
+                            config.progress and distributed.is_main())
         try:
-            for epoch in range(first, epochs + 1):
+            for epoch in range(first, config.epochs + 1):
                 train_loss, train_acc, seconds = _train_one_epoch(run, epoch)
                 _record(run, epoch, train_loss, train_acc, seconds)
         finally:
@@ -393,26 +324,26 @@ def fit(
     return run.history
 
 
-def _validate(train, epochs, batch_size, lr, seed, schedule_unit, checkpoint, resume,
-              checkpoint_extra, progress, compile, deterministic) -> None:
-    """Every argument checked before any work, with a message saying what to pass."""
+def _signature_with_options() -> inspect.Signature:
+    """``fit``'s signature with each FitConfig field as a keyword-only parameter, so that
+    ``help(fit)``, notebooks' tooltips and ``inspect.signature(fit)`` list the options."""
+    params = [p for p in inspect.signature(fit).parameters.values()
+              if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                 annotation=f.type) for f in dataclasses.fields(FitConfig)]
+    return inspect.signature(fit).replace(parameters=params)
+
+
+fit.__signature__ = _signature_with_options()
+
+
+def _validate(train, config: FitConfig) -> None:
+    """What depends on the data and the processes (the options are checked by FitConfig)."""
     if train is None:
         raise ValueError("train data is required")
-    _check_positive(epochs, "epochs")
-    _check_positive(batch_size, "batch_size")
-    _check_positive(lr, "lr", float)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int such as 0, got {seed!r}")
-    for flag, name in ((progress, "progress"), (resume, "resume"), (compile, "compile"),
-                       (deterministic, "deterministic")):
-        _check_flag(flag, name)
-    if schedule_unit not in ("epoch", "iteration"):
-        raise ValueError(f"schedule_unit must be 'epoch' or 'iteration', got {schedule_unit!r}")
-    if checkpoint is None and (resume or checkpoint_extra):
-        raise ValueError("resume and checkpoint_extra need checkpoint=DIR, the run directory")
-    if batch_size < distributed.world_size():
-        raise ValueError(f"batch_size ({batch_size}) is the global batch and must be at "
-                         f"least the number of processes ({distributed.world_size()})")
+    if config.batch_size < distributed.world_size():
+        raise ValueError(f"batch_size ({config.batch_size}) is the global batch and must be "
+                         f"at least the number of processes ({distributed.world_size()})")
     size = _dataset_size(train)
     if size == 0:
         raise ValueError("the training set is empty: pass at least one (x, y) sample "
@@ -427,41 +358,38 @@ def _dataset_size(data) -> int | None:
         return None
 
 
-def _make_run(model, train, test, *, epochs, lr, optimizer, batch_size, weight_decay,
-              momentum, lr_schedule, gamma, seed, device, callbacks, schedule_unit,
-              transform, checkpoint, resume, checkpoint_extra, compile,
-              heldout="test") -> _Run:
+def _make_run(model, train, test, config: FitConfig, device: torch.device,
+              heldout: str = "test") -> _Run:
     """Seed, build the optimizer and scheduler, restore a checkpoint, record epoch 0."""
+    c = config
     model.to(device)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    aug_gen = torch.Generator().manual_seed(seed + 1)
-    if isinstance(optimizer, torch.optim.Optimizer):
-        opt = optimizer
+    torch.manual_seed(c.seed)
+    gen = torch.Generator().manual_seed(c.seed)
+    aug_gen = torch.Generator().manual_seed(c.seed + 1)
+    if isinstance(c.optimizer, torch.optim.Optimizer):
+        opt = c.optimizer
         coverage.check_optimizer(model, opt)  # warn: parameters the optimizer misses
     else:
-        opt = make_optimizer(model, optimizer, lr, weight_decay, momentum)
-    per_iteration = schedule_unit == "iteration"
-    steps = _num_batches(train, batch_size)
-    sched = _scheduler(opt, lr_schedule, epochs * steps if per_iteration else epochs, gamma)
+        opt = make_optimizer(model, c.optimizer, c.lr, c.weight_decay, c.momentum)
+    steps = _num_batches(train, c.batch_size)
+    sched = _scheduler(opt, c.lr_schedule, c.epochs * steps if c.per_iteration else c.epochs,
+                       c.gamma)
     run_state = {"model": model, "optimizer": opt, "shuffle": gen, "augment": aug_gen,
                  **({"scheduler": sched} if sched is not None else {}),
-                 **(checkpoint_extra or {})}
-    config = {"batch_size": batch_size, "seed": seed, "schedule_unit": schedule_unit}
+                 **(c.checkpoint_extra or {})}
     history, first = History(), 1
-    if checkpoint is not None:
-        first, history = _restore(checkpoint, resume, run_state, config)
+    if c.checkpoint is not None:
+        first, history = _restore(c.checkpoint, c.resume, run_state, c.resume_key())
         distributed.barrier()  # every rank has read the directory before rank 0 writes
     net = distributed.wrap(model, device)  # under torchrun: DDP, rank 0's weights everywhere
-    if compile:
+    if c.compile:
         net = torch.compile(net)
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    run = _Run(model=model, net=net, opt=opt, sched=sched, per_iteration=per_iteration,
-               device=device, train=train, test=test, batch_size=batch_size,
+    run = _Run(config=c, model=model, net=net, opt=opt, sched=sched, device=device,
+               train=train, test=test,
                min_batch=distributed.world_size() * (2 if has_bn else 1), gen=gen,
-               aug_gen=aug_gen, transform=transform, checkpoint=checkpoint,
-               run_state=run_state, config=config, callbacks=list(callbacks),
-               history=history, prev_codes=_codes(model), first=first, heldout=heldout)
+               aug_gen=aug_gen, run_state=run_state, history=history,
+               prev_codes=_codes(model), first=first, heldout=heldout)
     if first == 1:
         nan = float("nan")
         _record(run, 0, nan, nan, 0.0)
@@ -484,7 +412,7 @@ def _train_one_epoch(run: _Run, epoch: int) -> tuple[float, float, float]:
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
         run.opt.step()
-        if run.per_iteration and run.sched is not None:
+        if run.config.per_iteration and run.sched is not None:
             run.sched.step()
         loss_sum += lv * len(y)
         correct += int((out.argmax(1) == y).sum())
@@ -492,7 +420,7 @@ def _train_one_epoch(run: _Run, epoch: int) -> tuple[float, float, float]:
         if run.bar is not None:
             run.bar.update(1)
             run.bar.set_postfix(epoch=epoch, loss=f"{lv:.3f}", refresh=False)
-    if run.sched is not None and not run.per_iteration:
+    if run.sched is not None and not run.config.per_iteration:
         run.sched.step()
     distributed.broadcast_buffers(run.model)
     loss_sum, correct, total = distributed.all_reduce_sum([loss_sum, correct, total])
@@ -508,7 +436,7 @@ def _make_loader(run: _Run) -> Iterator[tuple[Tensor, Tensor]]:
     slice of each (every process draws the same batches and augmentations). A batch
     too small to use (one sample behind BatchNorm; fewer samples than processes) is
     skipped, with a warning the first time."""
-    for x, y in _batches(run.train, run.batch_size, True, run.gen):
+    for x, y in _batches(run.train, run.config.batch_size, True, run.gen):
         if len(y) < run.min_batch:
             if not run.warned_drop:
                 run.warned_drop = True
@@ -520,8 +448,8 @@ def _make_loader(run: _Run) -> Iterator[tuple[Tensor, Tensor]]:
                               f"{len(y)} over to use every sample", stacklevel=4)
             run.dropped += len(y)
             continue
-        if run.transform is not None:
-            x = run.transform(x, run.aug_gen)
+        if run.config.transform is not None:
+            x = run.config.transform(x, run.aug_gen)
         yield distributed.shard((x, y))
 
 
@@ -564,10 +492,10 @@ def _record(run: _Run, epoch: int, train_loss: float, train_acc: float,
         run.history.layers.append({"epoch": epoch, "layer": name, **row, "flips": flips})
         _warn_negative_scales(run, name, row, epoch)
     run.prev_codes = codes
-    if run.checkpoint is not None and distributed.is_main():
-        checkpoint_lib.save(run.checkpoint, epoch, **run.run_state,
-                            history=run.history.to_dict(), config=run.config)
-    for cb in run.callbacks:
+    if run.config.checkpoint is not None and distributed.is_main():
+        checkpoint_lib.save(run.config.checkpoint, epoch, **run.run_state,
+                            history=run.history.to_dict(), config=run.config.resume_key())
+    for cb in run.config.callbacks:
         cb(run.history, run.model)
     if run.bar is not None and epoch > 0:
         run.bar.set_postfix({"epoch": epoch, f"{run.heldout}_acc": f"{test_acc:.4f}"})
@@ -632,15 +560,12 @@ def _restore(directory, resume: bool, run_state: dict, config: dict) -> tuple[in
 
 
 def _scheduler(opt, lr_schedule, total: int, gamma: float):
-    """MultiStepLR or cosine annealing over ``total`` epochs (or iterations)."""
+    """MultiStepLR or cosine annealing over ``total`` epochs (or iterations);
+    ``lr_schedule`` as FitConfig checked it."""
     if lr_schedule is None:
         return None
     if lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-    if isinstance(lr_schedule, str) or not all(
-            isinstance(m, int) and m > 0 for m in lr_schedule):
-        raise ValueError(f"lr_schedule must be None, 'cosine' or a list of positive epoch "
-                         f"numbers such as [15, 25], got {lr_schedule!r}")
     return torch.optim.lr_scheduler.MultiStepLR(opt, sorted(lr_schedule), gamma)
 
 
@@ -655,9 +580,3 @@ def _progress(total: int, enabled: bool):
     disable = False if in_notebook else None
     return tqdm(total=total, desc="fit", unit="batch", leave=False, disable=disable)
 
-
-def iterate_batches(data, batch_size: int = 64, shuffle: bool = False,
-                    seed: int = 0) -> Iterator[tuple[Tensor, ...]]:
-    """The mini-batches ``fit`` would draw (for notebooks and custom loops)."""
-    gen = torch.Generator().manual_seed(seed)
-    yield from _batches(_as_dataset(data, "data"), batch_size, shuffle, gen)
