@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -32,29 +33,56 @@ def is_int(value: Any) -> bool:
 
 
 def is_number(value: Any) -> bool:
-    """A finite real number (int or float, numpy's too), not a bool."""
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(float(value)))
+    """A finite real number (int or float, numpy's too), not a bool; an int too large for a
+    float (``10**400``) is not one."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+_SHOWN = 80  # characters of a passed value that a message shows
 
 
 def _got(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
+    """``value`` as a message shows it: its repr (cut to a line) and its type."""
+    try:
+        shown = repr(value)
+    except Exception:  # a broken __repr__ must not hide the real error
+        shown = object.__repr__(value)
+    if len(shown) > _SHOWN:
+        shown = shown[:_SHOWN - 3] + "..."
+    return f"{shown} ({type(value).__name__})"
+
+
+def _num(bound: float) -> str:
+    """A bound as written: an int exactly (``2**40``, not ``1.09951e+12``), a float by ``g``."""
+    return str(int(bound)) if is_int(bound) else f"{bound:g}"
 
 
 def _bounds(low, high, low_open: bool, high_open: bool) -> str:
     parts = []
     if low is not None:
-        parts.append(f"{'>' if low_open else '>='} {low:g}")
+        parts.append(f"{'>' if low_open else '>='} {_num(low)}")
     if high is not None:
-        parts.append(f"{'<' if high_open else '<='} {high:g}")
+        parts.append(f"{'<' if high_open else '<='} {_num(high)}")
     return " and ".join(parts)
 
 
 def check_bool(name: str, value: Any) -> bool:
-    """``value`` is True or False (not 0, 1 or "yes")."""
-    if not isinstance(value, bool):
+    """``value`` is True or False (numpy's ``np.True_`` too), not 0, 1 or "yes": a flag
+    given as the string "no" would otherwise count as true."""
+    if not isinstance(value, (bool, _np_bool())):
         raise TypeError(f"{name} must be True or False, got {_got(value)}")
-    return value
+    return bool(value)
+
+
+def _np_bool() -> type:
+    """numpy's bool type if numpy is loaded (it is not imported here), else ``bool``."""
+    np = sys.modules.get("numpy")
+    return np.bool_ if np is not None else bool
 
 
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None,
@@ -67,7 +95,8 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
     if not ok:
         bounds = _bounds(low, high, False, False)
         raise ValueError(f"{name} must be a whole number (an int such as 5)"
-                         f"{' ' + bounds if bounds else ''}, got {_got(value)}")
+                         f"{' ' + bounds if bounds else ''}{', or None' if none_ok else ''}, "
+                         f"got {_got(value)}")
     return int(value)
 
 
@@ -85,8 +114,8 @@ def check_number(name: str, value: Any, *, low: float | None = None, high: float
               and (high is None or (v < high if high_open else v <= high)))
     if not ok:
         bounds = _bounds(low, high, low_open, high_open)
-        raise ValueError(f"{name} must be a finite number{' ' + bounds if bounds else ''}, "
-                         f"got {_got(value)}")
+        raise ValueError(f"{name} must be a finite number{' ' + bounds if bounds else ''}"
+                         f"{', or None' if none_ok else ''}, got {_got(value)}")
     return float(value)
 
 
@@ -96,15 +125,17 @@ def check_unit_interval(name: str, value: Any) -> float:
 
 
 def check_choice(name: str, value: Any, choices: Sequence) -> Any:
-    """``value`` is one of ``choices``."""
+    """``value`` is one of ``choices`` (True is not taken for a choice 1, nor an array or a
+    tensor compared element by element)."""
+    choices = tuple(choices)
     try:
-        ok = value in choices and not (isinstance(value, bool) and not any(
-            isinstance(c, bool) for c in choices))
-    except TypeError:
+        ok = any(value is c or (type(value) is not bool and type(c) is not bool
+                                and bool(value == c)) for c in choices)
+    except Exception:  # an array's ambiguous truth value, a tensor's, an odd __eq__
         ok = False
     if not ok:
         raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; "
-                         f"got {value!r}")
+                         f"got {_got(value)}")
     return value
 
 
@@ -113,11 +144,14 @@ def check_seeds(seeds: Iterable[int], name: str = "seeds") -> list[int]:
     if is_int(seeds):
         raise ValueError(f"{name} must be a list of seeds such as [0, 1, 2], got the int "
                          f"{seeds}; for N seeds pass list(range(N))")
+    if isinstance(seeds, (str, bytes)):
+        raise ValueError(f"{name} must be a list of ints such as [0, 1, 2], got "
+                         f"{_got(seeds)}")
     try:
         seeds = list(seeds)
     except TypeError:
-        raise ValueError(f"{name} must be a list of ints such as [0, 1, 2], got {seeds!r}") \
-            from None
+        raise ValueError(f"{name} must be a list of ints such as [0, 1, 2], got "
+                         f"{_got(seeds)}") from None
     if not seeds:
         raise ValueError(f"{name} is empty; pass at least one seed, e.g. {name}=[0, 1, 2]")
     bad = [s for s in seeds if not is_int(s) or s < 0]
