@@ -26,7 +26,8 @@ from benchmarks import RESULTS, machine, read_results
 #: name -> does it accept --quick
 BENCHMARKS: dict[str, bool] = {"step_time": True, "accuracy": True, "plateau": True,
                                "capacity": True, "file_size": True,
-                               "kernels": True, "inference": False, "threads": False,
+                               "kernels": True, "deploy_accuracy": True,
+                               "inference": False, "threads": False,
                                "notebooks": False, "launch": False}
 
 

@@ -761,6 +761,47 @@ def reproduce_section(docs: dict[str, dict]) -> str:
 # --------------------------------------------------------------------------- README
 
 
+def deploy_accuracy_section(doc: dict) -> str:
+    """Flipped test predictions of the 2-bit fast path (``benchmarks/deploy_accuracy.py``)."""
+    rows = doc["rows"]
+    if not rows:
+        return ""
+    blocks = sorted({r["block_size"] for r in rows})
+    table = []
+    for key in dict.fromkeys((r["model"], r["method"]) for r in rows):
+        sel = [r for r in rows if (r["model"], r["method"]) == key]
+        acc = sorted(100 * r["test_acc"] for r in sel if r["block_size"] == blocks[0])
+        cells = [key[0], LABELS.get(key[1], key[1]), f"{acc[0]:.1f}–{acc[-1]:.1f}"]
+        for b in blocks:
+            at = [r for r in sel if r["block_size"] == b]
+            cells.append(f"{max(r['flips'] for r in at)} / "
+                         f"{max(abs(r['acc_diff_images']) for r in at)}")
+        table.append(cells)
+    seeds = sorted({r["seed"] for r in rows})
+    header = ["model", "method", "test accuracy, float model (%)",
+              *[f"block {b}: flips / images" for b in blocks]]
+    worst = max(rows, key=lambda r: r["flips"])
+    return "\n".join([
+        "### Do the 2-bit ONNX models give the same answers?", "",
+        "Converged MNIST-1D starts (cached, `ttqlab.starts`), quantized and fine-tuned as "
+        f"`compare` does ({doc.get('finetune', {}).get('epochs', '?')} epochs, cosine), "
+        f"{_n(len(seeds), 'seed')}; then exported with `to_onnx(block_size=...)` (default "
+        "`accuracy_level=4`: int8 activations per block). Each cell: the most test "
+        "predictions (of 1000) that differ from ttqlab's own float model, over the seeds / "
+        "the largest change in test accuracy, in images. The weights are exact; only the "
+        "activations' int8 rounding moves an answer, and only near ties move."
+        + _quick_note(doc["meta"]), "", _md(header, table), "",
+        f"The fast path changed at most {worst['flips']} of 1000 predictions "
+        f"({worst['model']}, {LABELS.get(worst['method'], worst['method'])}, block "
+        f"{worst['block_size']}), so it does not promise the same accuracy to the image. "
+        "`accuracy_level=1` (float compute) does (the tests assert the same test accuracy "
+        "to the image with it, `tests/test_deploy.py`) but runs far slower than fp32: use it "
+        "to check answers, not to deploy. At block 16 this ONNX Runtime computes in float "
+        "even at level 4 (0 flips above), as slowly as level 1.", "",
+        f"Machine: {_machine(doc['meta'])}. "
+        f"`{doc['meta'].get('command', 'python -m benchmarks.deploy_accuracy')}`."])
+
+
 def render(docs: dict[str, dict], figures: Path, readme_dir: Path) -> str:
     """The markdown between the README markers; writes the figures as a side effect."""
     def rel(p: Path) -> str:
@@ -795,6 +836,8 @@ def render(docs: dict[str, dict], figures: Path, readme_dir: Path) -> str:
         parts.append(inference_section(docs["inference"],
                                        rel(fig) if plot_inference(docs["inference"], fig)
                                        else None))
+    if "deploy_accuracy" in docs:
+        parts.append(deploy_accuracy_section(docs["deploy_accuracy"]))
     if "notebooks" in docs:
         parts.append(generic_section("Notebook run times", docs["notebooks"],
                                      "Wall-clock time and the kernel's peak memory to execute "

@@ -23,6 +23,8 @@ COLUMNS = {
                   "model fp32 file", "model packed file", "model ratio", "outputs equal"},
     "kernels": {"model", "method", "path", "layers", "kernels", "extra", "extra_per_layer",
                 "host_reads"},
+    "deploy_accuracy": {"model", "method", "seed", "block_size", "test_acc", "flips",
+                        "acc_diff_images"},
 }
 QUICK = [n for n in entry.available() if entry.BENCHMARKS[n]]
 
@@ -150,6 +152,8 @@ def test_report_writes_readme_section_and_figures(results, tmp_path):
     assert "TWN 98.70 (A GPU x2, shortened run)" in section
     assert "Where full precision converges" in section
     assert "against the network's width" in section
+    if "deploy_accuracy" in QUICK:
+        assert "Do the 2-bit ONNX models give the same answers?" in section
     for c in json.loads((results / "accuracy.json").read_text())["claims"]:
         assert f"*{c['claim']}*" in section and f"**{c['verdict']}**" in section
     for name in ("accuracy.png", "capacity.png", "size_per_method.png"):

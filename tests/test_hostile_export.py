@@ -22,15 +22,21 @@ from ttqlab.export import FormatError
 ROOT = str(Path(ttqlab.__file__).resolve().parents[1])
 
 
-def _lenet(method="ttq", **options):
-    m = ttqlab.models.lenet5(input_shape=(1, 8, 8), seed=0)
+def quantize_by(model: nn.Module, method: str, **options) -> nn.Module:
+    """``model`` quantized in place by ``method``; INQ run through all its steps (shared with
+    tests/test_deploy.py)."""
     if method == "inq":
-        inq = ttqlab.INQ(m, **options)
+        inq = ttqlab.INQ(model, **options)
         while not inq.done:
             inq.step()
     else:
-        ttqlab.quantize(m, method, **options)
-    return m.eval()
+        ttqlab.quantize(model, method, **options)
+    return model
+
+
+def _lenet(method="ttq", **options):
+    return quantize_by(ttqlab.models.lenet5(input_shape=(1, 8, 8), seed=0), method,
+                       **options).eval()
 
 
 def _inputs(n=4):
