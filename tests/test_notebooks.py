@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
+
+def _nbformat():
+    """nbformat, imported when a test needs it, not at collection (its import takes over 1 s)."""
+    return pytest.importorskip("nbformat")
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -17,7 +20,7 @@ IDS = [p.stem for p in NOTEBOOKS]
 
 
 def read(path):
-    return nbformat.read(path, as_version=4)
+    return _nbformat().read(path, as_version=4)
 
 
 def test_the_course_is_there_in_reading_order():
@@ -34,7 +37,7 @@ def test_the_course_is_there_in_reading_order():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_committed_without_outputs(path):
     nb = read(path)
-    nbformat.validate(nb)
+    _nbformat().validate(nb)
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
             assert cell.outputs == [], f"cell {i} has outputs: clear them before committing"

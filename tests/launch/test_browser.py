@@ -27,7 +27,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
 from binder_env import ROOT
 from jupyter_harness import (
@@ -141,6 +140,8 @@ def _key_widget(page, titles: list[str]):
 
 
 def _notebook(folder: Path, name: str, *cells: str) -> str:
+    import nbformat  # here, not at collection: it is slow to import
+
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(textwrap.dedent(c)) for c in cells]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
