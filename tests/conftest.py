@@ -45,14 +45,17 @@ def pytest_runtest_setup(item):
 
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist with ``--dist loadgroup``, the launch tests (one Binder build, one
-    JupyterLab server and one Chromium per session) and the notebook runs stay in one
-    worker, so they share those servers instead of starting one per worker."""
+    JupyterLab server and one Chromium per session) stay in one worker, so they share those
+    servers instead of starting one per worker. The nbclient notebook runs are a group of
+    their own: in CI (``-n 2``) they run beside the browser's, one core each, instead of
+    after them (the two together were over half of CI's time)."""
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:
-        if Path(str(item.fspath)).resolve().is_relative_to(LAUNCH) or \
-                item.get_closest_marker("notebook") is not None:
+        if Path(str(item.fspath)).resolve().is_relative_to(LAUNCH):
             item.add_marker(pytest.mark.xdist_group("launch"))
+        elif item.get_closest_marker("notebook") is not None:
+            item.add_marker(pytest.mark.xdist_group("notebooks"))
 
 
 @pytest.fixture(autouse=True)
