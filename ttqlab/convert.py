@@ -1,6 +1,6 @@
 """Turn a float model into a quantized one, and back.
 
-``quantize(model, method)`` registers a weight quantizer (``ttqlab.layers``) on every
+``quantize(model, method)`` registers a weight quantizer (``ttqlab.methods``) on every
 ``nn.Conv1d/2d/3d`` and ``nn.Linear`` weight with ``torch.nn.utils.parametrize``, and on
 the weight matrices of attention and recurrent layers: ``nn.MultiheadAttention``'s
 ``in_proj_weight`` (q, k and v stacked, one matrix as torch stores it, so one threshold

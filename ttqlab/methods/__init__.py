@@ -1,12 +1,16 @@
 """Quantization methods, one file each, and the registry from method name to class.
 
-``ttqlab/methods/binary.py``, ``twn.py``, ``ttq.py``, ``inq.py``, ``bitnet.py``: each holds
-the paper's
-pure tensor rule, its gradient and its parametrization module (a
-:class:`~ttqlab.methods.base.WeightQuantizer`), and registers the module with
-``@register``. Every file in this package is imported here, so adding a method means
-adding one file (and its tests); ``ttqlab.quantize``, ``extract``, ``layer_report``,
-``fit``'s history and ``ttqlab.export`` find it through :func:`get`.
+* ``binary.py``, ``twn.py``, ``ttq.py``, ``inq.py``, ``bitnet.py``: one method each, the
+  paper's pure tensor rule, its gradient and its parametrization module (a
+  :class:`~ttqlab.methods.base.WeightQuantizer`), registered with ``@register``;
+* ``base.py``: the :class:`~ttqlab.methods.base.WeightQuantizer` interface and the helpers
+  the methods share;
+* ``kernels.py``: the fast CPU / eager-GPU / ``torch.compile`` forms of the rules, behind
+  one dispatch, each checked against its method's reference.
+
+Every file in this package is imported here, so adding a method means adding one file
+(and its tests); ``ttqlab.quantize``, ``extract``, ``layer_report``, ``fit``'s history and
+``ttqlab.export`` find it through :func:`get`.
 """
 
 from __future__ import annotations
