@@ -1,6 +1,7 @@
 """Static matplotlib figures for the course (and for readers who only look).
 
-Every function returns a ``matplotlib.figure.Figure`` with a title and labelled axes
+Every function draws the numbers of ``ttqlab.figure_data`` (which the widgets draw too)
+and returns a ``matplotlib.figure.Figure`` with a title and labelled axes
 (units in brackets), already closed in pyplot so that a notebook shows it exactly once:
 as the last expression of a cell, or with ``display(fig)``; ``fig.savefig(path)`` works
 anywhere. matplotlib is imported on first use, so ``import ttqlab`` stays light.
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from . import quantizers as Q
+from . import figure_data as FD
 from .palette import METHOD_COLORS, REGION_COLORS, layer_color, method_color
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "COLORS",
+    "FIGURE_COLORS",
     "LABELS",
     "REGION_COLORS",
     "accuracy_intervals",
@@ -51,27 +53,18 @@ __all__ = [
 
 #: colour of each method in every figure (``ttqlab.palette``, shared with the widgets)
 COLORS = METHOD_COLORS
-#: axis label (with unit) of each quantity the figures plot
-LABELS = {
-    "test_acc": "test accuracy (%)",
-    "val_acc": "validation accuracy (%)",
-    "train_acc": "train accuracy (%)",
-    "sparsity": "sparsity (% of weights that are zero)",
-    "model bytes": "model size (bytes)",
-    "energy (nJ)": "energy per inference (nJ, 45 nm estimate)",
-    "bits/weight": "bits per weight",
-    "t": "TTQ threshold factor t (fraction of max|w|)",
-    "bits": "bit width b",
-    "wp": "W_p (scale, weight units)",
-    "wn": "W_n (scale, weight units)",
-    "alpha": "α (scale, weight units)",
-    "flips": "weights whose code changed (count)",
-    "frozen": "weights frozen (%)",
-    "scale": "value (weight units)",
-    "entropy (bits/weight)": "entropy of the codes (bits per weight)",
-    "entropy-coded bytes": "model size, codes entropy-coded (bytes)",
-}
-_PERCENT = {"test_acc", "val_acc", "train_acc", "sparsity", "frozen"}
+#: axis label (with unit) of each quantity the figures plot (``figure_data.LABELS``)
+LABELS = FD.LABELS
+_PERCENT = FD.PERCENT
+#: the colours of the figures that are not a method's, a layer's or a region's
+#: (``ttqlab.palette``), shared with the widgets: the current threshold, TWN's 0.7 E|W| (in
+#: TWN's colour), the arXiv version's 0.75 E|W|, the exact L2 optimum, INQ's levels (in
+#: INQ's colour), a plain weight histogram, INQ's frozen weights, and the magnitudes that
+#: round to zero
+FIGURE_COLORS = {"threshold": "black", "twn": METHOD_COLORS["twn"], "twn_v2": "#bcbd22",
+                 "optimal": "#2ca02c", "levels": METHOD_COLORS["inq"],
+                 "weights": REGION_COLORS["zero"], "frozen": "#1f77b4",
+                 "rounds_to_zero": REGION_COLORS["negative"]}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -144,60 +137,19 @@ def _done(fig) -> Figure:
     return fig
 
 
-def _flat(w) -> np.ndarray:
-    """A 1-D float64 numpy copy of a tensor / array / sequence."""
-    if isinstance(w, torch.Tensor):
-        w = w.detach().cpu().double().numpy()
-    a = np.asarray(w, dtype=np.float64).ravel()
-    if a.size == 0:
-        raise ValueError("got an empty weight tensor; pass a layer's weight, e.g. "
-                         "model.conv2.weight")
-    if not np.isfinite(a).all():
-        raise ValueError("the weights contain NaN or inf; check the training run")
-    return a
+# the data helpers live in figure_data (shared with the widgets); the old names still work
+_flat = FD.flat
+_label = FD.axis_label
+_scaled = FD.scaled
+_check_rows = FD.check_rows
+_error_curve = FD.error_curve
+ternary_fit = FD.ternary_fit
 
 
 def _integer_epochs(ax) -> None:
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def _label(key: str) -> str:
-    return LABELS.get(key, key)
-
-
-def _scaled(key: str, values) -> list[float]:
-    f = 100.0 if key in _PERCENT else 1.0
-    return [math.nan if v is None else f * float(v) for v in values]
-
-
-def ternary_fit(w, delta: float) -> dict[str, float]:
-    """Sparsity, L2-optimal scale and relative error of ternarizing ``w`` at ``delta``.
-
-    ``alpha = mean of |W_i| over {|W_i| > delta}`` (TWN Eq. 8) and
-    ``error = ||W - alpha T||^2 / ||W||^2``.
-    """
-    a = np.abs(_flat(w))
-    keep = a > delta
-    k = int(keep.sum())
-    s = float(a[keep].sum())
-    total = float((a * a).sum())
-    alpha = s / k if k else 0.0
-    err = (total - (s * s / k if k else 0.0)) / total if total else 0.0
-    return {"delta": float(delta), "alpha": alpha, "sparsity": 1.0 - k / a.size,
-            "error": err, "kept": k}
-
-
-def _error_curve(w, deltas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Relative L2 error and sparsity of the best-scaled ternary fit at each delta."""
-    a = np.sort(np.abs(_flat(w)))[::-1]
-    cs = np.concatenate([[0.0], np.cumsum(a)])
-    total = float((a * a).sum())
-    k = np.searchsorted(-a, -np.asarray(deltas), side="left")  # count of |W| > delta
-    s = cs[k]
-    err = np.where(k > 0, (total - s * s / np.maximum(k, 1)) / total, 1.0)
-    return err, 1.0 - k / a.size
 
 
 # --------------------------------------------------------------------------- ternary
@@ -211,42 +163,36 @@ def ternary_histogram(w, delta: float | None = None, *, marks: Mapping[str, floa
     ``+1`` (blue) where ``W_i > delta``. ``delta`` defaults to TWN's ``0.7 E|W|``.
     ``marks`` adds dashed lines at other thresholds, e.g. ``{"optimal": d_opt}``.
     """
-    a = _flat(w)
-    if delta is None:
-        delta = 0.7 * float(np.abs(a).mean())
-    fit = ternary_fit(a, delta)
-    counts, edges = np.histogram(a, bins=bins)
-    centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    data = FD.ternary_histogram_data(w, delta, bins=bins)
+    delta, fit, h = data.delta, data.fit, data.bins
     fig, axes = _figure(width=7.5)
     ax = axes[0, 0]
-    regions = {"negative": centers < -delta, "zero": np.abs(centers) <= delta,
-               "positive": centers > delta}
-    names = {"negative": "T = -1", "zero": "T = 0", "positive": "T = +1"}
-    for region, sel in regions.items():
-        ax.bar(centers[sel], counts[sel], width=width[sel], color=REGION_COLORS[region],
-               label=names[region], edgecolor="none")
-    ax.axvline(delta, color="black", lw=1.5, label=f"±Δ = {delta:.3g}")
-    ax.axvline(-delta, color="black", lw=1.5)
+    for region in data.regions.values():
+        sel = region.bins
+        ax.bar(h.centers[sel], h.counts[sel], width=h.widths[sel],
+               color=REGION_COLORS[region.name], label=region.label, edgecolor="none")
+    ax.axvline(delta, color=FIGURE_COLORS["threshold"], lw=1.5, label=f"±Δ = {delta:.3g}")
+    ax.axvline(-delta, color=FIGURE_COLORS["threshold"], lw=1.5)
     for (name, d), style in zip((marks or {}).items(), ("--", ":", "-.", (0, (5, 1)))):
-        ax.axvline(d, color="#2ca02c" if "opt" in name else "#ff7f0e", ls=style, lw=1.5,
-                   label=f"{name}: ±{d:.3g}")
-        ax.axvline(-d, color="#2ca02c" if "opt" in name else "#ff7f0e", ls=style, lw=1.5)
+        color = FIGURE_COLORS["optimal" if "opt" in name else "twn"]
+        ax.axvline(d, color=color, ls=style, lw=1.5, label=f"{name}: ±{d:.3g}")
+        ax.axvline(-d, color=color, ls=style, lw=1.5)
     ax.text(0.02, 0.97, f"sparsity {100 * fit['sparsity']:.1f}%\nα = {fit['alpha']:.3g}\n"
             f"error ||W-αT||²/||W||² = {100 * fit['error']:.1f}%",
             transform=ax.transAxes, va="top", fontsize=9,
             bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "#cccccc"})
     ax.set_xlabel("weight value")
     ax.set_ylabel("count (weights per bin)")
-    ax.set_title(title or f"Ternary regions of {a.size:,} weights at threshold Δ = {delta:.3g}")
+    ax.set_title(title or f"Ternary regions of {data.weights.size:,} weights at threshold "
+                          f"Δ = {delta:.3g}")
     handles, labels = ax.get_legend_handles_labels()
-    for region, sel in regions.items():
-        if not sel.any() and names[region] in labels:
+    for region in data.regions.values():
+        if not region.bins.any() and region.label in labels:
             # an empty region: a hollow swatch that says so (not the default colour)
-            j = labels.index(names[region])
-            n = int({"negative": a < -delta, "zero": np.abs(a) <= delta,
-                     "positive": a > delta}[region].sum())
+            j = labels.index(region.label)
+            n = region.count
             handles[j] = _hollow_patch()
-            labels[j] = f"{names[region]} ({'none' if n == 0 else f'{n:,}, under one bin'})"
+            labels[j] = f"{region.label} ({'none' if n == 0 else f'{n:,}, under one bin'})"
     ax.legend(handles, labels, fontsize=8, loc="upper right")
     return _done(fig)
 
@@ -266,30 +212,26 @@ def ternary_error_curve(w, *, max_factor: float = 2.5, num: int = 400,
     Marks TWN's ``0.7 E|W|`` (authors' code), ``0.75 E|W|`` (latest arXiv version) and
     the exact optimum (:func:`ttqlab.quantizers.optimal_ternary_params`).
     """
-    a = _flat(w)
-    mean = float(np.abs(a).mean())
-    factors = np.linspace(0.0, max_factor, num)
-    err, sparsity = _error_curve(a, factors * mean)
-    d_opt, _, _ = Q.optimal_ternary_params(torch.as_tensor(a))
-    f_opt = float(d_opt) / mean
+    data = FD.ternary_error_curve_data(w, max_factor=max_factor, num=num)
     fig, axes = _figure(width=7.5)
     ax = axes[0, 0]
-    ax.plot(factors, 100 * err, color="black", label="error (left axis)")
+    ax.plot(data.factors, 100 * data.error, color="black", label="error (left axis)")
     ax2 = ax.twinx()
-    ax2.plot(factors, 100 * sparsity, color="#7f7f7f", ls="--", label="sparsity (right axis)")
+    ax2.plot(data.factors, 100 * data.sparsity, color="#7f7f7f", ls="--",
+             label="sparsity (right axis)")
     ax2.set_ylabel("sparsity (% of weights that are zero)")
     ax2.set_ylim(0, 100)
     # the three marks often lie within a few hundredths of each other: distinct shapes and
     # sizes, largest hollow at the back, smallest filled in front, so none hides another
-    marks = ((0.7, "TWN 0.7 E|W|", "#ff7f0e", {"marker": "o", "ms": 14, "mfc": "none", "mew": 2}),
-             (0.75, "arXiv v2 0.75 E|W|", "#bcbd22",
-              {"marker": "s", "ms": 9, "mfc": "none", "mew": 2}),
-             (f_opt, f"exact optimum {f_opt:.3f} E|W|", "#2ca02c",
+    f_opt = data.marks["optimal"].factor
+    marks = (("twn", "TWN 0.7 E|W|", {"marker": "o", "ms": 14, "mfc": "none", "mew": 2}),
+             ("twn_v2", "arXiv v2 0.75 E|W|", {"marker": "s", "ms": 9, "mfc": "none", "mew": 2}),
+             ("optimal", f"exact optimum {f_opt:.3f} E|W|",
               {"marker": "D", "ms": 5, "mec": "black", "mew": 0.5}))
-    for z, (f, name, color, style) in enumerate(marks):
-        e = float(_error_curve(a, np.array([f * mean]))[0][0])
-        ax.plot([f], [100 * e], ls="none", color=color, zorder=3 + z,
-                label=f"{name}: {100 * e:.2f}%", **style)
+    for z, (key, name, style) in enumerate(marks):
+        mark = data.marks[key]
+        ax.plot([mark.factor], [100 * mark.error], ls="none", color=FIGURE_COLORS[key],
+                zorder=3 + z, label=f"{name}: {100 * mark.error:.2f}%", **style)
     ax.set_xlabel("threshold Δ / E|W| (multiples of the mean |weight|)")
     ax.set_ylabel("relative error ||W-αT||²/||W||² (%)")
     ax.set_title(title or "Ternary reconstruction error against the threshold")
@@ -357,13 +299,12 @@ def learning_curves(histories, *, title: str | None = None) -> Figure:
     fig, axes = _figure(1, 2, width=5.6)
     for i, (label, h) in enumerate(runs.items()):
         c = _color(label, i)
-        ep, held = h["epoch"], h.heldout  # "test", or "val" with a validation split
-        axes[0, 0].plot(ep, h[f"{held}_loss"], color=c, marker=".", label=f"{label} {held}")
-        axes[0, 0].plot(ep, h["train_loss"], color=c, ls="--", alpha=0.7, label=f"{label} train")
-        axes[0, 1].plot(ep, _scaled("test_acc", h[f"{held}_acc"]), color=c, marker=".",
-                        label=f"{label} {held}")
-        axes[0, 1].plot(ep, _scaled("train_acc", h["train_acc"]), color=c, ls="--", alpha=0.7,
-                        label=f"{label} train")
+        s = FD.learning_series(h)  # held-out: "test", or "val" with a validation split
+        ep, held = s.epochs, s.heldout
+        axes[0, 0].plot(ep, s.heldout_loss, color=c, marker=".", label=f"{label} {held}")
+        axes[0, 0].plot(ep, s.train_loss, color=c, ls="--", alpha=0.7, label=f"{label} train")
+        axes[0, 1].plot(ep, s.heldout_acc, color=c, marker=".", label=f"{label} {held}")
+        axes[0, 1].plot(ep, s.train_acc, color=c, ls="--", alpha=0.7, label=f"{label} train")
     axes[0, 0].set_yscale("log")
     axes[0, 0].set_ylabel("cross-entropy loss (nats per sample, log axis)")
     axes[0, 0].set_title("Loss")
@@ -395,10 +336,8 @@ def layer_curves(history: History, key: str = "sparsity", *, title: str | None =
                          "with ttqlab.quantize(...)")
     fig, axes = _figure(width=7)
     ax = axes[0, 0]
-    for i, name in enumerate(names):
-        ep = history.layer(name, "epoch")
-        ax.plot(ep, _scaled(key, history.layer(name, key)), marker=".", color=layer_color(i),
-                label=name)
+    for i, (name, (ep, values)) in enumerate(FD.layer_series(history, key).items()):
+        ax.plot(ep, values, marker=".", color=layer_color(i), label=name)
     ax.set_xlabel("epoch")
     _integer_epochs(ax)
     ax.set_ylabel(ylabel or _label(key))
@@ -416,18 +355,18 @@ def ttq_scales(history: History, *, title: str | None = None) -> Figure:
     """
     import textwrap
 
-    names = [n for n in history.layer_names if history.layer(n, "wp")[0] is not None]
+    names = FD.ttq_layers(history)
     if not names:
         raise ValueError("the history has no TTQ layers (no 'wp' column); train a model "
                          "quantized with ttqlab.quantize(model, 'ttq')")
     fig, axes = _figure(width=8.5)
     ax = axes[0, 0]
     negative = []
+    series = {key: FD.layer_series(history, key, layers=names) for key in ("wp", "wn")}
     for i, name in enumerate(names):
-        ep = history.layer(name, "epoch")
         for key, ls in (("wp", "-"), ("wn", "--")):
             label = f"{name} {'W_p' if key == 'wp' else 'W_n'}"
-            v = history.layer(name, key)
+            ep, v = series[key][name]
             ax.plot(ep, v, color=layer_color(i), ls=ls, marker=".", label=label)
             bad = [(e, x) for e, x in zip(ep, v) if x <= 0]
             if bad:
@@ -499,42 +438,35 @@ def pow2_histogram(w, bits: int = 5, *, n1: int | None = None, bins: int = 100,
     Right: ``|W|`` on a log2 axis, where the levels are evenly spaced; weights below
     ``2^(n2-1)`` (shaded) round to zero.
     """
-    a = _flat(w)
-    t = torch.as_tensor(a)
-    if n1 is None:
-        n1, n2 = Q.inq_exponent_range(t, bits)
-    else:
-        n2 = n1 + 1 - 2 ** (bits - 1) // 2
-    levels = Q.pow2_levels(t, bits, n1).numpy()
-    q = Q.quantize_pow2(t, bits, n1).numpy()
-    err = float(((a - q) ** 2).sum() / max((a * a).sum(), 1e-30))
+    lv = FD.pow2_levels_data(w, bits, n1=n1)
+    h = FD.histogram(_flat(w), bins)
     fig, axes = _figure(1, 2, width=5.8)
     ax = axes[0, 0]
-    ax.hist(a, bins=bins, color="#b0b0b0", label="weights")
-    for i, lv in enumerate(levels):
-        ax.axvline(lv, color="#2ca02c", lw=0.9, alpha=0.8, label="levels" if i == 0 else None)
+    ax.hist(h.centers, bins=h.edges, weights=h.counts, color=FIGURE_COLORS["weights"],
+            label="weights")
+    for i, level in enumerate(lv.levels):
+        ax.axvline(level, color=FIGURE_COLORS["levels"], lw=0.9, alpha=0.8,
+                   label="levels" if i == 0 else None)
     ax.set_xlabel("weight value")
     ax.set_ylabel("count (weights per bin)")
-    ax.set_title(f"{len(levels)} levels on a linear axis")
+    ax.set_title(f"{len(lv.levels)} levels on a linear axis")
     ax.legend(fontsize=8)
     ax = axes[0, 1]
-    nz = np.abs(a[a != 0])
-    lo = min(2.0 ** (n2 - 3), float(np.quantile(nz, 0.01)))
-    nz = np.clip(nz, lo, None)  # the smallest 1% (or fewer) are counted in the first bin
-    edges = np.logspace(np.log2(lo), np.log2(max(float(nz.max()), 2.0**n1) * 1.05), bins,
-                        base=2)
-    ax.hist(nz, bins=edges, color="#b0b0b0", label="|weights|")
-    for i, n in enumerate(range(n2, n1 + 1)):
-        ax.axvline(2.0**n, color="#2ca02c", lw=1.2, label="levels 2^n" if i == 0 else None)
-    ax.axvspan(lo, 2.0 ** (n2 - 1), color="#d62728", alpha=0.15, label="rounds to 0")
+    logh, lo = FD.log2_histogram(w, lv, bins)  # the smallest 1% (or fewer) in the first bin
+    ax.hist(logh.centers, bins=logh.edges, weights=logh.counts, color=FIGURE_COLORS["weights"],
+            label="|weights|")
+    for i, n in enumerate(range(lv.n2, lv.n1 + 1)):
+        ax.axvline(2.0**n, color=FIGURE_COLORS["levels"], lw=1.2,
+                   label="levels 2^n" if i == 0 else None)
+    ax.axvspan(lo, lv.zero_below, color=FIGURE_COLORS["rounds_to_zero"], alpha=0.15,
+               label="rounds to 0")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("|weight value| (log2 axis)")
     ax.set_ylabel("count (weights per bin)")
-    ax.set_title(f"n1 = {n1}, n2 = {n2}: evenly spaced in log2")
+    ax.set_title(f"n1 = {lv.n1}, n2 = {lv.n2}: evenly spaced in log2")
     ax.legend(fontsize=8)
     fig.suptitle(title or f"INQ power-of-two levels, b = {bits} bits "
-                          f"(zeroed {100 * float((q == 0).mean()):.1f}%, "
-                          f"error {100 * err:.2f}%)")
+                          f"(zeroed {100 * lv.zeroed:.1f}%, error {100 * lv.error:.2f}%)")
     return _done(fig)
 
 
@@ -546,16 +478,9 @@ def inq_partition(w, frozen_mask, *, frozen_values=None, max_rows: int = 32,
     With the magnitude partition the frozen weights are the histogram's tails; with the
     random partition they are spread everywhere.
     """
-    w = torch.as_tensor(w).detach().cpu().float()
-    mask = torch.as_tensor(frozen_mask).detach().cpu().bool()
-    if mask.shape != w.shape:
-        raise ValueError(f"frozen_mask has shape {tuple(mask.shape)} but the weight has "
-                         f"{tuple(w.shape)}; pass the layer's quantizer.frozen_mask")
-    values = w if frozen_values is None else torch.as_tensor(frozen_values).float()
-    w2 = w.reshape(w.shape[0], -1) if w.dim() > 1 else w.reshape(1, -1)
-    m2, v2 = mask.reshape(w2.shape), values.reshape(w2.shape)
-    w2, m2, v2 = (x[:max_rows, :max_cols].numpy() for x in (w2, m2, v2))
-    frac = float(mask.float().mean())
+    data = FD.inq_partition_data(w, frozen_mask, frozen_values=frozen_values,
+                                 max_rows=max_rows, max_cols=max_cols, bins=60)
+    m2, v2 = data.mask_map, data.value_map
     fig, axes = _figure(1, 2, width=6.0)
     ax = axes[0, 0]
     vmax = float(np.abs(v2).max()) or 1.0
@@ -566,19 +491,21 @@ def inq_partition(w, frozen_mask, *, frozen_values=None, max_rows: int = 32,
     im = ax.imshow(np.where(m2, v2, np.nan), cmap="RdBu_r", vmin=-vmax, vmax=vmax,
                    aspect="auto", interpolation="nearest")
     fig.colorbar(im, ax=ax, label="frozen power-of-two value")
-    ax.set_xlabel(f"input index (flattened, first {w2.shape[1]})")
-    ax.set_ylabel(f"output channel (first {w2.shape[0]})")
+    ax.set_xlabel(f"input index (flattened, first {m2.shape[1]})")
+    ax.set_ylabel(f"output channel (first {m2.shape[0]})")
     ax.set_title("frozen (colour) and free (grey) weights")
     ax = axes[0, 1]
-    flat_w, flat_m = w.flatten().numpy(), mask.flatten().numpy()
-    edges = np.histogram_bin_edges(flat_w, bins=60)
-    ax.hist([flat_w[~flat_m], flat_w[flat_m]], bins=edges, stacked=True,
-            color=["#b0b0b0", "#1f77b4"], label=["free", "frozen (power of two)"])
+    edges = data.free.edges
+    ax.hist([data.free.centers, data.frozen.centers], bins=edges, stacked=True,
+            weights=[data.free.counts, data.frozen.counts],
+            color=[FIGURE_COLORS["weights"], FIGURE_COLORS["frozen"]],
+            label=["free", "frozen (power of two)"])
     ax.set_xlabel("latent weight value")
     ax.set_ylabel("count (weights per bin)")
     ax.set_title("which weights are frozen")
     ax.legend(fontsize=8)
-    fig.suptitle(title or f"INQ partition: {100 * frac:.1f}% of the weights frozen")
+    fig.suptitle(title or f"INQ partition: {100 * data.frozen_fraction:.1f}% of the weights "
+                          "frozen")
     return _done(fig)
 
 
@@ -604,18 +531,6 @@ def _tradeoff_ax(ax, rows, x, y, group, annotate):
     ax.grid(alpha=0.3)
     if group:
         ax.legend(fontsize=8)
-
-
-def _check_rows(rows, keys):
-    rows = list(rows)
-    if not rows:
-        raise ValueError("no results to plot; pass a list of dicts such as "
-                         "{'sparsity': 0.5, 'test_acc': 0.98}")
-    missing = [k for k in keys if k and any(k not in r for r in rows)]
-    if missing:
-        raise KeyError(f"every row needs the keys {missing}; the rows have "
-                       f"{sorted(rows[0])}")
-    return rows
 
 
 def tradeoff(rows: Sequence[Mapping], x: str = "sparsity", y: str = "test_acc", *,

@@ -15,7 +15,9 @@ drive it too::
 
 Needs ipywidgets >= 8, plotly >= 6 and anywidget (``pip install 'ttqlab[notebooks]'``);
 without them every function prints what is missing and returns the static matplotlib
-figure of ``ttqlab.viz`` instead (the dashboard prints one line per epoch).
+figure of ``ttqlab.viz`` instead (the dashboard prints one line per epoch). The numbers
+every explorer draws come from ``ttqlab.figure_data``, as the static figures' do, and its
+colours from ``ttqlab.palette`` and ``viz.FIGURE_COLORS``.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import quantizers as Q
+from . import figure_data as FD
 from . import viz
-from .palette import SPLIT_DASH, layer_color
+from .palette import REGION_COLORS, SPLIT_DASH, layer_color, method_color
+from .viz import FIGURE_COLORS
 
 __all__ = [
     "Explorer",
@@ -227,16 +230,15 @@ class Explorer:
 # --------------------------------------------------------------------------- TWN threshold
 
 
-_REGIONS = (("negative", "T = -1"), ("zero", "T = 0"), ("positive", "T = +1"))
-
-
 class ThresholdExplorer(Explorer):
     """Slide the ternary threshold ``Delta = factor * E|W|`` over a weight histogram.
 
     Left: the histogram with the regions ``T = -1 / 0 / +1`` coloured, the current
     ``+-Delta`` (black), TWN's ``0.7 E|W|`` (orange) and the exact L2 optimum (green).
     Right: the relative error ``||W - alpha T||^2 / ||W||^2`` against the threshold.
-    Attributes: ``slider`` (the factor), ``figure``, ``readout``, ``state``.
+    Attributes: ``slider`` (the factor), ``figure``, ``readout``, ``state``, and the data
+    drawn: ``histogram`` (``figure_data.TernaryHistogram``; ``histogram.at(delta)`` at the
+    slider's threshold) and ``curve`` (``figure_data.ErrorCurve``).
     """
 
     def __init__(self, w, factor: float = 0.7, *, max_factor: float = 2.5, bins: int = 80,
@@ -244,31 +246,29 @@ class ThresholdExplorer(Explorer):
         import ipywidgets as W
 
         go, _ = _go()
-        a = viz._flat(w)
-        self.weights = a
-        self.mean = float(np.abs(a).mean())
-        counts, edges = np.histogram(a, bins=bins)
-        self.centers = (edges[:-1] + edges[1:]) / 2
-        self.counts = counts
-        d_opt, _, _ = Q.optimal_ternary_params(torch.as_tensor(a))
-        self.optimal = float(d_opt) / self.mean
-        self.factors = np.linspace(0.0, max_factor, 251)
-        err, _ = viz._error_curve(a, self.factors * self.mean)
-        top = float(counts.max()) * 1.05
+        self.histogram = FD.ternary_histogram_data(w, bins=bins)  # the bins, fixed
+        h = self.histogram.bins
+        self.weights, self.mean = self.histogram.weights, self.histogram.mean_abs
+        self.centers, self.counts = h.centers, h.counts
+        self.curve = FD.ternary_error_curve_data(self.weights, max_factor=max_factor, num=251)
+        self.optimal = self.curve.marks["optimal"].factor
+        self.factors, err = self.curve.factors, self.curve.error
+        top = float(h.counts.max()) * 1.05
         self.slider = W.FloatSlider(value=factor, min=0.0, max=max_factor, step=0.01,
                                     description="Δ / E|W|", continuous_update=True,
                                     readout_format=".2f")
         fig = _figure(1, 2, ["weight histogram", "reconstruction error"],
-                      title or f"Ternary threshold explorer ({a.size:,} weights)",
+                      title or f"Ternary threshold explorer ({self.weights.size:,} weights)",
                       column_widths=[0.62, 0.38])
-        width = float(edges[1] - edges[0])
-        for region, name in _REGIONS:
-            fig.add_trace(go.Bar(x=self.centers.tolist(), y=counts.tolist(), width=width, name=name,
-                                 marker_color=viz.REGION_COLORS[region],
+        width = float(h.edges[1] - h.edges[0])
+        for region in self.histogram.regions.values():
+            fig.add_trace(go.Bar(x=h.centers.tolist(), y=h.counts.tolist(), width=width,
+                                 name=region.label, marker_color=REGION_COLORS[region.name],
                                  marker_line_width=0), row=1, col=1)
-        for name, f, color, dash in (("±Δ (slider)", factor, "black", "solid"),
-                                     ("TWN 0.7 E|W|", 0.7, "#ff7f0e", "dash"),
-                                     ("exact optimum", self.optimal, "#2ca02c", "dot")):
+        for name, f, color, dash in (
+                ("±Δ (slider)", factor, FIGURE_COLORS["threshold"], "solid"),
+                ("TWN 0.7 E|W|", self.curve.marks["twn"].factor, FIGURE_COLORS["twn"], "dash"),
+                ("exact optimum", self.optimal, FIGURE_COLORS["optimal"], "dot")):
             x, y = _vlines([-f * self.mean, f * self.mean], top)
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=name,
                                      line={"color": color, "dash": dash}), row=1, col=1)
@@ -277,12 +277,13 @@ class ThresholdExplorer(Explorer):
                                  showlegend=False), row=1, col=2)
         # TWN's 0.7 and the optimum are often a few hundredths apart: a large ring and a small
         # filled diamond, so neither hides the other
-        for name, f, marker in (
-                ("TWN", 0.7, {"color": "#ff7f0e", "size": 16, "symbol": "circle-open",
-                              "line": {"width": 2.5}}),
-                ("optimum", self.optimal, {"color": "#2ca02c", "size": 9, "symbol": "diamond",
-                                           "line": {"width": 1, "color": "black"}})):
-            e = float(viz._error_curve(a, np.array([f * self.mean]))[0][0])
+        for name, key, marker in (
+                ("TWN", "twn", {"color": FIGURE_COLORS["twn"], "size": 16,
+                                "symbol": "circle-open", "line": {"width": 2.5}}),
+                ("optimum", "optimal", {"color": FIGURE_COLORS["optimal"], "size": 9,
+                                        "symbol": "diamond",
+                                        "line": {"width": 1, "color": "black"}})):
+            f, e = self.curve.marks[key].factor, self.curve.marks[key].error
             fig.add_trace(go.Scatter(x=[f], y=[100 * e], mode="markers", name=name,
                                      marker=marker, showlegend=False,
                                      hovertemplate=f"{name}: Δ = %{{x:.3f}} E|W|, "
@@ -301,22 +302,22 @@ class ThresholdExplorer(Explorer):
 
     def update(self) -> None:
         f = float(self.slider.value)
-        delta = f * self.mean
-        fit = viz.ternary_fit(self.weights, delta)
-        c = self.centers
-        masks = (c < -delta, np.abs(c) <= delta, c > delta)
+        data = self.histogram.at(f * self.mean)
+        delta, fit = data.delta, data.fit
         top = float(self.counts.max()) * 1.05
         with self.figure.batch_update():
-            for trace, sel, (region, _) in zip(self.figure.data[:3], masks, _REGIONS):
+            for trace, region in zip(self.figure.data[:3], data.regions.values()):
+                sel = region.bins
                 trace.y = np.where(sel, self.counts, 0).tolist()
                 # an empty region gets a hollow legend swatch (same name: the legend, and so
                 # the panels, keep their width while the slider moves)
                 shown = bool((self.counts[sel] > 0).any())
-                trace.marker.color = viz.REGION_COLORS[region] if shown else "rgba(0,0,0,0)"
+                trace.marker.color = REGION_COLORS[region.name] if shown else "rgba(0,0,0,0)"
                 trace.marker.line = {"width": 0 if shown else 1, "color": "#7f7f7f"}
             self.figure.data[3].x, self.figure.data[3].y = _vlines([-delta, delta], top)
             self.figure.data[-1].x, self.figure.data[-1].y = [f], [100 * fit["error"]]
-        self.state = {"factor": f, **fit, "twn_factor": 0.7, "optimal_factor": self.optimal}
+        self.state = {"factor": f, **fit, "twn_factor": self.curve.marks["twn"].factor,
+                      "optimal_factor": self.optimal}
         self.readout.value = (
             f"Δ = {f:.2f}·E|W| = {delta:.4g} &nbsp;|&nbsp; sparsity "
             f"<b>{100 * fit['sparsity']:.1f}%</b> &nbsp;|&nbsp; α = {fit['alpha']:.4g} "
@@ -328,7 +329,7 @@ def threshold_explorer(w, factor: float = 0.7, **kwargs) -> ThresholdExplorer:
     """Interactive ternary threshold on the weights ``w`` (see :class:`ThresholdExplorer`);
     static fallback: ``viz.ternary_histogram``."""
     fallback = _static(lambda: viz.ternary_histogram(
-        w, factor * float(np.abs(viz._flat(w)).mean())))
+        w, factor * float(np.abs(FD.flat(w)).mean())))
     return fallback if fallback is not None else ThresholdExplorer(w, factor, **kwargs)
 
 
@@ -347,22 +348,23 @@ class LevelsExplorer(Explorer):
         import ipywidgets as W
 
         go, _ = _go()
-        a = viz._flat(w)
+        a = FD.flat(w)
         self.weights = torch.as_tensor(a)
-        counts, edges = np.histogram(a, bins=bins)
-        self.top = float(counts.max()) * 1.05
+        h = FD.histogram(a, bins)
+        self.top = float(h.counts.max()) * 1.05
         self.slider = W.IntSlider(value=bits, min=2, max=8, description="bits b",
                                   continuous_update=True)
         fig = _figure(1, 2, ["weights and levels", "weights per level after rounding"],
                       title or f"INQ power-of-two levels ({a.size:,} weights)")
-        fig.add_trace(go.Bar(x=((edges[:-1] + edges[1:]) / 2).tolist(), y=counts.tolist(),
-                             name="weights",
-                             marker_color="#b0b0b0", marker_line_width=0,
-                             width=float(edges[1] - edges[0])), row=1, col=1)
+        fig.add_trace(go.Bar(x=h.centers.tolist(), y=h.counts.tolist(), name="weights",
+                             marker_color=FIGURE_COLORS["weights"], marker_line_width=0,
+                             width=float(h.edges[1] - h.edges[0])), row=1, col=1)
         fig.add_trace(go.Scatter(x=[], y=[], mode="lines", name="levels",
-                                 line={"color": "#2ca02c", "width": 1}), row=1, col=1)
-        fig.add_trace(go.Bar(x=[], y=[], name="after rounding", marker_color="#2ca02c",
-                             showlegend=False), row=1, col=2)
+                                 line={"color": FIGURE_COLORS["levels"], "width": 1}),
+                      row=1, col=1)
+        fig.add_trace(go.Bar(x=[], y=[], name="after rounding",
+                             marker_color=FIGURE_COLORS["levels"], showlegend=False),
+                      row=1, col=2)
         fig.update_layout(bargap=0)
         fig.update_xaxes(title_text="weight value", row=1, col=1)
         fig.update_yaxes(title_text="count (weights per bin)", row=1, col=1)
@@ -373,23 +375,15 @@ class LevelsExplorer(Explorer):
 
     def update(self) -> None:
         bits = int(self.slider.value)
-        n1, n2 = Q.inq_exponent_range(self.weights, bits)
-        levels = Q.pow2_levels(self.weights, bits).numpy()
-        codes = Q.pow2_exponents(self.weights, bits).numpy().astype(int)
-        q = Q.pow2_from_codes(torch.as_tensor(codes), bits, n1).double().numpy()
-        a = self.weights.numpy()
-        idx, per_level = np.unique(codes, return_counts=True)
-        full = dict.fromkeys(range(-(n1 - n2 + 1), n1 - n2 + 2), 0)
-        full.update(zip(idx.tolist(), per_level.tolist()))
-        err = float(((a - q) ** 2).sum() / max(float((a * a).sum()), 1e-30))
+        lv = FD.pow2_levels_data(self.weights, bits)
+        n1, n2, levels = lv.n1, lv.n2, lv.levels
         with self.figure.batch_update():
             self.figure.data[1].x, self.figure.data[1].y = _vlines(levels.tolist(), self.top)
-            self.figure.data[2].x = list(full)
-            self.figure.data[2].y = list(full.values())
+            self.figure.data[2].x = list(lv.per_level)
+            self.figure.data[2].y = list(lv.per_level.values())
             self.figure.data[2].hovertext = [f"level {v:+.4g}" for v in
-                                             [0.0 if i == 0 else math.copysign(
-                                                 2.0 ** (n2 + abs(i) - 1), i) for i in full]]
-        zeroed = float((codes == 0).mean())
+                                             lv.level_values.values()]
+        zeroed, err = lv.zeroed, lv.error
         self.state = {"bits": bits, "n1": n1, "n2": n2, "levels": len(levels),
                       "zeroed": zeroed, "error": err}
         self.readout.value = (
@@ -449,15 +443,14 @@ class PartitionExplorer(Explorer):
 
         go, _ = _go()
         w = torch.as_tensor(w).detach().float()
-        viz._flat(w)
+        FD.flat(w)
         self.schedule = tuple(schedule)
         self.steps = {s: inq_partitions(w, bits, schedule, s, seed)
                       for s in ("magnitude", "random")}
-        rows = w.shape[0] if w.dim() > 1 else 1
-        self._map = lambda t: t.reshape(rows, -1)[:max_rows, :max_cols].numpy()
+        self.w, self._crop = w, {"max_rows": max_rows, "max_cols": max_cols}
         self.w_flat = w.flatten().numpy()
-        self.w_map = self._map(w)
         self.edges = np.histogram_bin_edges(self.w_flat, bins=bins)
+        self.w_map = self._data(torch.zeros_like(w, dtype=torch.bool), None).weight_map
         self.slider = W.IntSlider(value=1, min=0, max=len(self.schedule), description="step")
         if strategy not in self.steps:
             raise ValueError(f"strategy must be 'magnitude' or 'random', got {strategy!r}")
@@ -480,9 +473,11 @@ class PartitionExplorer(Explorer):
         centers = ((self.edges[:-1] + self.edges[1:]) / 2).tolist()
         width = float(self.edges[1] - self.edges[0])
         fig.add_trace(go.Bar(x=centers, y=[], width=width, name="free",
-                             marker_color="#b0b0b0", marker_line_width=0), row=1, col=2)
+                             marker_color=FIGURE_COLORS["weights"], marker_line_width=0),
+                      row=1, col=2)
         fig.add_trace(go.Bar(x=centers, y=[], width=width, name="frozen (power of two)",
-                             marker_color="#1f77b4", marker_line_width=0), row=1, col=2)
+                             marker_color=FIGURE_COLORS["frozen"], marker_line_width=0),
+                      row=1, col=2)
         fig.update_layout(barmode="stack", bargap=0)
         fig.update_yaxes(autorange="reversed", row=1, col=1)
         fig.update_xaxes(title_text=f"input index (flattened, first {self.w_map.shape[1]})",
@@ -493,23 +488,23 @@ class PartitionExplorer(Explorer):
         fig.update_yaxes(title_text="count (weights per bin)", row=1, col=2)
         super().__init__(fig, {"slider": self.slider, "strategy": self.strategy})
 
+    def _data(self, mask, values) -> FD.PartitionData:
+        return FD.inq_partition_data(self.w, mask, frozen_values=values, bins=self.edges,
+                                     **self._crop)
+
     def update(self) -> None:
         step = int(self.slider.value)
-        mask, values = self.steps[self.strategy.value][step]
-        m2, v2 = self._map(mask), self._map(values)
-        flat = mask.flatten().numpy()
-        free_counts, _ = np.histogram(self.w_flat[~flat], bins=self.edges)
-        frozen_counts, _ = np.histogram(self.w_flat[flat], bins=self.edges)
+        data = self._data(*self.steps[self.strategy.value][step])
+        m2, v2 = data.mask_map, data.value_map
         with self.figure.batch_update():
             self.figure.data[0].z = _json_safe(np.where(m2, np.nan, 1.0))
             self.figure.data[1].z = _json_safe(np.where(m2, v2, np.nan))
-            self.figure.data[2].y = free_counts.tolist()
-            self.figure.data[3].y = frozen_counts.tolist()
-        frac = float(flat.mean())
-        a = np.abs(self.w_flat)
+            self.figure.data[2].y = data.free.counts.tolist()
+            self.figure.data[3].y = data.frozen.counts.tolist()
+        frac = data.frozen_fraction
         self.state = {"step": step, "strategy": self.strategy.value, "frozen": frac,
-                      "mean |W| frozen": float(a[flat].mean()) if flat.any() else math.nan,
-                      "mean |W| free": float(a[~flat].mean()) if (~flat).any() else math.nan}
+                      "mean |W| frozen": data.mean_abs_frozen,
+                      "mean |W| free": data.mean_abs_free}
         target = self.schedule[step - 1] if step else 0.0
         self.readout.value = (
             f"step {step} of {len(self.schedule)} ({self.strategy.value} partition): "
@@ -549,7 +544,7 @@ class TradeoffExplorer(Explorer):
         import ipywidgets as W
 
         go, _ = _go()
-        self.rows = viz._check_rows(rows, [y])
+        self.rows = FD.check_rows(rows, [y])
         numeric = [k for k in self.rows[0] if k != y and all(
             isinstance(r.get(k), int | float) and not isinstance(r.get(k), bool)
             for r in self.rows)]
@@ -570,14 +565,14 @@ class TradeoffExplorer(Explorer):
             self.groups.setdefault(str(r.get(group, "")) if group else "runs", []).append(i)
         for k, (g, idx) in enumerate(self.groups.items()):
             fig.add_trace(go.Scatter(x=[], y=[], mode="lines+markers", name=g,
-                                     line={"color": viz._color(g, k)},
+                                     line={"color": method_color(g, k)},
                                      text=[self._label(i) for i in idx]), row=1, col=1)
         fig.add_trace(go.Scatter(x=[], y=[], mode="markers", name="chosen run",
                                  marker={"size": 16, "color": "rgba(0,0,0,0)",
                                          "line": {"color": "red", "width": 2}}), row=1, col=1)
         fig.add_trace(go.Bar(x=[], y=[], name="sparsity", marker_color="#1f77b4",
                              showlegend=False), row=1, col=2)
-        fig.update_yaxes(title_text=viz._label(y), row=1, col=1)
+        fig.update_yaxes(title_text=FD.axis_label(y), row=1, col=1)
         fig.update_xaxes(title_text="layer", row=1, col=2)
         # range to 105: the "100" tick label then sits below the subplot title, not on it
         fig.update_yaxes(title_text="zero weights (%)", range=[0, 105], row=1, col=2)
@@ -591,10 +586,10 @@ class TradeoffExplorer(Explorer):
         chosen = self.rows[int(self.slider.value)]
 
         def sx(r):
-            return viz._scaled(xkey, [r[xkey]])[0]
+            return FD.scaled(xkey, [r[xkey]])[0]
 
         def sy(r):
-            return viz._scaled(self.y, [r[self.y]])[0]
+            return FD.scaled(self.y, [r[self.y]])[0]
 
         layers = chosen.get("layers") or {}
         with self.figure.batch_update():
@@ -607,7 +602,7 @@ class TradeoffExplorer(Explorer):
             hi.x, hi.y = [sx(chosen)], [sy(chosen)]
             bars = self.figure.data[len(self.groups) + 1]
             bars.x, bars.y = list(layers), [100 * float(v) for v in layers.values()]
-            title = viz._label(xkey)
+            title = FD.axis_label(xkey)
             if xkey == "setting" and self.group and len(self.groups) > 1:
                 # one axis, several kinds of setting (t and p): say which is which
                 title += f" ({' / '.join(self.groups)}: see the legend)"
@@ -644,10 +639,10 @@ def _readout(key: str, value) -> str:
     """One labelled value: percentages in %, other numbers to 4 digits."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"{key}: {value}"
-    if key in viz._PERCENT:
-        return f"{viz._label(key).split(' (')[0]} {100 * value:.2f}%"
-    return f"{viz._label(key)} {value:.4g}" if isinstance(value, float) else \
-        f"{viz._label(key)} {value:,}"
+    if key in FD.PERCENT:
+        return f"{FD.axis_label(key).split(' (')[0]} {100 * value:.2f}%"
+    return f"{FD.axis_label(key)} {value:.4g}" if isinstance(value, float) else \
+        f"{FD.axis_label(key)} {value:,}"
 
 
 def tradeoff_explorer(rows: Sequence[Mapping], x: str = "sparsity", **kwargs) -> TradeoffExplorer:
@@ -706,7 +701,7 @@ class TrainingDashboard:
         self.figure.update_yaxes(title_text="cross-entropy (nats per sample)", type="log",
                                  row=1, col=1)
         self.figure.update_yaxes(title_text="accuracy (%)", row=1, col=2)
-        self.figure.update_yaxes(title_text=viz._label(layer_key), row=2, col=1)
+        self.figure.update_yaxes(title_text=FD.axis_label(layer_key), row=2, col=1)
         self.figure = _widget(self.figure)
         self.readout = W.HTML("waiting for the first epoch …")
         self.box = W.VBox([self.readout, self.figure])
@@ -718,11 +713,9 @@ class TrainingDashboard:
     def __call__(self, history, model=None) -> None:
         go, _ = _go()
         self.history = history
-        ep = history["epoch"]
-        held = history.heldout  # "test", or "val" with a validation split
-        series = [history["train_loss"], history[f"{held}_loss"],
-                  viz._scaled("train_acc", history["train_acc"]),
-                  viz._scaled("test_acc", history[f"{held}_acc"])]
+        curves = FD.learning_series(history)
+        ep, held = curves.epochs, curves.heldout  # "test", or "val" with a validation split
+        series = [curves.train_loss, curves.heldout_loss, curves.train_acc, curves.heldout_acc]
         names = history.layer_names
         with self.figure.batch_update():
             for trace, ys in zip(self.figure.data[:4], series):
@@ -737,10 +730,11 @@ class TrainingDashboard:
                                                      name=name, legend="legend3",
                                                      line={"color": layer_color(i)}),
                                           row=2, col=1)
+            per_layer = FD.layer_series(history, self.layer_key,
+                                        layers=[t.name for t in self.figure.data[4:]])
             for trace in self.figure.data[4:]:
-                trace.x = history.layer(trace.name, "epoch")
-                trace.y = _json_safe(viz._scaled(self.layer_key,
-                                                 history.layer(trace.name, self.layer_key)))
+                trace.x, values = per_layer[trace.name]
+                trace.y = _json_safe(values)
             # accuracy: the range of the data (every epoch shown), not a fixed 0-100
             accs = [a for k in (2, 3) for a in series[k] if not math.isnan(a)]
             if accs:
