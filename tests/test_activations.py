@@ -79,14 +79,17 @@ def test_quantize_act_bits_hooks_the_layer_input():
 @pytest.mark.parametrize("bad", [1, 17, 8.0, True, "8"])
 def test_act_bits_out_of_range(bad):
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2))
-    with pytest.raises(ValueError, match="act_bits must be an integer from 2 to 16"):
+    with pytest.raises(ValueError, match=rf"act_bits must be a whole number .*>= 2 and <= 16, "
+                                         rf"got {bad!r} \({type(bad).__name__}\); BitNet "
+                                         rf"uses 8; pass None to keep activations in float"):
         ttqlab.quantize(model, "twn", act_bits=bad)
     assert not any(True for _ in ttqlab.quantized_layers(model))  # nothing half-done
 
 
 def test_bad_rule():
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 2))
-    with pytest.raises(ValueError, match="act_rule must be one of"):
+    with pytest.raises(ValueError, match=r"act_rule must be one of 'absmax', 'pow2'; got 'log' "
+                                         r"\(str\); 'absmax': BitNet's 8-bit per-token"):
         ttqlab.quantize(model, "twn", act_bits=8, act_rule="log")
 
 

@@ -70,6 +70,36 @@ def test_unsupported_values_are_refused(tmp_path):
         checkpoint.load(tmp_path)
 
 
+@pytest.mark.parametrize("kwargs, error, says", [
+    ({"step": -1}, ValueError, r"step must be a whole number \(an int such as 5\) >= 0, got -1"),
+    ({"step": True}, ValueError, r"step must be .*, got True \(bool\)"),
+    ({"step": 3.0}, ValueError, r"step must be .*, got 3.0 \(float\)"),
+    ({"keep": 0}, ValueError, r"keep must be a whole number .*>= 1, got 0 \(int\)"),
+    ({"keep": False}, ValueError, r"keep must be .*, got False \(bool\)"),
+    ({"rng": "no"}, TypeError, r"rng must be True or False, got 'no' \(str\)"),
+    ({"directory": None}, TypeError, r"directory must be a path .*, got None \(NoneType\)"),
+    ({"directory": ""}, ValueError, r"directory must be a path such as 'runs/a', got the empty"),
+], ids=["negative-step", "bool-step", "float-step", "keep-0", "bool-keep", "str-rng", "none-dir",
+        "empty-dir"])
+def test_save_refuses_bad_arguments_and_writes_nothing(tmp_path, monkeypatch, kwargs, error,
+                                                       says):
+    monkeypatch.chdir(tmp_path)
+    kwargs = {"directory": tmp_path / "run", "step": 1, **kwargs}
+    with pytest.raises(error, match=says):
+        checkpoint.save(x=1, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_takes_numpy_ints_and_load_refuses_truthy_flags(tmp_path):
+    path = checkpoint.save(tmp_path, np.int64(4), keep=np.int32(2), x=1)
+    assert path.name == "checkpoint-000004.json"
+    assert json.loads(path.read_text())["step"] == 4
+    for flag in ("rng", "strict"):
+        with pytest.raises(TypeError, match=rf"{flag} must be True or False, got 'no'"):
+            checkpoint.load(tmp_path, **{flag: "no"})
+    assert checkpoint.load(tmp_path, rng=False, strict=True) == {"step": 4, "x": 1}
+
+
 def test_global_rng_states_round_trip(tmp_path):
     checkpoint.save(tmp_path, 0)
     expected = (random.random(), np.random.rand(), torch.rand(1))  # noqa: NPY002

@@ -209,17 +209,28 @@ def test_bad_arguments(tmp_path):
     model = ttqlab.quantize(_Odd(), "twn").eval()
     with pytest.raises(ValueError, match=r"example=torch\.randn"):
         export.to_onnx(model, tmp_path / "m.onnx")  # a custom model: no recorded shape
-    with pytest.raises(ValueError, match="block_size must be"):
+    with pytest.raises(ValueError, match=r"block_size must be one of 16, 32, 64, 128; got 256 "
+                                         r"\(int\); a power of two with a fast ONNX Runtime"):
         export.to_onnx(_quantized("twn"), tmp_path / "m.onnx", block_size=256)
+    with pytest.raises(ValueError, match=r"accuracy_level must be one of 0, 1, 2, 3, 4; got 5"):
+        export.to_onnx(_quantized("twn"), tmp_path / "m.onnx", accuracy_level=5)
+    with pytest.raises(TypeError, match=r"path must be a path .*got None \(NoneType\)"):
+        export.to_onnx(_quantized("twn"), None)
+    assert not (tmp_path / "m.onnx").exists()  # each refused before anything was written
     with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
         export.to_onnx("model", tmp_path / "m.onnx")
     with pytest.raises(FileNotFoundError, match="to_onnx"):
         export.onnx_session(tmp_path / "missing.onnx")
     path = export.to_onnx(_quantized("twn"), tmp_path / "m.onnx")
-    with pytest.raises(ValueError, match="threads must be a positive integer"):
-        export.onnx_session(path, threads=0)
+    for threads in (0, True, 2.0):
+        with pytest.raises(ValueError, match=rf"threads must be a whole number .*>= 1, got "
+                                             rf"{threads} \({type(threads).__name__}\); ONNX "
+                                             rf"Runtime's intra-op thread count"):
+            export.onnx_session(path, threads=threads)
     assert export.onnx_session(path).get_session_options().intra_op_num_threads == 1
     assert export.onnx_session(path, threads=2).get_session_options().intra_op_num_threads == 2
+    assert export.onnx_session(str(path), threads=np.int64(2)) \
+        .get_session_options().intra_op_num_threads == 2  # numpy's ints are ints
 
 
 def test_missing_extra_says_what_to_install(tmp_path, monkeypatch):

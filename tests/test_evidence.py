@@ -30,10 +30,17 @@ def test_t_quantile_tends_to_the_normal():
     assert t_quantile(0.975, 2) > t_quantile(0.975, 5) > t_quantile(0.975, 50)
 
 
-@pytest.mark.parametrize("p, df", [(0.5, 3), (1.0, 3), (0.975, 0), (0.975, 2.5),
-                                   (0.975, True)])
-def test_t_quantile_refuses_bad_input(p, df):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("p, df, says", [
+    (0.5, 3, r"p must be a finite number > 0.5 and < 1, got 0.5 \(float\); e.g. 0.975 for"),
+    (1.0, 3, r"p must be a finite number > 0.5 and < 1, got 1.0"),
+    (True, 3, r"p must be .*, got True \(bool\)"),
+    ("0.975", 3, r"p must be .*, got '0.975' \(str\)"),
+    (0.975, 0, r"df must be a whole number .*>= 1, got 0 \(int\); the number of seeds minus"),
+    (0.975, 2.5, r"df must be .*, got 2.5 \(float\)"),
+    (0.975, True, r"df must be .*, got True \(bool\)"),
+])
+def test_t_quantile_refuses_bad_input(p, df, says):
+    with pytest.raises(ValueError, match=says):
         t_quantile(p, df)
 
 
@@ -70,8 +77,10 @@ def test_paired_interval_refuses_unpaired_or_empty():
         paired_interval([1, 2, 3], [1, 2])
     with pytest.raises(ValueError, match="no values"):
         paired_interval([])
-    with pytest.raises(ValueError, match="level"):
-        paired_interval([1, 2], level=95)
+    for level in (95, 0, 1.0, True, math.nan):
+        with pytest.raises(ValueError, match=r"level must be a finite number > 0 and < 1, got "
+                                             r".*; e.g. 0.95 for a 95% interval"):
+            paired_interval([1, 2], level=level)
 
 
 def _iv(low, high, n=5):
@@ -98,10 +107,15 @@ def test_matches(low, high, expected):
 
 
 def test_verdict_refuses_unknown_claims_and_margins():
-    with pytest.raises(ValueError, match="claim"):
+    with pytest.raises(ValueError, match=r"claim must be one of 'beats', 'matches'; got "
+                                         r"'equals' \(str\)"):
         verdict(_iv(0, 1), "equals", margin=0.1)
-    with pytest.raises(ValueError, match="margin"):
-        verdict(_iv(0, 1), "beats", margin=-1)
+    for margin in (-1, math.nan, True, "0.1", None):
+        with pytest.raises(ValueError, match=r"margin must be a finite number >= 0, got .*; "
+                                             r"e.g. one test image"):
+            verdict(_iv(0, 1), "beats", margin=margin)
+        with pytest.raises(ValueError, match=r"margin must be"):  # not a float() error
+            evidence.observe([1, 2], [0, 1], margin=margin)
 
 
 def test_observe_prints_the_difference_its_interval_and_the_verdict():

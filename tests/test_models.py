@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -56,6 +57,38 @@ def test_bad_model_arguments():
         models.vgg7(input_shape=(3, 4, 4))
     with pytest.raises(ValueError, match="1-D samples"):
         models.cnn1d(input_shape=(1, 8, 8))
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn1d", "lenet5"])
+@pytest.mark.parametrize("batch_norm", ["no", 0, None], ids=repr)
+def test_batch_norm_is_true_or_false(name, batch_norm):
+    with pytest.raises(TypeError, match=rf"batch_norm must be True or False, got "
+                                        rf"{batch_norm!r} \({type(batch_norm).__name__}\)"):
+        models.get(name, batch_norm=batch_norm)  # "no" used to build batch norm layers
+    plain = models.get(name, batch_norm=False)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in plain.modules())
+
+
+@pytest.mark.parametrize("seed, says", [(1.5, r"got 1.5 \(float\)"), ("0", r"got '0' \(str\)"),
+                                        (True, r"got True \(bool\)")])
+def test_seed_is_an_int_or_none(seed, says):
+    with pytest.raises(ValueError, match=rf"seed must be a whole number .*, or None, {says}; "
+                                         rf"the same seed gives the same weights"):
+        models.mlp(seed=seed)
+    a, b = models.mlp(seed=np.int64(3)), models.mlp(seed=3)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize("patch, says", [
+    (0, r"patch must be a whole number .*>= 1, got 0 \(int\); a divisor of the length 40"),
+    (True, r"patch must be a whole number .*, got True \(bool\)"),
+    (2.0, r"patch must be a whole number .*, got 2.0 \(float\)"),
+    (3, r"patch must be a positive integer dividing the length 40, got 3; e.g. patch=1"),
+])
+def test_patch_is_a_whole_divisor_of_the_length(patch, says):
+    for name in ("transformer", "gru", "lstm", "bag_of_tokens"):
+        with pytest.raises(ValueError, match=says):
+            models.get(name, input_shape=(1, 40), patch=patch)
 
 
 def test_all_models_quantize(tmp_path):

@@ -97,10 +97,17 @@ def test_pack_rejects_invalid_codes():
         pack(torch.tensor([9]), "pow2", 5)
     with pytest.raises(TypeError, match="integer"):
         pack(torch.tensor([0.0, 1.0]), "2bit")
-    with pytest.raises(ValueError, match="2-bit INQ codes are ternary"):
+    with pytest.raises(ValueError, match=r"bits must be .*>= 3 and <= 8, got 2 \(int\); .*"
+                                         r"2-bit INQ codes are ternary"):
         pack(torch.tensor([1]), "pow2", 2)
-    with pytest.raises(ValueError, match="unknown packing scheme"):
+    for bits in (True, 4.0, None):  # a bool, a float and nothing are not a bit width
+        with pytest.raises(ValueError, match=rf"bits must be .*, got {bits}"):
+            pack(torch.tensor([1]), "pow2", bits)
+    with pytest.raises(ValueError, match=r"scheme must be one of '2bit', 'base3', 'binary', "
+                                         r"'pow2'; got '3bit' \(str\)"):
         pack(torch.tensor([1]), "3bit")
+    with pytest.raises(ValueError, match=r"scheme must be one of .*got \['2bit'\] \(list\)"):
+        pack(torch.tensor([1]), ["2bit"])  # unhashable: refused, not a TypeError
 
 
 def _u8(values):
@@ -126,6 +133,9 @@ def test_unpack_rejects_corrupt_data(data, n, scheme, bits, match):
 
 
 def test_nbytes_checks_its_arguments():
-    with pytest.raises(ValueError, match="non-negative"):
-        nbytes(-1, "2bit")
+    for n in (-1, True, 2.0):
+        with pytest.raises(ValueError, match=rf"n must be a whole number .*>= 0, got {n} "
+                                             rf"\({type(n).__name__}\); n is a number of weights"):
+            nbytes(n, "2bit")
+    assert nbytes(np.int64(8), "2bit") == 2  # numpy's ints count
     assert packing.SCHEMES["2bit"] == 2

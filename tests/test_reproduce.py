@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -155,6 +156,34 @@ def test_interrupted_recipe_resumes_exactly(tmp_path):
     assert meta["state"]["inq"]["steps_taken"] == 4
 
 
+@pytest.mark.parametrize("padding", [-1, True, 4.0, None], ids=repr)
+def test_crop_flip_refuses_a_padding_that_is_not_an_int_from_0(padding):
+    with pytest.raises(ValueError, match=rf"padding must be a whole number .*>= 0, got "
+                                         rf"{padding} \({type(padding).__name__}\); pixels"):
+        reproduce.CropFlip(padding)
+    assert reproduce.CropFlip(np.int64(2)).padding == 2
+
+
+@pytest.mark.parametrize("kwargs, error, says", [
+    ({"epochs_scale": 0}, ValueError, r"epochs_scale must be a finite number > 0, got 0 "),
+    ({"epochs_scale": float("inf")}, ValueError, r"epochs_scale must be .*, got inf"),
+    ({"max_epochs": 0}, ValueError, r"max_epochs must be a whole number .*>= 1, or None, got 0"),
+    ({"max_epochs": True}, ValueError, r"max_epochs must be .*, got True \(bool\)"),
+    ({"max_epochs": 2.5}, ValueError, r"max_epochs must be .*, got 2.5 \(float\)"),
+    ({"seed": 1.0}, ValueError, r"seed must be a whole number .*, got 1.0 \(float\)"),
+    ({"resume": "no"}, TypeError, r"resume must be True or False, got 'no' \(str\)"),
+    ({"baseline": 0}, TypeError, r"baseline must be True or False, got 0 \(int\)"),
+    ({"deterministic": "yes"}, TypeError, r"deterministic must be True or False"),
+    ({"out": ""}, ValueError, r"out must be a path such as 'runs/a', got the empty name"),
+], ids=lambda v: repr(v) if isinstance(v, dict) else "")
+def test_bad_arguments_are_refused_before_any_work(tmp_path, monkeypatch, kwargs, error, says):
+    monkeypatch.chdir(tmp_path)
+    kwargs = {"out": tmp_path / "run", **kwargs}
+    with pytest.raises(error, match=says):
+        reproduce.run("twn-mnist", dataset="synthetic", **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_crop_flip_is_a_seeded_shifted_window():
     x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).reshape(2, 3, 6, 6)
     out = reproduce.CropFlip(2)(x, torch.Generator().manual_seed(0))
@@ -171,7 +200,9 @@ def test_crop_flip_is_a_seeded_shifted_window():
 
 
 def test_bad_recipe_names(capsys):
-    with pytest.raises(ValueError, match="twn-mnist"):
+    with pytest.raises(ValueError, match=r"name must be one of .*'twn-mnist'.*; got "
+                                         r"'twn-imagenet' \(str\); a recipe; ttqlab "
+                                         r"reproduce --list"):
         reproduce.run("twn-imagenet")
     assert main(["reproduce", "--list"]) == 0
     text = capsys.readouterr().out

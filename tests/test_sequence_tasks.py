@@ -84,11 +84,12 @@ def test_split_validation_and_fit_work_on_the_task():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"relevant": 0}, "relevant must be an int >= 1"),
-    ({"n_train": 0}, "n_train must be an int >= 1"),
+    ({"relevant": 0}, r"relevant must be a whole number \(an int such as 5\) >= 1, got 0"),
+    ({"n_train": 0}, r"n_train must be a whole number .* >= 1, got 0 \(int\)"),
     ({"length": 5, "relevant": 3}, r"length \(5\) must be at least 2 \* relevant"),
-    ({"seed": -1}, "seed must be an int >= 0"),
-    ({"n_test": 2.5}, "n_test must be an int >= 1"),
+    ({"seed": -1}, r"seed must be a whole number .* >= 0, got -1"),
+    ({"n_test": 2.5}, r"n_test must be a whole number .* >= 1, got 2.5 \(float\)"),
+    ({"relevant": True}, r"relevant must be a whole number .* >= 1, got True \(bool\)"),
 ])
 def test_bad_arguments_say_what_to_pass(kwargs, match):
     with pytest.raises(ValueError, match=match):

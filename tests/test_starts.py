@@ -5,6 +5,7 @@ import dataclasses
 import json
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -198,11 +199,26 @@ def test_a_symlinked_entry_is_refused(data, tmp_path):
         assert not pretrain(build(data), data, 0, RECIPE, root=tmp_path).cached
 
 
-@pytest.mark.parametrize("kwargs, message", [({"epochs": 0}, "epochs"), ({"lr": 0}, "lr"),
-                                             ({"optimizer": torch.optim.SGD}, "optimizer")])
+@pytest.mark.parametrize("kwargs, message", [
+    ({"epochs": 0}, r"Recipe.epochs must be a whole number .*>= 1, got 0 \(int\)"),
+    ({"epochs": True}, r"Recipe.epochs must be .*, got True \(bool\)"),
+    ({"epochs": 40.0}, r"Recipe.epochs must be .*, got 40.0 \(float\)"),
+    ({"lr": 0}, r"Recipe.lr must be a finite number > 0, got 0 \(int\); e.g. 1e-2"),
+    ({"lr": float("nan")}, r"Recipe.lr must be a finite number > 0, got nan"),
+    ({"lr": "1e-2"}, r"Recipe.lr must be .*, got '1e-2' \(str\)"),
+    ({"batch_size": 0}, r"Recipe.batch_size must be a whole number .*>= 1, got 0"),
+    ({"weight_decay": -1e-4}, r"Recipe.weight_decay must be a finite number >= 0, got -0.0001"),
+    ({"optimizer": torch.optim.SGD}, "optimizer")])
 def test_recipe_refuses_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Recipe(**kwargs)
+
+
+def test_recipe_takes_numpy_numbers_as_python_ones():
+    r = Recipe(epochs=np.int64(3), lr=np.float32(0.5), batch_size=np.int32(8))
+    assert (type(r.epochs), type(r.lr), type(r.batch_size)) == (int, float, int)
+    assert r.fit_kwargs()["epochs"] == 3 and str(r).startswith("3 epochs, adam lr 0.5,")
+    assert type(Recipe(lr=1).lr) is int  # a python number is kept as given: same cache key
 
 
 def test_recipe_reads_like_a_sentence():
@@ -230,7 +246,26 @@ def test_pretrain_seeds_is_pretrain_for_each_seed(data, tmp_path):
         assert one.cached and _same_weights(one.model, s.model)
 
 
-@pytest.mark.parametrize("seeds", [[], [0, 1.5], [True], "01"])
-def test_pretrain_seeds_refuses_bad_seeds(data, tmp_path, seeds):
-    with pytest.raises(ValueError, match="list of ints"):
+@pytest.mark.parametrize("seeds, message", [
+    ([], r"seeds is empty; pass at least one seed"),
+    ([0, 1.5], r"seeds must be ints >= 0, got \[1.5\]"),
+    ([True], r"seeds must be ints >= 0, got \[True\]"),
+    ("01", r"seeds must be a list of ints such as \[0, 1, 2\], got '01' \(str\)"),
+    (5, r"got the int 5; for N seeds pass list\(range\(N\)\)"),
+    ([1, 1], r"seeds \[1\] are repeated"),
+])
+def test_pretrain_seeds_refuses_bad_seeds(data, tmp_path, seeds, message):
+    with pytest.raises(ValueError, match=message):
         starts.pretrain_seeds(build(data), data, seeds, RECIPE, root=tmp_path)
+    assert not (tmp_path / "starts").exists()  # refused before anything was trained
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"cache": "no"}, r"cache must be True or False, got 'no' \(str\)"),
+    ({"seed": 1.0}, r"seed must be a whole number .*, got 1.0 \(float\)"),
+])
+def test_pretrain_refuses_a_truthy_cache_flag_and_a_float_seed(data, tmp_path, kwargs, message):
+    kwargs = {"seed": 0, **kwargs}
+    with pytest.raises((TypeError, ValueError), match=message):
+        pretrain(build(data), data, recipe=RECIPE, root=tmp_path, **kwargs)
+    assert not (tmp_path / "starts").exists()

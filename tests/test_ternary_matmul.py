@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -93,3 +94,24 @@ def test_bad_input(args, match):
 def test_opcounts_default_is_the_identity_of_addition():
     c = OpCounts(1, 2, 3, 4, 5, 6)
     assert OpCounts() + c == c and sum([c, c], OpCounts()).dense_additions == 12
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"stride": 0}, r"stride must be a whole number .*>= 1, got 0 \(int\); as F.conv2d"),
+    ({"stride": 2.0}, r"stride must be .*, got 2.0 \(float\)"),
+    ({"padding": -1}, r"padding must be a whole number .*>= 0, got -1 \(int\); zeros added"),
+    ({"padding": True}, r"padding must be .*, got True \(bool\)"),
+])
+def test_conv2d_refuses_bad_stride_and_padding(kwargs, match):
+    x, codes = torch.ones(1, 1, 4, 4), torch.ones(2, 1, 3, 3, dtype=torch.int8)
+    with pytest.raises(ValueError, match=match):
+        ternary_conv2d(x, codes, 1.0, **kwargs)
+    y, _ = ternary_conv2d(x, codes, 1.0, stride=np.int64(1), padding=np.int64(1))
+    assert y.shape == (1, 2, 4, 4)  # numpy's ints are ints
+
+
+def test_conv2d_refuses_what_is_not_a_4d_tensor():
+    with pytest.raises(ValueError, match=r"got shape \(4, 4\) and shape \(2, 1, 3, 3\)"):
+        ternary_conv2d(torch.ones(4, 4), torch.ones(2, 1, 3, 3, dtype=torch.int8), 1.0)
+    with pytest.raises(ValueError, match=r"got a list and shape"):
+        ternary_conv2d([[1.0]], torch.ones(2, 1, 3, 3, dtype=torch.int8), 1.0)

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from . import quantizers as Q
+from .validation import check_choice, check_int
 
 __all__ = ["RULES", "ActivationQuantizer", "absmax_codes", "act_quantized_layers",
            "attach", "detach", "quantize_absmax", "quantize_pow2_tokens"]
@@ -47,18 +48,15 @@ _ATTR = "act_quant"
 
 
 def check_act_bits(bits) -> int:
-    """2..16 bits, else a ValueError saying what to pass."""
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
-        raise ValueError(f"act_bits must be an integer from 2 to 16 (BitNet uses 8), or None "
-                         f"to keep activations in float; got {bits!r}")
-    return bits
+    """2..16 bits (as an int), else a ValueError saying what to pass."""
+    return check_int("act_bits", bits, low=2, high=16,
+                     hint="BitNet uses 8; pass None to keep activations in float")
 
 
 def _check_rule(rule) -> str:
-    if rule not in RULES:
-        raise ValueError(f"act_rule must be one of {list(RULES)} ('absmax': BitNet's 8-bit "
-                         f"per-token absmax, 'pow2': INQ's powers of two), got {rule!r}")
-    return rule
+    return check_choice("act_rule", rule, RULES,
+                        hint="'absmax': BitNet's 8-bit per-token absmax, 'pow2': INQ's "
+                             "powers of two")
 
 
 def absmax_codes(x: Tensor, bits: int = 8, eps: float = 1e-5) -> tuple[Tensor, Tensor]:

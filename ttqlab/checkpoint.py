@@ -66,6 +66,8 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from .validation import check_bool, check_int, check_path, is_int
+
 __all__ = ["CheckpointError", "latest", "list_checkpoints", "load", "save"]
 
 FORMAT = "ttqlab-checkpoint"
@@ -272,14 +274,14 @@ def _read(meta_path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not a ttqlab checkpoint")
     version = meta.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if not is_int(version) or version < 1:
         raise CheckpointError(f"{meta_path}: 'version' must be a positive integer, got "
                               f"{version!r}")
     if version > VERSION:
         raise CheckpointError(f"{meta_path} has checkpoint format version {version}; this "
                               f"ttqlab reads versions up to {VERSION}: upgrade ttqlab")
     step, name, digest = meta.get("step"), meta.get("tensors"), meta.get("sha256")
-    if (isinstance(step, bool) or not isinstance(step, int) or step < 0
+    if (not is_int(step) or step < 0
             or not isinstance(name, str) or not _TENSORS.match(name)
             or not isinstance(digest, str) or "state" not in meta):
         raise CheckpointError(f"{meta_path} is incomplete or damaged (needs 'step', "
@@ -362,13 +364,12 @@ def save(directory: str | os.PathLike, step: int, *, keep: int = 1, rng: bool = 
         **objects: what to save, by name: modules, optimizers, schedulers, ``INQ``,
             ``torch.Generator`` s (their state), or plain values and tensors.
     """
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"step must be an int >= 0, got {step!r}")
-    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-        raise ValueError(f"keep must be an int >= 1, got {keep!r}")
+    step = check_int("step", step, low=0)
+    keep = check_int("keep", keep, low=1)
+    rng = check_bool("rng", rng)
     if "step" in objects or "rng" in objects:
         raise ValueError("'step' and 'rng' are reserved names; choose another")
-    directory = Path(directory)
+    directory = check_path("directory", directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     state = {name: _state_of(obj) for name, obj in objects.items()}
@@ -460,7 +461,8 @@ def load(path: str | os.PathLike, *, rng: bool = True, strict: bool = True,
     Raises:
         CheckpointError: no complete checkpoint, or a name that was not saved.
     """
-    path = Path(path)
+    rng, strict = check_bool("rng", rng), check_bool("strict", strict)
+    path = check_path("path", path)
     meta_path = latest(path) if path.is_dir() else path
     if meta_path is None:
         raise CheckpointError(f"no complete checkpoint in {path}")

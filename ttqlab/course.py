@@ -21,6 +21,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .validation import check_bool, check_path
+
 MANIFEST = ".ttqlab-course.json"  # what was copied, with checksums, to tell edits apart
 
 
@@ -80,8 +82,12 @@ def check_destination(dest: Path, force: bool = False) -> list[Path]:
 
     A file is the student's if it differs from the course's version and from what an earlier
     ``ttqlab course`` copied there (an untouched earlier copy is updated silently).
+
+    ``force`` must be True or False (a ``TypeError`` otherwise: ``force="no"`` is not
+    taken as a yes); ``dest`` a path (a ``str`` or a ``Path``).
     """
-    dest = Path(dest)
+    dest = check_path("dest", dest)
+    force = check_bool("force", force)
     _refuse_unsafe_paths(dest)
     before = _copied_before(dest)
     modified = []
@@ -103,9 +109,10 @@ def copy(dest: str | Path = "ttqlab-course", force: bool = False) -> list[Path]:
     """Copy the course into ``dest`` (created if needed) and return the copied files.
 
     Refuses (``FileExistsError``) to overwrite a notebook the student has changed unless
-    ``force``.
+    ``force`` (True or False; anything else is a ``TypeError``).
     """
-    dest = Path(dest)
+    dest = check_path("dest", dest)
+    force = check_bool("force", force)
     check_destination(dest, force)
     dest.mkdir(parents=True, exist_ok=True)
     copied, digests = [], {}

@@ -101,6 +101,7 @@ from torch import Tensor, nn
 
 from . import models
 from .convert import bake, extract, quantized_weights
+from .validation import check_choice, check_int, check_path
 
 __all__ = ["INSTALL", "OnnxExportError", "onnx_session", "predict", "to_onnx",
            "weight_bytes"]
@@ -306,8 +307,9 @@ def to_onnx(model: nn.Module, path: str | os.PathLike, example: Tensor | None = 
             costs 0.25 extra bits per weight; ONNX Runtime 1.32 has no fast path for 256,
             and computes 16 in float: answers identical to ``accuracy_level=1``, and
             about as slow).
-        accuracy_level: ``MatMulNBits``' compute mode; 4 (int8 activations per block) is
-            the fast CPU kernel. Other values are allowed for experiments.
+        accuracy_level: ``MatMulNBits``' compute mode, 0 to 4 (0 unset, 1 float32,
+            2 float16, 3 bfloat16, 4 int8 activations per block); 4 is the fast CPU
+            kernel, the others are for experiments (1 gives PyTorch's answers).
 
     Returns:
         ``path`` as a ``Path``. The graph has one input ``"input"`` (batch first) and one
@@ -320,9 +322,13 @@ def to_onnx(model: nn.Module, path: str | os.PathLike, example: Tensor | None = 
     onnx = _require("onnx")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if block_size not in (16, 32, 64, 128):
-        raise ValueError(f"block_size must be 16, 32, 64 or 128 (a power of two with a fast "
-                         f"ONNX Runtime kernel), got {block_size!r}")
+    path = check_path("path", path)
+    block_size = int(check_choice("block_size", block_size, (16, 32, 64, 128),
+                                  hint="a power of two with a fast ONNX Runtime kernel; "
+                                       "128 is the fastest measured"))
+    accuracy_level = int(check_choice("accuracy_level", accuracy_level, (0, 1, 2, 3, 4),
+                                      hint="MatMulNBits' compute mode: 4 (int8 activations) "
+                                           "is the fast CPU kernel, 1 computes in float32"))
     x = _example_input(model, example)
     quantized = {name: (module, param) for name, module, param, _ in quantized_weights(model)}
     if not quantized:
@@ -374,7 +380,6 @@ def to_onnx(model: nn.Module, path: str | os.PathLike, example: Tensor | None = 
                               f"nn.Conv*, activations, norms)") from e
     graph = onnx.load_from_string(buffer.getvalue())
     onnx.checker.check_model(graph)
-    path = Path(path)
     onnx.save(graph, path)
     return path
 
@@ -391,10 +396,10 @@ def onnx_session(path: str | os.PathLike, threads: int = 1) -> Any:
     parallelism is off; graph optimisations are all on.
     """
     ort = _require("onnxruntime")
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive integer (1 is the default), got "
-                         f"{threads!r}")
-    if not Path(path).is_file():
+    threads = check_int("threads", threads, low=1,
+                        hint="ONNX Runtime's intra-op thread count; 1 is the default")
+    path = check_path("path", path)
+    if not path.is_file():
         raise FileNotFoundError(f"no such ONNX file: {path}; write one with "
                                 f"ttqlab.export.to_onnx(model, path)")
     options = ort.SessionOptions()

@@ -22,6 +22,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .validation import check_choice, check_int, check_number
+
 __all__ = ["CLAIMS", "Interval", "Observation", "observe", "paired_interval", "t_quantile",
            "verdict"]
 
@@ -47,10 +49,9 @@ def _t_two_sided(t: float, df: int) -> float:
 def t_quantile(p: float, df: int) -> float:
     """The ``p`` quantile of Student's t with ``df`` degrees of freedom (p in (0.5, 1)),
     e.g. ``t_quantile(0.975, 4) = 2.776``: the multiplier of a 95% interval from 5 seeds."""
-    if isinstance(df, bool) or not isinstance(df, int) or df < 1:
-        raise ValueError(f"df must be an int >= 1, got {df!r}")
-    if not 0.5 < p < 1:
-        raise ValueError(f"p must be in (0.5, 1), e.g. 0.975 for a 95% interval; got {p!r}")
+    df = check_int("df", df, low=1, hint="the number of seeds minus one")
+    p = check_number("p", p, low=0.5, high=1, low_open=True, high_open=True,
+                     hint="e.g. 0.975 for a 95% interval")
     target, lo, hi = 2 * p - 1, 0.0, 1.0
     while _t_two_sided(hi, df) < target:
         hi *= 2
@@ -105,8 +106,8 @@ def paired_interval(a: Sequence[float], b: Sequence[float] | None = None, *,
         a = [x - y for x, y in zip(a, b)]
     if not a:
         raise ValueError("no values: pass one difference per seed")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), e.g. 0.95; got {level!r}")
+    level = check_number("level", level, low=0, high=1, low_open=True, high_open=True,
+                         hint="e.g. 0.95 for a 95% interval")
     mean = statistics.mean(a)
     if len(a) < 2:
         return Interval(mean, math.nan, math.nan, 1, math.nan, level)
@@ -128,10 +129,9 @@ def verdict(interval: Interval, claim: str = "beats", *, margin: float) -> str:
     * ``"matches"`` (no loss: d > -margin): shows when low > -margin; does not show when
       high < -margin (the loss is larger than the margin).
     """
-    if claim not in CLAIMS:
-        raise ValueError(f"claim must be one of {CLAIMS}, got {claim!r}")
-    if not margin >= 0:
-        raise ValueError(f"margin must be >= 0, got {margin!r}")
+    check_choice("claim", claim, CLAIMS)
+    margin = check_number("margin", margin, low=0,
+                          hint="e.g. one test image, 100 / n_test points")
     if interval.n < 2:
         return "not resolved with 1 seed"
     floor = 0.0 if claim == "beats" else -margin
@@ -183,5 +183,5 @@ def observe(a: Sequence[float], b: Sequence[float], *, names: tuple[str, str] = 
             and all(isinstance(n, str) for n in names)):
         raise ValueError(f"names must be two strings, e.g. ('TWN', 'binary'); got {names!r}")
     interval = paired_interval(a, b, level=level)
-    return Observation(names, claim, float(margin), interval,
-                       verdict(interval, claim, margin=margin), unit)
+    result = verdict(interval, claim, margin=margin)  # checks claim and margin
+    return Observation(names, claim, float(margin), interval, result, unit)

@@ -16,11 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .validation import check_bool, check_int
+
 __all__ = ["MODELS", "cnn1d", "get", "lenet5", "mlp", "resnet", "resnet20", "resnet32",
            "resnet44", "resnet56", "vgg7"]
 
 
 def _seeded(build: Callable[[], nn.Module], seed: int | None) -> nn.Module:
+    seed = check_int("seed", seed, none_ok=True, hint="the same seed gives the same weights")
     if seed is None:
         return build()
     with torch.random.fork_rng(devices=[]):
@@ -56,6 +59,8 @@ def mlp(
     seed: int | None = None,
 ) -> nn.Module:
     """Flatten -> [Linear -> BatchNorm1d -> ReLU] per hidden width -> Linear."""
+    batch_norm = check_bool("batch_norm", batch_norm)
+
     def build():
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
@@ -81,6 +86,7 @@ def cnn1d(
 ) -> nn.Module:
     """MNIST-1D's convolutional baseline (Greydanus 2020): three Conv1d (kernels 5, 3, 3,
     stride 2) -> Linear; BatchNorm after each conv by default."""
+    batch_norm = check_bool("batch_norm", batch_norm)
     if len(input_shape) != 2:
         raise ValueError(f"cnn1d takes 1-D samples of shape (channels, length), e.g. (1, 40) "
                          f"for mnist1d; got input_shape {tuple(input_shape)}")
@@ -132,6 +138,7 @@ class LeNet5(nn.Module):
 def lenet5(input_shape=(1, 28, 28), num_classes=10, *, batch_norm=True, width=1.0, seed=None):
     """TWN's LeNet-5 (32C5-MP2-64C5-MP2-512FC); BatchNorm after each layer by default.
     ``width`` scales the channel and hidden counts (0.25: 8C5-16C5-128FC)."""
+    batch_norm = check_bool("batch_norm", batch_norm)
     return _seeded(lambda: LeNet5(tuple(input_shape), num_classes, batch_norm, width), seed)
 
 
@@ -259,9 +266,10 @@ def _tokens(input_shape: Sequence[int], patch: int, name: str) -> tuple[int, int
         raise ValueError(f"{name} takes 1-D samples of shape (channels, length), e.g. (1, 40) "
                          f"for mnist1d; got input_shape {tuple(input_shape)}")
     c, length = input_shape
-    if isinstance(patch, bool) or not isinstance(patch, int) or patch < 1 or length % patch:
+    patch = check_int("patch", patch, low=1, hint=f"a divisor of the length {length}, e.g. 1")
+    if length % patch:
         raise ValueError(f"patch must be a positive integer dividing the length {length}, "
-                         f"got {patch!r}")
+                         f"got {patch!r}; e.g. patch=1 (one sample per token)")
     return length // patch, c * patch
 
 

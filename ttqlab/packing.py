@@ -44,6 +44,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .validation import check_choice, check_int
+
 __all__ = ["BASE3_TABLE", "SCHEMES", "nbytes", "pack", "pack_bits", "unpack", "unpack_bits"]
 
 #: scheme -> bits per weight (None: given by the caller; base 3 packs 5 weights per byte)
@@ -59,21 +61,18 @@ _DIGIT_TO_CODE = np.array([0, 1, -1], dtype=np.int8)  # ternary digit d -> code 
 
 
 def _bits_of(scheme: str, bits: int | None) -> int:
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown packing scheme {scheme!r}; pass one of {sorted(SCHEMES)}")
+    check_choice("scheme", scheme, sorted(SCHEMES))
     if scheme == "pow2":
-        if isinstance(bits, bool) or not isinstance(bits, int) or not 3 <= bits <= 8:
-            raise ValueError(f"the pow2 scheme needs bits from 3 to 8 (INQ's bit width), got "
-                             f"{bits!r}; 2-bit INQ codes are ternary: use '2bit' or 'base3'")
-        return bits
+        return check_int("bits", bits, low=3, high=8,
+                         hint="the pow2 scheme packs INQ codes of 3 to 8 bits; 2-bit INQ "
+                              "codes are ternary: use '2bit' or 'base3'")
     return SCHEMES[scheme] or 0
 
 
 def nbytes(n: int, scheme: str, bits: int | None = None) -> int:
     """Bytes that :func:`pack` writes for ``n`` codes: ``ceil(n * bits / 8)``, or
     ``ceil(n / 5)`` for base 3."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a non-negative integer (a number of weights), got {n!r}")
+    n = check_int("n", n, low=0, hint="n is a number of weights, e.g. weight.numel()")
     if scheme == "base3":
         return math.ceil(n / 5)
     return math.ceil(n * _bits_of(scheme, bits) / 8)

@@ -38,6 +38,7 @@ from . import distributed, models
 from .convert import quantize, quantized_layers
 from .inq import INQ, SCHEDULES
 from .train import History, fit
+from .validation import check_bool, check_choice, check_int, check_number, check_path
 
 __all__ = ["RECIPES", "CropFlip", "Recipe", "Run", "main", "run"]
 
@@ -50,9 +51,8 @@ class CropFlip:
     """
 
     def __init__(self, padding: int = 4):
-        if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
-            raise ValueError(f"padding must be an int >= 0, got {padding!r}")
-        self.padding = padding
+        self.padding = check_int("padding", padding, low=0,
+                                 hint="pixels on each side; He et al. (2016) pad 4")
 
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
         n, _, h, w = x.shape
@@ -428,14 +428,19 @@ def run(name: str, out: str | os.PathLike | None = None, *, resume: bool = False
     Returns:
         ``{"recipe", "reference", "measured", "phases", "conditions"}``.
     """
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}")
-    if not epochs_scale > 0:
-        raise ValueError(f"epochs_scale must be > 0, got {epochs_scale!r}")
-    if max_epochs is not None and (isinstance(max_epochs, bool) or max_epochs < 1):
-        raise ValueError(f"max_epochs must be a positive int, got {max_epochs!r}")
+    check_choice("name", name, sorted(RECIPES), hint="a recipe; ttqlab reproduce --list "
+                                                     "describes each")
+    epochs_scale = check_number("epochs_scale", epochs_scale, low=0, low_open=True,
+                                hint="1 is the paper's schedule, 0.1 a tenth of it")
+    max_epochs = check_int("max_epochs", max_epochs, low=1, none_ok=True,
+                           hint="None runs every phase as the recipe (and epochs_scale) says")
+    seed = check_int("seed", seed)
+    resume, baseline, progress, verbose, compile, deterministic = (
+        check_bool(flag, value) for flag, value in (
+            ("resume", resume), ("baseline", baseline), ("progress", progress),
+            ("verbose", verbose), ("compile", compile), ("deterministic", deterministic)))
     recipe = RECIPES[name]
-    out = Path(out) if out is not None else Path("runs") / name
+    out = check_path("out", out) if out is not None else Path("runs") / name
     r = Run(recipe, out, resume=resume, device=torch.device(device) if device else None,
             epochs_scale=epochs_scale, max_epochs=max_epochs, dataset=dataset, seed=seed,
             progress=progress, verbose=verbose, baseline=baseline,

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from .data import Data
+from .validation import check_int
 
 __all__ = ["DISTRACTORS", "Builder", "bag_of_tokens_ceiling", "temporal_order", "tokens_of"]
 
@@ -36,16 +37,10 @@ __all__ = ["DISTRACTORS", "Builder", "bag_of_tokens_ceiling", "temporal_order", 
 DISTRACTORS = ("a", "b", "c", "d")
 
 
-def _check_int(what: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{what} must be an int >= {low}, got {value!r}")
-    return value
-
-
 def bag_of_tokens_ceiling(relevant: int = 3) -> float:
     """The best accuracy (0..1) of any model that sees only the token counts:
     ``(relevant + 1) / 2**relevant`` (it knows how many X's, not where they are)."""
-    relevant = _check_int("relevant", relevant, 1)
+    relevant = check_int("relevant", relevant, low=1)
     return (relevant + 1) / 2 ** relevant
 
 
@@ -75,15 +70,15 @@ def temporal_order(n_train: int = 2000, n_test: int = 1000, *, length: int = 24,
     Train and test are drawn independently from ``seed``; call ``.split_validation()`` on
     the result for the validation split every choice is made on.
     """
-    n_train = _check_int("n_train", n_train, 1)
-    n_test = _check_int("n_test", n_test, 1)
-    relevant = _check_int("relevant", relevant, 1)
-    length = _check_int("length", length, 1)
+    n_train = check_int("n_train", n_train, low=1)
+    n_test = check_int("n_test", n_test, low=1)
+    relevant = check_int("relevant", relevant, low=1)
+    length = check_int("length", length, low=1)
     if length < 2 * relevant:
         raise ValueError(f"length ({length}) must be at least 2 * relevant ({2 * relevant}) "
                          f"so that every relevant token has a stretch of its own; pass a "
                          f"longer length, e.g. length=24")
-    seed = _check_int("seed", seed, 0)
+    seed = check_int("seed", seed, low=0)
     gen = torch.Generator().manual_seed(seed)
     train = _sample(n_train, length, relevant, gen)
     test = _sample(n_test, length, relevant, gen)

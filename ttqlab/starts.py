@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import tempfile
 import time
@@ -33,6 +32,7 @@ import torch
 from torch import nn
 
 from .train import History, fit
+from .validation import check_bool, check_int, check_number, check_seeds, is_number
 
 __all__ = ["FORMAT", "Recipe", "Start", "cache_key", "pretrain", "pretrain_seeds"]
 
@@ -58,11 +58,16 @@ class Recipe:
     weight_decay: float = 0.0
 
     def __post_init__(self):
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"Recipe.epochs must be an int >= 1, got {self.epochs!r}")
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or \
-                not self.lr > 0:
-            raise ValueError(f"Recipe.lr must be a number > 0, got {self.lr!r}")
+        # normalised (numpy's ints and floats to python's) so that the recipe writes as JSON
+        object.__setattr__(self, "epochs", check_int("Recipe.epochs", self.epochs, low=1))
+        lr = check_number("Recipe.lr", self.lr, low=0, low_open=True, hint="e.g. 1e-2")
+        if not isinstance(self.lr, (int, float)):  # an int lr keeps its cache key
+            object.__setattr__(self, "lr", lr)
+        object.__setattr__(self, "batch_size",
+                           check_int("Recipe.batch_size", self.batch_size, low=1))
+        wd = check_number("Recipe.weight_decay", self.weight_decay, low=0)
+        if not isinstance(self.weight_decay, (int, float)):
+            object.__setattr__(self, "weight_decay", wd)
         if not isinstance(self.optimizer, str):
             raise ValueError(f"Recipe.optimizer must be a name such as 'adam' or 'sgd' (a "
                              f"cached start needs a recipe that can be written down), "
@@ -145,6 +150,8 @@ def pretrain(build: Callable[[int], nn.Module], data, seed: int, recipe: Recipe 
     recipe = Recipe() if recipe is None else recipe
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be a ttqlab.starts.Recipe, got {type(recipe).__name__}")
+    seed = check_int("seed", seed)  # a python int: it is written into the cache key
+    cache = check_bool("cache", cache)
     model = build(seed)
     key = cache_key(model, data, recipe, seed)
     folder = cache_dir(root) / "starts" if cache else None
@@ -170,10 +177,8 @@ def pretrain_seeds(build: Callable[[int], nn.Module], data, seeds: Sequence[int]
     (``tqdm.auto``: a widget in a notebook; cached starts tick by at once)."""
     from tqdm.auto import tqdm
 
-    seeds = list(seeds)
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
-        raise ValueError(f"seeds must be a non-empty list of ints, e.g. [0, 1, 2, 3, 4]; "
-                         f"got {seeds!r}")
+    seeds = check_seeds(seeds)
+    progress = check_bool("progress", progress)
     out = []
     for seed in tqdm(seeds, desc="full-precision starts", unit="seed", disable=not progress):
         out.append(pretrain(build, data, seed, recipe, cache=cache, root=root, device=device))
@@ -282,7 +287,7 @@ def _checked_entry(weights: Path, manifest_path: Path, key: str, model: nn.Modul
             not all(isinstance(r, dict) for r in h["epochs"]) or not h["epochs"]:
         raise ValueError("manifest has no training curve")
     seconds = manifest.get("seconds")
-    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+    if not is_number(seconds):
         raise ValueError("manifest has no training time")
     return state, History(epochs=h["epochs"], layers=list(h.get("layers") or [])), \
         float(seconds)

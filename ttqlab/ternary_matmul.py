@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .validation import check_int
+
 __all__ = ["OpCounts", "ternary_conv2d", "ternary_matmul"]
 
 
@@ -150,6 +152,10 @@ def ternary_matmul(x: Tensor, codes: Tensor, scales) -> tuple[Tensor, OpCounts]:
     return (y.reshape(n) if vector else y), counts
 
 
+def _shape(t) -> str:
+    return f"shape {tuple(t.shape)}" if isinstance(t, Tensor) else f"a {type(t).__name__}"
+
+
 def ternary_conv2d(x: Tensor, codes: Tensor, scales, stride: int = 1,
                    padding: int = 0) -> tuple[Tensor, OpCounts]:
     """A 2-D convolution (no bias) with ternary weights, as :func:`ternary_matmul` over
@@ -158,11 +164,14 @@ def ternary_conv2d(x: Tensor, codes: Tensor, scales, stride: int = 1,
 
     ``x``: ``(B, C, H, W)``; ``codes``: ``(N, C, kh, kw)``. Returns ``(y, counts)``
     with ``y`` equal to ``F.conv2d(x, W, stride=stride, padding=padding)`` up to
-    float round-off.
+    float round-off. ``stride`` is an int >= 1, ``padding`` an int >= 0 (zeros on each side).
     """
-    if x.dim() != 4 or codes.dim() != 4:
-        raise ValueError(f"x must be (B, C, H, W) and codes (N, C, kh, kw), got shapes "
-                         f"{tuple(x.shape)} and {tuple(codes.shape)}")
+    stride = check_int("stride", stride, low=1, hint="as F.conv2d takes it, e.g. 1")
+    padding = check_int("padding", padding, low=0, hint="zeros added on each side, e.g. 0")
+    if not isinstance(x, Tensor) or not isinstance(codes, Tensor) or x.dim() != 4 \
+            or codes.dim() != 4:
+        raise ValueError(f"x must be a (B, C, H, W) tensor and codes an (N, C, kh, kw) one, "
+                         f"got {_shape(x)} and {_shape(codes)}")
     bsz, _, h, w = x.shape
     n, _, kh, kw = codes.shape
     patches = F.unfold(x, (kh, kw), padding=padding, stride=stride)  # (B, C*kh*kw, L)

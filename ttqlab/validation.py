@@ -1,9 +1,11 @@
 """Checks of user input, in one place: each returns the value (normalised) or raises an error
 that says what was passed and what to pass instead.
 
-Every public function of ttqlab that takes a number, a flag, a choice or a list of seeds checks
-it with these, so one rule ("a bool is not a number", "2.0 is not an int", "NaN is not
-positive") holds everywhere and every message reads the same. Nothing here imports torch.
+Every public function of ttqlab that takes a number, a flag, a choice, a path or a list of
+seeds checks it with these, so one rule ("a bool is not a number", "2.0 is not an int", "NaN
+is not positive", "'no' is not False") holds everywhere and every message reads the same: the
+argument's name, what it must be, what was passed (its repr and type), then the caller's
+``hint`` if it gave one (what the value means, a usual choice). Nothing here imports torch.
 
     >>> check_int("epochs", 5, low=1)
     5
@@ -19,12 +21,14 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-__all__ = ["check_bool", "check_choice", "check_int", "check_number", "check_seeds",
-           "check_unit_interval", "is_int", "is_number"]
+__all__ = ["check_bool", "check_choice", "check_int", "check_number", "check_path",
+           "check_seeds", "check_unit_interval", "is_int", "is_number"]
 
 
 def is_int(value: Any) -> bool:
@@ -71,6 +75,11 @@ def _bounds(low, high, low_open: bool, high_open: bool) -> str:
     return " and ".join(parts)
 
 
+def _then(hint: str) -> str:
+    """The caller's advice after a message: ``"; e.g. 0.95"``, or nothing."""
+    return f"; {hint}" if hint else ""
+
+
 def check_bool(name: str, value: Any) -> bool:
     """``value`` is True or False (numpy's ``np.True_`` too), not 0, 1 or "yes": a flag
     given as the string "no" would otherwise count as true."""
@@ -86,9 +95,9 @@ def _np_bool() -> type:
 
 
 def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None,
-              none_ok: bool = False) -> int | None:
+              none_ok: bool = False, hint: str = "") -> int | None:
     """``value`` as an int in ``[low, high]`` (either bound may be None); None passes only
-    with ``none_ok``."""
+    with ``none_ok``. ``hint`` (what the value means, a usual choice) ends the message."""
     if value is None and none_ok:
         return None
     ok = is_int(value) and (low is None or value >= low) and (high is None or value <= high)
@@ -96,15 +105,16 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
         bounds = _bounds(low, high, False, False)
         raise ValueError(f"{name} must be a whole number (an int such as 5)"
                          f"{' ' + bounds if bounds else ''}{', or None' if none_ok else ''}, "
-                         f"got {_got(value)}")
+                         f"got {_got(value)}{_then(hint)}")
     return int(value)
 
 
 def check_number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
                  low_open: bool = False, high_open: bool = False,
-                 none_ok: bool = False) -> float | None:
+                 none_ok: bool = False, hint: str = "") -> float | None:
     """``value`` as a finite float in the interval given by ``low`` / ``high`` (closed unless
-    ``low_open`` / ``high_open``); None passes only with ``none_ok``."""
+    ``low_open`` / ``high_open``); None passes only with ``none_ok``. ``hint`` ends the
+    message."""
     if value is None and none_ok:
         return None
     ok = is_number(value)
@@ -115,7 +125,7 @@ def check_number(name: str, value: Any, *, low: float | None = None, high: float
     if not ok:
         bounds = _bounds(low, high, low_open, high_open)
         raise ValueError(f"{name} must be a finite number{' ' + bounds if bounds else ''}"
-                         f"{', or None' if none_ok else ''}, got {_got(value)}")
+                         f"{', or None' if none_ok else ''}, got {_got(value)}{_then(hint)}")
     return float(value)
 
 
@@ -124,9 +134,10 @@ def check_unit_interval(name: str, value: Any) -> float:
     return check_number(name, value, low=0.0, high=1.0, low_open=True, high_open=True)
 
 
-def check_choice(name: str, value: Any, choices: Sequence) -> Any:
+def check_choice(name: str, value: Any, choices: Iterable, *, hint: str = "") -> Any:
     """``value`` is one of ``choices`` (True is not taken for a choice 1, nor an array or a
-    tensor compared element by element)."""
+    tensor compared element by element); ``hint`` (what the choices mean) ends the
+    message."""
     choices = tuple(choices)
     try:
         ok = any(value is c or (type(value) is not bool and type(c) is not bool
@@ -135,8 +146,24 @@ def check_choice(name: str, value: Any, choices: Sequence) -> Any:
         ok = False
     if not ok:
         raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; "
-                         f"got {_got(value)}")
+                         f"got {_got(value)}{_then(hint)}")
     return value
+
+
+def check_path(name: str, value: Any, *, none_ok: bool = False) -> Path | None:
+    """``value`` (a ``str`` or an ``os.PathLike`` such as ``pathlib.Path``) as a ``Path``;
+    None passes only with ``none_ok``. The empty string is refused: ``Path("")`` is the
+    current folder, which nobody means by it. TypeError for what is not a path at all."""
+    if value is None and none_ok:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (a str or a pathlib.Path such as "
+                        f"Path('runs/a')){', or None' if none_ok else ''}, got {_got(value)}")
+    path = Path(value)
+    if isinstance(value, str) and not value.strip():
+        raise ValueError(f"{name} must be a path such as 'runs/a', got the empty name "
+                         f"{value!r}; pass '.' for the current folder")
+    return path
 
 
 def check_seeds(seeds: Iterable[int], name: str = "seeds") -> list[int]:
