@@ -210,6 +210,8 @@ def test_the_clis_names_are_the_librarys():
         f"add the new model names to ttqlab.cli.MODEL_NAMES: {tuple(sorted(models.MODELS))}")
     assert cli.DATASET_NAMES == data.DATASETS, "update ttqlab.cli.DATASET_NAMES"
     assert cli.ALL_METHODS == tuple(experiments.ALL_METHODS), "update ttqlab.cli.ALL_METHODS"
+    assert cli.METHOD_TABLE == cli._registry_table(), (
+        f"update ttqlab.cli.METHOD_TABLE to the registry's: {cli._registry_table()}")
     assert cli.DEFAULT_METHODS == tuple(experiments.DEFAULT_METHODS)
     assert cli.PACKING_NAMES == tuple(sorted(stats.PACKINGS)), "update cli.PACKING_NAMES"
     assert cli.RECIPE_NAMES == tuple(reproduce.RECIPES), "update ttqlab.cli.RECIPE_NAMES"
@@ -274,10 +276,9 @@ def test_version():
 def test_every_command_has_examples_and_every_option_help():
     import argparse
 
-    from ttqlab.cli import EXAMPLES, build_parser
+    from ttqlab.cli import EXAMPLES, _assemble
 
-    ap = build_parser()
-    commands = ap._subparsers._group_actions[0].choices
+    _, commands = _assemble()
     assert set(commands) == set(EXAMPLES)
     for name, p in commands.items():
         assert p.epilog.startswith("examples:") and f"ttqlab {name}" in p.epilog
@@ -312,7 +313,9 @@ def _usage_error(argv, capsys) -> str:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--method", "inq", "--bits", "9"], "--bits: must be from 2 to 8"),
+    (["train", "--method", "inq", "--bits", "9"], "--bits: bits must be an integer from 2 to 8"),
+    (["train", "--method", "twn", "--factor", "-1"], "--factor: factor must be positive"),
+    (["train", "--method", "twn", "--bits", "4"], "--bits is an option of inq, inq-oneshot"),
     (["train", "--method", "ttq", "--t", "2"], "between 0 and 1"),
     (["train", "--method", "ttq", "--sparsity", "1"], "between 0 and 1"),
     (["train", "--method", "twn", "--epochs", "0"], "--epochs: must be at least 1"),
@@ -450,3 +453,13 @@ def test_course_copies_and_protects_the_students_work(tmp_path, capsys):
     assert main(["course", str(dest), "--force"]) == 0
     assert first.read_bytes() == course.files()[0].read_bytes()
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("dest", ["", "  "])
+def test_course_refuses_an_empty_destination_and_writes_nothing(tmp_path, monkeypatch,
+                                                                 capsys, dest):
+    """``Path("")`` is the current folder: an empty DEST must not copy the course there."""
+    monkeypatch.chdir(tmp_path)
+    line = _usage_error(["course", dest], capsys)
+    assert "DEST is empty" in line and "ttqlab course my-course" in line
+    assert list(tmp_path.iterdir()) == []

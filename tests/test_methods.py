@@ -72,6 +72,60 @@ def test_registry_lists_the_four_methods_and_rejects_unknown_names():
         methods.register(int)
 
 
+#: (method, option, a bad value, what the error says): one check for each option, the
+#: constructor's, the packed file's and the command line's
+BAD_OPTIONS = [("binary", "scale", "row", "scale must be 'layer'"),
+               ("twn", "factor", -1.0, "factor must be positive"),
+               ("twn", "per_channel", 1, "per_channel must be True or False"),
+               ("ttq", "t", 2.0, "t must lie strictly between 0 and 1"),
+               ("ttq", "reduce", "max", "reduce must be 'sum'"),
+               ("ttq", "init", -1.0, "init must be 'mean' or a positive number"),
+               ("inq", "bits", 9, "bits must be an integer from 2 to 8"),
+               ("bitnet", "eps", 2.0, "eps must be a small non-negative number")]
+
+
+def test_every_option_is_declared_once_with_a_default_that_passes_its_check():
+    for name in methods.names():
+        cls = methods.get(name)
+        assert cls.OPTIONS == tuple(o.name for o in cls.OPTIONS_SPEC), name
+        assert cls.tag and cls.color and cls.color.startswith("#"), name
+        for o in cls.OPTIONS_SPEC:
+            assert o.help and o.check is not None, (name, o.name)
+            o.check(o.default)
+        w = torch.randn(4, 3)
+        built = cls.build(w)
+        assert set(built.options()) == set(cls.OPTIONS), name
+        assert {o.name: o.default for o in cls.OPTIONS_SPEC} == built.options(), name
+
+
+@pytest.mark.parametrize("method, option, bad, message", BAD_OPTIONS)
+def test_a_bad_option_gets_the_same_error_from_the_constructor_a_file_and_the_cli(
+        method, option, bad, message, tmp_path, capsys):
+    cls = methods.get(method)
+    with pytest.raises(ValueError, match=message):
+        cls.build(torch.randn(4, 3), **{option: bad})
+    with pytest.raises(ValueError, match=message):
+        cls.check_options(**{option: bad})
+    m = ttqlab.models.mlp(input_shape=(1, 8, 8), hidden=(8, 8), seed=0)
+    if method == "inq":
+        ttqlab.INQ(m, schedule=(1.0,)).step()  # fully frozen: exportable
+    else:
+        ttqlab.quantize(m, method)
+    tensors, manifest = ttqlab.export.pack(m)
+    manifest["quantized"][0]["options"][option] = bad
+    path = tmp_path / "bad.ttq.safetensors"
+    ttqlab.export.write(path, tensors, manifest)
+    with pytest.raises(ttqlab.export.FormatError, match=f"option '{option}' has an invalid"):
+        ttqlab.export.load(path)
+    flag = "--" + option.replace("_", "-")
+    spec = {o.name: o for o in cls.OPTIONS_SPEC}[option]
+    if spec.cli and spec.type is not bool and not spec.choices:
+        from ttqlab import cli
+        with pytest.raises(SystemExit):
+            cli.main(["train", "--method", method, flag, str(bad)])
+        assert f"{flag}: {message}" in capsys.readouterr().err
+
+
 def test_a_method_registered_from_outside_quantizes_extracts_reports_and_exports(
         toy_method, tmp_path, digits_small):
     assert "toy_sign" in ttqlab.METHODS and ttqlab.METHODS["toy_sign"] == ("gain",)

@@ -12,6 +12,11 @@ The parsers are built without importing PyTorch (nor anything of ttqlab that imp
 ``ttqlab --help``, ``ttqlab --version``, every command's ``--help`` and every usage error
 answer at once; the names the options accept (models, datasets, methods, packings, recipes)
 are listed here and tests/test_cli.py checks them against the library's own registries.
+The methods and their options come from the method registry (``ttqlab.methods``) once it
+is loaded (a method registered by a script is then a ``--method`` too); before, from
+`METHOD_TABLE`, its snapshot. ``ttqlab train``'s per-method flags (``--factor``, ``--t``,
+``--bits``, ...) are generated from each method's ``OPTIONS_SPEC``; their values are checked
+by the method's own checks before any work.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import functools
 import importlib
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -37,8 +43,32 @@ MODEL_NAMES: tuple[str, ...] = (
 #: ttqlab.data.DATASETS
 DATASET_NAMES: tuple[str, ...] = (
     "digits", "mnist1d", "synthetic", "mnist", "fashion-mnist", "cifar10")
+#: ttqlab.experiments.method_names() -> (the method's tag, whether it needs a trained model,
+#: its command-line options: (name, type, default, choices, help) of each ``OPTIONS_SPEC``
+#: entry with ``cli``): `_registry_table`'s answer, used until the registry is loaded
+METHOD_TABLE: dict[str, tuple[str, bool, tuple[tuple, ...]]] = {
+    "fp32": ("fp32", False, ()),
+    "binary": ("binary", False, (
+        ("scale", "str", "layer", ("layer", "channel", "none"),
+         "binary alpha: one E|W| per 'layer', per output 'channel' (BWN) or 'none' "
+         "(BinaryConnect)"),)),
+    "twn": ("TWN", False, (
+        ("factor", "float", 0.7, (), "TWN threshold factor: delta = factor * E|W|"),
+        ("per_channel", "bool", False, (), "TWN: one delta and alpha per output channel"))),
+    "ttq": ("TTQ", False, (
+        ("t", "float", 0.05, (), "TTQ threshold t, in (0, 1): delta = t * max|w|"),
+        ("sparsity", "float", None, (),
+         "TTQ fixed-sparsity mode: target fraction of zeros, in (0, 1)"),
+        ("reduce", "str", "sum", ("sum", "mean"),
+         "TTQ scale gradient: 'sum' (the paper) or 'mean'"))),
+    "inq": ("INQ", True, (
+        ("bits", "int", 5, (), "INQ bit width b, 2 to 8 (5 in the paper; 2 is ternary)"),)),
+    "inq-oneshot": ("INQ", True, (
+        ("bits", "int", 5, (), "INQ bit width b, 2 to 8 (5 in the paper; 2 is ternary)"),)),
+    "bitnet": ("BitNet", False, ()),
+}
 #: ttqlab.experiments.ALL_METHODS and DEFAULT_METHODS
-ALL_METHODS: tuple[str, ...] = ("fp32", "binary", "twn", "ttq", "inq", "inq-oneshot", "bitnet")
+ALL_METHODS: tuple[str, ...] = tuple(METHOD_TABLE)
 DEFAULT_METHODS: tuple[str, ...] = ("fp32", "binary", "twn", "ttq", "inq", "inq-oneshot")
 #: sorted(ttqlab.stats.PACKINGS)
 PACKING_NAMES: tuple[str, ...] = ("2bit", "base3")
@@ -89,6 +119,29 @@ def _runtime_errors() -> tuple[type[BaseException], ...]:
     return (*RUNTIME_ERRORS, SafetensorError)
 
 
+def _registry_table() -> dict[str, tuple[str, bool, tuple[tuple, ...]]]:
+    """`METHOD_TABLE` as the method registry has it now (imports it: PyTorch)."""
+    from . import experiments, methods
+
+    rows = {r.name: r for r in methods.rows()}
+    out = {}
+    for name in experiments.method_names():
+        if name not in rows:  # the control
+            out[name] = (name, False, ())
+            continue
+        r = rows[name]
+        out[name] = (r.cls.tag, r.needs_trained, tuple(
+            (o.name, o.type.__name__, o.default, tuple(o.choices), o.help)
+            for o in r.cls.OPTIONS_SPEC if o.cli))
+    return out
+
+
+def method_table() -> dict[str, tuple[str, bool, tuple[tuple, ...]]]:
+    """The live registry's `METHOD_TABLE` once ``ttqlab.methods`` is imported (no import
+    here: ``--help`` stays fast), else the snapshot."""
+    return _registry_table() if "ttqlab.methods" in sys.modules else METHOD_TABLE
+
+
 # --------------------------------------------------------------------------- argument types
 
 
@@ -129,25 +182,17 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def unit_interval(text: str) -> float:
-    """A number strictly between 0 and 1 (TTQ's t, a target sparsity)."""
-    value = _float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must lie strictly between 0 and 1, got {value:g} "
-                                         f"(the papers use t=0.05, sparsity 0.5)")
-    return value
-
-
-def inq_bits(text: str) -> int:
-    """INQ's bit width: 2 to 8."""
+def whole_number(text: str) -> int:
+    """An integer (its range is the option's own check)."""
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 2 <= value <= 8:
-        raise argparse.ArgumentTypeError(f"must be from 2 to 8 (5 is the INQ paper's), got "
-                                         f"{value}")
-    return value
+
+
+#: how a command line spells an option of each ``Option.type`` (its range is checked by
+#: the method's own check, in `_validate`)
+_TYPES = {"float": _float, "int": whole_number, "str": str}
 
 
 # --------------------------------------------------------------------------- checks before work
@@ -248,11 +293,14 @@ def _validate(args: argparse.Namespace) -> None:
         if not 0 < args.val_fraction < 1:
             raise ValueError(f"--val-fraction must be in (0, 1), e.g. 0.1, got "
                              f"{args.val_fraction:g}")
+        table = method_table()
         if args.init == "scratch" and args.methods == list(DEFAULT_METHODS):
-            args.methods = [m for m in args.methods if m not in ("inq", "inq-oneshot")]
-        if args.init == "scratch" and {"inq", "inq-oneshot"} & set(args.methods):
-            raise ValueError("INQ quantizes a trained model: with --init scratch pass "
-                             "--methods without inq and inq-oneshot")
+            args.methods = [m for m in args.methods if not table[m][1]]
+        trained = [m for m in args.methods if table[m][1]]
+        if args.init == "scratch" and trained:
+            tags = " and ".join(dict.fromkeys(table[m][0] for m in trained))
+            raise ValueError(f"{tags} quantizes a trained model: with --init scratch pass "
+                             f"--methods without {' and '.join(trained)}")
         if len(set(args.methods)) != len(args.methods):
             raise ValueError(f"--methods lists a method twice: {' '.join(args.methods)}")
         _compare_model(args)  # --channels only with cnn1d
@@ -261,16 +309,80 @@ def _validate(args: argparse.Namespace) -> None:
     if args.command == "course":
         from . import course
 
+        if not args.dest.strip():  # Path("") would be the current folder
+            raise ValueError("DEST is empty; name the folder to copy the course into, e.g. "
+                             "ttqlab course my-course")
+        args.dest = Path(args.dest)
         try:
             course.check_destination(args.dest, force=args.force)
         except FileExistsError as e:
             raise ValueError(str(e)) from None
         check_output_folder(args.dest, "DEST")
     # the checks that import PyTorch come last: a usage error above answers without it
+    if args.command in ("train", "export"):
+        _check_method_options(args)
     if getattr(args, "device", None) is not None:
         args.device = check_device(args.device)
     if getattr(args, "progress", False) is None:  # progress bars only on a terminal
         args.progress = sys.stderr.isatty()
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def method_options(args: argparse.Namespace) -> dict:
+    """The options of ``args.method`` given on the command line (the others take the
+    method's defaults); ``ValueError`` for a flag of another method."""
+    table = method_table()
+    mine = {o[0] for o in table[args.method][2]}
+    given = {o[0]: getattr(args, o[0]) for row in table.values() for o in row[2]
+             if getattr(args, o[0], None) is not None}
+    other = sorted(set(given) - mine)
+    if other:
+        owners = [m for m, row in table.items() if any(o[0] == other[0] for o in row[2])]
+        raise ValueError(f"{_flag(other[0])} is an option of {', '.join(owners)}, not of "
+                         f"--method {args.method}; drop it")
+    return given
+
+
+def _check_method_options(args: argparse.Namespace) -> None:
+    """Each given option by its method's own check (imports the registry: PyTorch)."""
+    given = method_options(args)
+    if not given:
+        return
+    from . import methods
+
+    cls = next((r.cls for r in methods.rows() if r.name == args.method), None)
+    if cls is None:
+        return
+    for name, value in given.items():
+        try:
+            cls.check_options(**{name: value})
+        except ValueError as e:
+            raise ValueError(f"{_flag(name)}: {e}") from None
+
+
+def _add_method_options(p: argparse.ArgumentParser) -> None:
+    """One flag per option name of every method (``--factor``, ``--t``, ``--bits``, ...),
+    default None: the method's own default. An option named like one of the command's
+    flags stays off the command line."""
+    table = method_table()
+    seen = _flags(p)
+    for _, _, options in table.values():
+        for name, kind, default, choices, text in options:
+            flag = _flag(name)
+            if flag in seen:
+                continue
+            seen.add(flag)
+            users = [m for m, row in table.items() if any(o[0] == name for o in row[2])]
+            text = f"{text} ({', '.join(users)}; default {default})"
+            if kind == "bool":
+                p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction,
+                               default=None, help=text)
+            else:
+                p.add_argument(flag, dest=name, type=_TYPES.get(kind, str), default=None,
+                               choices=choices or None, help=text)
 
 
 # --------------------------------------------------------------------------- commands
@@ -332,21 +444,16 @@ def cmd_train(args) -> int:
 
     data = datasets.load(args.dataset, seed=args.seed)
     build = _build(args, data)
-    options = {}
-    if args.method == "twn":
-        options = {"factor": args.factor}
-    elif args.method == "ttq":
-        options = {"t": args.t} if args.sparsity is None else {"sparsity": args.sparsity}
-    elif args.method in ("inq", "inq-oneshot"):
-        options = {"bits": args.bits}
+    options = method_options(args)
+    tag, needs_trained, _ = method_table()[args.method]
     model = build(args.seed)
     print(f"{data}\nmodel: {args.model}, method: {args.method}, epochs: {args.epochs}")
     init = "scratch"
-    if args.method in ("inq", "inq-oneshot"):
-        print(f"pre-training full precision for {args.epochs} epochs (INQ starts from a "
+    if needs_trained:
+        print(f"pre-training full precision for {args.epochs} epochs ({tag} starts from a "
               f"trained model)")
-        experiments.train_method(model, "fp32", data, epochs=args.epochs, seed=args.seed,
-                                 progress=args.progress, **_fit_kwargs(args))
+        experiments.train_method(model, experiments.CONTROL, data, epochs=args.epochs,
+                                 seed=args.seed, progress=args.progress, **_fit_kwargs(args))
         init = "pretrained"
     result = experiments.train_method(model, args.method, data, epochs=args.epochs, init=init,
                                       options=options,
@@ -516,7 +623,7 @@ def add_reproduce_parser(sub) -> argparse.ArgumentParser:
                    help="train on another dataset, e.g. synthetic for a test run")
     p.add_argument("--limit-train", type=int, default=None, help="use the first N samples")
     p.add_argument("--data-root", type=Path, default=None, help="dataset cache folder")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="same seed, same numbers (default 0)")
     p.add_argument("--no-baseline", action="store_true",
                    help="skip the separate full-precision run (TWN recipes)")
     p.add_argument("--progress", action="store_true", help="show progress bars")
@@ -546,6 +653,13 @@ def add_export_parsers(sub, train: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``ttqlab`` parser and its commands' (imports nothing heavy: no PyTorch)."""
+    return _assemble()[0]
+
+
+def _assemble() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The ``ttqlab`` parser and ``{command: its parser}``."""
+    table = method_table()
+    names = tuple(table)
     ap = argparse.ArgumentParser(
         prog="ttqlab", formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
@@ -562,16 +676,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = _parser(sub, "train", help="train one model with one method",
                 description="Train one model with one method; print its history and layer "
                             "report.")
-    t.add_argument("--method", required=True, choices=ALL_METHODS,
-                   help=f"quantization method: {', '.join(ALL_METHODS)}")
+    t.add_argument("--method", required=True, choices=names,
+                   help=f"quantization method: {', '.join(names)}")
     _common(t)
-    t.add_argument("--factor", type=positive_float, default=0.7,
-                   help="TWN threshold factor (default 0.7)")
-    t.add_argument("--t", type=unit_interval, default=0.05,
-                   help="TTQ threshold t, in (0, 1) (default 0.05)")
-    t.add_argument("--sparsity", type=unit_interval, default=None,
-                   help="TTQ fixed-sparsity mode: target fraction of zeros, in (0, 1)")
-    t.add_argument("--bits", type=inq_bits, default=5, help="INQ bit width, 2 to 8 (default 5)")
+    _add_method_options(t)  # --factor, --t, --bits, ...: the methods' OPTIONS_SPEC
     t.set_defaults(func=cmd_train)
 
     c = _parser(sub, "compare", help="fp32, binary, TWN, TTQ and INQ from one converged "
@@ -586,7 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "chosen on the validation split: ttqlab.experiments.FINETUNE_LRS)",
             model_help="network (default: the dataset's, cnn1d with 32 channels on mnist1d)",
             dataset_help="dataset (default mnist1d: generated offline)")
-    c.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=ALL_METHODS,
+    c.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=names,
                    help=f"the methods to train (default {' '.join(DEFAULT_METHODS)})")
     c.add_argument("--init", default="pretrained", choices=["pretrained", "scratch"],
                    help="every row fine-tunes the converged fp32 start (default) or trains "
@@ -619,9 +727,6 @@ def build_parser() -> argparse.ArgumentParser:
     r = add_reproduce_parser(sub)  # ttqlab reproduce NAME ...
     r.epilog, r.formatter_class = EXAMPLES["reproduce"], argparse.RawDescriptionHelpFormatter
     r.set_defaults(progress=None)  # bars only on a terminal unless --progress
-    for action in r._actions:
-        if action.dest == "seed" and not action.help:
-            action.help = "same seed, same numbers (default 0)"
 
     add_export_parsers(sub, train=t)  # ttqlab export ..., ttqlab report FILE
     for name in ("export", "report"):
@@ -632,18 +737,17 @@ def build_parser() -> argparse.ArgumentParser:
                 description="Copy the course notebooks into DEST (created if needed) and say "
                             "how to open them.\nYour changed copies are never overwritten "
                             "without --force.")
-    k.add_argument("dest", nargs="?", type=Path, default=Path("ttqlab-course"), metavar="DEST",
+    k.add_argument("dest", nargs="?", type=str, default="ttqlab-course", metavar="DEST",
                    help="folder for the course (default ./ttqlab-course)")
     k.add_argument("--force", action="store_true",
                    help="overwrite notebooks you have changed in DEST")
     k.set_defaults(func=cmd_course)
-    return ap
+    return ap, dict(sub.choices)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (2 = bad options, 1 = failed)."""
-    parser = build_parser()
-    commands = parser._subparsers._group_actions[0].choices  # type: ignore
+    parser, commands = _assemble()
     given = sys.argv[1:] if argv is None else list(argv)
     first = next((a for a in given if not a.startswith("-")), None)
     if first is not None and first not in commands:  # a mistyped command: name the closest
@@ -669,8 +773,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _flags(p: argparse.ArgumentParser) -> set[str]:
+    """The long options of ``p``, read from its usage line."""
+    return set(re.findall(r"--[A-Za-z0-9][\w-]*", p.format_usage()))
+
+
 def _unrecognized(sub: argparse.ArgumentParser, unknown: list[str]) -> str:
-    known = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
+    known = sorted(_flags(sub))
     text = f"unrecognized arguments: {' '.join(unknown)}"
     for arg in unknown:
         close = difflib.get_close_matches(arg.split("=", 1)[0], known, n=1, cutoff=0.6)

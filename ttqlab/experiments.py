@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
 import math
 import pickle
 import statistics
@@ -22,27 +23,47 @@ from dataclasses import dataclass
 from torch import nn
 
 from . import evidence
+from . import methods as _methods
 from .convert import quantize
-from .inq import INQ, SCHEDULES
+from .inq import SCHEDULES, spread_epochs
 from .starts import Recipe, pretrain
-from .stats import Table, layer_report
+from .stats import FLOAT, Table, layer_report
 from .train import History, evaluate, fit
 
-__all__ = ["ALL_METHODS", "CLAIMS", "DEFAULT_METHODS", "DEFAULT_SEEDS", "FINETUNE_LRS",
-           "FINETUNE_SEED_OFFSET", "MATCH_MARGIN", "Comparison", "Result", "check_seeds",
-           "compare", "spread_epochs", "summarize", "train_method"]
+__all__ = ["ALL_METHODS", "CLAIMS", "CONTROL", "DEFAULT_METHODS", "DEFAULT_SEEDS",
+           "FINETUNE_LRS", "FINETUNE_SEED_OFFSET", "MATCH_MARGIN", "Comparison", "Result",
+           "check_seeds", "compare", "method_names", "spread_epochs", "summarize",
+           "train_method"]
 
-#: every method ``train_method`` and ``compare`` train; "inq-oneshot" is INQ with the
-#: one-step schedule (1.0,): everything quantized at once, the ablation of INQ's increments
-ALL_METHODS = ("fp32", "binary", "twn", "ttq", "inq", "inq-oneshot", "bitnet")
+#: the control row: the model left in full precision (not a method), trained the same way
+CONTROL = FLOAT
+#: the control's fine-tuning learning rate from a start (see `FINETUNE_LRS`)
+CONTROL_LR = 3e-2
+
+
+def method_names() -> tuple[str, ...]:
+    """Every row ``train_method`` and ``compare`` train: the control, then each registered
+    method and its variants (``ttqlab.methods.rows``), e.g. "inq-oneshot", INQ with the
+    one-step schedule (1.0,): everything quantized at once, the ablation of INQ's
+    increments. A method registered later is a row too."""
+    return (CONTROL, *(r.name for r in _methods.rows()))
+
+
+def _finetune_lrs() -> dict[str, float]:
+    return {CONTROL: CONTROL_LR, **{r.name: r.finetune_lr for r in _methods.rows()
+                                    if r.finetune_lr is not None}}
+
+
+#: the rows of `method_names` when this module was imported (`method_names()` is live)
+ALL_METHODS = method_names()
 #: ``compare``'s default rows: the papers' methods, their control and INQ's ablation
 DEFAULT_METHODS = ("fp32", "binary", "twn", "ttq", "inq", "inq-oneshot")
 DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 #: each row's fine-tuning learning rate (Adam, cosine decay to 0) from a start, chosen on
 #: the validation split by ``python -m benchmarks.accuracy`` for cnn1d(32) on MNIST-1D
-#: (README, "Accuracy"): every method at its own best, the fp32 control included
-FINETUNE_LRS = {"fp32": 3e-2, "binary": 3e-2, "twn": 3e-2, "ttq": 1e-2, "inq": 1e-3,
-                "inq-oneshot": 3e-3, "bitnet": 3e-2}
+#: (README, "Accuracy"): every method at its own best (its class's ``finetune_lr``), the
+#: fp32 control included
+FINETUNE_LRS = _finetune_lrs()
 #: fine-tuning shuffles with seed + this offset: its batch order is not the pre-training's
 FINETUNE_SEED_OFFSET = 1_000_000
 #: "matches" means a loss smaller than this many points (or one test image, if larger)
@@ -81,7 +102,7 @@ def summarize(model: nn.Module, method: str, history: History, seconds: float = 
     ``test_acc`` (0..1) defaults to the history's last ``test_acc``; a history measured on
     a validation split has none, so pass the final test evaluation."""
     report = layer_report(model)
-    qrows = [r for r in report.rows if r.get("method") not in ("fp32", None)]
+    qrows = [r for r in report.rows if r.get("method") not in (FLOAT, None)]
     n = sum(r["params"] for r in qrows)
     total = report.rows[-1]
     q_fp32 = sum(r["fp32 bytes"] for r in qrows)
@@ -101,17 +122,6 @@ def summarize(model: nn.Module, method: str, history: History, seconds: float = 
     }
 
 
-def spread_epochs(epochs: int, steps: int) -> list[int]:
-    """``epochs`` re-training epochs spread over ``steps`` INQ steps, earlier steps first:
-    ``spread_epochs(6, 4) == [2, 2, 1, 1]``; the list always sums to ``epochs`` (no hidden
-    extra epochs; with fewer epochs than steps the last steps get 0)."""
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}")
-    return [epochs // steps + (1 if i < epochs % steps else 0) for i in range(steps)]
-
-
 def train_method(
     model: nn.Module,
     method: str,
@@ -125,30 +135,36 @@ def train_method(
     progress: bool = False,
     **fit_kwargs,
 ) -> Result:
-    """Quantize ``model`` with ``method`` (``"fp32"`` leaves it float) and train it
-    ``epochs`` epochs in total.
+    """Quantize ``model`` with ``method`` (a row of `method_names`; the control
+    ``"fp32"`` leaves it float) and train it ``epochs`` epochs in total.
 
-    For ``"inq"`` the model should be pre-trained; each step of ``inq_schedule`` freezes
-    the next portion and is followed by its share of the ``epochs`` re-training epochs
-    (``spread_epochs(epochs, len(schedule))``: they add up to ``epochs``);
-    ``"inq-oneshot"`` is INQ with the schedule ``(1.0,)``.
+    A method without a ``trainer`` is ``quantize(model, method, **options)`` (plus its
+    variant's options) and ``fit``; one with a trainer runs it (``ttqlab.methods.base``):
+    for ``"inq"`` (``ttqlab.inq.train_incremental``) the model should be pre-trained; each
+    step of ``inq_schedule`` freezes the next portion and is followed by its share of the
+    ``epochs`` re-training epochs (``spread_epochs(epochs, len(schedule))``: they add up
+    to ``epochs``); ``"inq-oneshot"`` is INQ with the schedule ``(1.0,)``.
     ``init`` is only a label for the summary ("scratch" or "pretrained").
     When ``data`` has a validation split the epochs are evaluated on it and the test
     split once, at the end (``Result.test_acc``).
     """
     options = dict(options or {})
+    rows = {r.name: r for r in _methods.rows()}
+    if method != CONTROL and method not in rows:
+        raise ValueError(f"unknown method {method!r}; choose from {method_names()}")
     start = time.perf_counter()
-    if method == "fp32":
+    row = rows.get(method)
+    if row is None:
         history = fit(model, data, epochs=epochs, progress=progress, **fit_kwargs)
-    elif method in ("inq", "inq-oneshot"):
-        schedule = (1.0,) if method == "inq-oneshot" else inq_schedule
-        inq = INQ(model, schedule=schedule, keep_first_last=keep_first_last, **options)
-        history = _train_inq(model, inq, data, epochs, progress, fit_kwargs)
-    elif method in ALL_METHODS:
-        quantize(model, method, keep_first_last=keep_first_last, **options)
+    elif row.cls.trainer is None:
+        quantize(model, row.cls.method, keep_first_last=keep_first_last,
+                 **{**row.driver, **options})
         history = fit(model, data, epochs=epochs, progress=progress, **fit_kwargs)
     else:
-        raise ValueError(f"unknown method {method!r}; choose from {ALL_METHODS}")
+        history = _driver(row.cls.trainer)(
+            model, data, epochs=epochs, options=options, keep_first_last=keep_first_last,
+            progress=progress, fit_kwargs=fit_kwargs,
+            **{"schedule": inq_schedule, **row.driver})
     seconds = time.perf_counter() - start
     test_acc = history.last.get("test_acc")
     if getattr(data, "val", None) is not None and getattr(data, "test", None) is not None:
@@ -156,28 +172,13 @@ def train_method(
     return Result(method, model, history, seconds, init, test_acc)
 
 
-def _train_inq(model, inq, data, epochs, progress, fit_kwargs) -> History:
-    history = History()
-    for step_epochs in spread_epochs(epochs, len(inq.schedule)):
-        inq.step()
-        if step_epochs == 0 and history.epochs:
-            # no epochs left for this step: freeze, and re-evaluate the last epoch's model
-            # on what fit evaluates (the validation split if there is one)
-            held = history.heldout
-            split = getattr(data, held, None) if hasattr(data, "train") else data
-            loss, acc = evaluate(model, split if split is not None else data,
-                                 device=fit_kwargs.get("device"))
-            history.epochs[-1] = {**history.epochs[-1], f"{held}_loss": loss,
-                                  f"{held}_acc": acc, "inq_fraction": inq.fraction}
-            continue
-        h = fit(model, data, epochs=step_epochs, progress=progress, **fit_kwargs)
-        offset = history.epochs[-1]["epoch"] if history.epochs else 0
-        for row in h.epochs if not history.epochs else h.epochs[1:]:
-            history.epochs.append({**row, "epoch": row["epoch"] + offset,
-                                   "inq_fraction": inq.fraction})
-        history.layers += [{**r, "epoch": r["epoch"] + offset} for r in h.layers
-                           if not history.layers or r["epoch"] > 0]
-    return history
+def _driver(spec: str | Callable[..., History]) -> Callable[..., History]:
+    """A method's ``trainer``: the function itself, or the one named ``"module:function"``
+    (a method file names its driver so: the driver lives above it, in ``ttqlab.inq``)."""
+    if callable(spec):
+        return spec
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def check_seeds(seeds) -> list[int]:
@@ -249,7 +250,7 @@ class Comparison(Table):
                 row.append("–" if v is None else f"{v:.2f}")
             row.append(_pm(r["test_acc_mean"], r["test_acc_std"], n))
             if has_delta:
-                row.append("reference" if r["method"] == "fp32" else _ci(r, n))
+                row.append("reference" if r["method"] == CONTROL else _ci(r, n))
             row += [f"{100 * r['sparsity']:.1f}", f"{r['bits_per_weight']:g}",
                     f"{r['model_bytes'] / 1024:.1f}", f"{r.get('lr', math.nan):g}",
                     f"{r['seconds']:.1f}"]
@@ -377,14 +378,18 @@ def compare(
     if init not in ("pretrained", "scratch"):
         raise ValueError(f"init must be 'pretrained' or 'scratch', got {init!r}")
     methods = list(methods)
-    unknown = [m for m in methods if m not in ALL_METHODS]
+    known = method_names()
+    unknown = [m for m in methods if m not in known]
     if unknown or not methods:
-        raise ValueError(f"unknown methods {unknown or methods}; choose from {ALL_METHODS}")
+        raise ValueError(f"unknown methods {unknown or methods}; choose from {known}")
     if len(set(methods)) != len(methods):
         raise ValueError(f"methods {methods} repeat a method; list each once")
-    if init == "scratch" and {"inq", "inq-oneshot"} & set(methods):
-        raise ValueError("INQ quantizes a trained model: with init='scratch' drop 'inq' and "
-                         "'inq-oneshot' from methods, or use init='pretrained'")
+    trained = [r for r in _methods.rows() if r.needs_trained and r.name in methods]
+    if init == "scratch" and trained:
+        tags = " and ".join(dict.fromkeys(r.cls.tag for r in trained))
+        raise ValueError(f"{tags} quantizes a trained model: with init='scratch' drop "
+                         f"{' and '.join(repr(r.name) for r in trained)} from methods, or "
+                         f"use init='pretrained'")
     if seeds is not None and seed is not None:
         raise ValueError("pass seeds=[...] or seed=N, not both")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -406,7 +411,7 @@ def compare(
         raise TypeError(f"recipe must be a ttqlab.starts.Recipe, got {type(recipe).__name__}")
     if pretrain_epochs is not None:
         recipe = dataclasses.replace(recipe, epochs=pretrain_epochs)
-    lrs = _row_lrs(lr, methods, FINETUNE_LRS if init == "pretrained" else None, recipe.lr)
+    lrs = _row_lrs(lr, methods, _finetune_lrs() if init == "pretrained" else None, recipe.lr)
     if getattr(data, "val", None) is None:
         if not hasattr(data, "split_validation"):
             raise TypeError(f"data must be a ttqlab.data.Data (ttqlab.data.load(...)), got "
@@ -448,7 +453,7 @@ def compare(
                f"test ({n_test} samples) once at the end; seeds "
                f"{', '.join(map(str, seeds))}")
     notes = [f"Columns: {LEGEND}"]
-    if "fp32" not in methods:
+    if CONTROL not in methods:
         notes.append("No Δ column: fp32 is not among the methods (add it to compare "
                      "against full precision).")
     notes.append(f"Noise: one test image = {one_image:.2f} points here ({n_test} test "
@@ -560,7 +565,7 @@ def _cached(starts: list[dict]) -> str:
 
 
 def _rows(per_seed: dict[str, list[Result]], seeds: list[int], epochs: int) -> list[dict]:
-    base = [100 * r.summary["test_acc"] for r in per_seed.get("fp32", [])]
+    base = [100 * r.summary["test_acc"] for r in per_seed.get(CONTROL, [])]
     rows = []
     for method, results in per_seed.items():
         summaries = [r.summary for r in results]

@@ -223,20 +223,6 @@ def _scheme(method: str, bits: int, packing_name: str) -> tuple[str, int | None]
     return methods.get(method).scheme(bits, packing_name)
 
 
-def _scale_names(method: str) -> tuple[str, ...]:
-    return methods.get(method).scale_names
-
-
-def _n_scales(method: str, options: Mapping, shape: list[int]) -> int:
-    return methods.get(method).n_scales(dict(options), shape)
-
-
-def _weight_key(layer: str) -> str:
-    """The state_dict key of a layer's weight (a bare ``nn.Linear`` model is layer ""; an
-    attention / recurrent weight such as ``"attn.in_proj_weight"`` is its own key)."""
-    return state_key(layer)
-
-
 def _skipped(key: str) -> bool:
     return key == _SKIPPED or key.endswith("." + _SKIPPED)
 
@@ -263,20 +249,22 @@ def pack(model: nn.Module, packing: str = "base3") -> tuple[dict[str, Tensor], d
         group = groups.setdefault(key, {"method": qw.method, "options": dict(qw.options),
                                         "layers": {}})
         group["layers"][name] = list(qw.shape)
-        if qw.method == "inq":
-            n1 = int(qw.scales["n1"])
-            if n1 > 127 or n1 + 1 - 2 ** (qw.bits - 1) // 2 < -126:
-                raise ValueError(f"layer {name!r}: INQ's levels 2^n1 .. 2^n2 (n1 = {n1}) "
-                                 f"leave float32's range, so the file could not be loaded; "
-                                 f"the weights were far too large or too small when frozen")
-            group.setdefault("n1", {})[name] = n1
+        try:  # per-layer manifest values of the method (INQ: n1), group[field][layer]
+            fields = methods.get(qw.method).manifest_fields(qw)
+        except ValueError as e:
+            raise ValueError(f"layer {name!r}: {e}") from None
+        for field, value in fields.items():
+            if field in ("method", "options", "layers"):
+                raise ValueError(f"{qw.method}.manifest_fields returns {field!r}, a name the "
+                                 f"manifest's groups reserve; rename that field")
+            group.setdefault(field, {})[name] = value
     codes, scales = [], []
     for group in groups.values():
         for name in group["layers"]:
             qw = qws[name]
             scheme, bits = _scheme(qw.method, qw.bits, packing)
             codes.append(pack_codes(qw.codes, scheme, bits))
-            s = [qw.scales[k].detach().reshape(-1) for k in _scale_names(qw.method)]
+            s = [qw.scales[k].detach().reshape(-1) for k in methods.get(qw.method).scale_names]
             if qw.codes.numel() == 0:  # a zero-size layer: its scale (mean of nothing,
                 s = [torch.zeros_like(v) for v in s]  # NaN) is never used; store 0
             scales += s
@@ -290,7 +278,7 @@ def pack(model: nn.Module, packing: str = "base3") -> tuple[dict[str, Tensor], d
                          f"(model.float())")
     tensors = {CODES: torch.cat(codes) if codes else torch.zeros(0, dtype=torch.uint8),
                SCALES: torch.cat(scales) if scales else torch.zeros(0)}
-    weights = {_weight_key(name) for name in qws}
+    weights = {state_key(name) for name in qws}
     for key, value in bake(model).state_dict().items():
         if key in (CODES, SCALES):
             raise ValueError(f"the model has a tensor named {key!r}, a name ttqlab's file "
@@ -451,41 +439,28 @@ def _check_header(manifest) -> None:
                     f"{_printable(manifest.get('dtype'))[:40]!r}")
 
 
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-#: option -> check of its value (the options that change the layout are required)
-_OPTION_CHECKS = {
-    "factor": _is_number,
-    "per_channel": lambda v: isinstance(v, bool),
-    "t": _is_number,
-    "sparsity": lambda v: v is None or _is_number(v),
-    "reduce": lambda v: v in ("sum", "mean"),
-    "init": lambda v: v == "mean" or _is_number(v),
-    "bits": lambda v: isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 8,
-    "eps": lambda v: _is_number(v) and 0 <= v < 1,
-    "scale": lambda v: v in ("layer", "channel", "none"),
-}
-_REQUIRED = {"twn": ("per_channel",), "inq": ("bits",)}
-
-
-def _check_group(i: int, group) -> tuple[str, dict, dict]:
+def _check_group(i: int, group) -> tuple[str, dict, dict, dict]:
+    """A manifest group's method, options, layers and per-layer manifest fields, each
+    checked with the method's own specs (``OPTIONS_SPEC``, ``read_manifest``)."""
     where = f"quantized[{i}]"
     if not isinstance(group, dict):
         raise _fail(f"{where} must be an object, got {type(group).__name__}")
     method, options, layers = group.get("method"), group.get("options", {}), group.get("layers")
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise _fail(f"{where}: unknown method {method!r}; expected one of {sorted(METHODS)}")
     if not isinstance(options, dict):
         raise _fail(f"{where}: 'options' must be an object")
+    cls = methods.get(method)
+    spec = {o.name: o for o in cls.OPTIONS_SPEC}
     for key, value in options.items():
-        if key not in METHODS[method]:
+        if key not in spec:
             raise _fail(f"{where}: unknown option {key!r} for method {method!r}")
-        check = _OPTION_CHECKS.get(key)
-        if check is not None and not check(value):
-            raise _fail(f"{where}: option {key!r} has an invalid value {value!r}")
-    for key in _REQUIRED.get(method, ()):
+        try:
+            if spec[key].check is not None:
+                spec[key].check(value)
+        except (ValueError, TypeError):
+            raise _fail(f"{where}: option {key!r} has an invalid value {value!r}") from None
+    for key in (o.name for o in cls.OPTIONS_SPEC if o.required):
         if key not in options:
             raise _fail(f"{where}: method {method!r} needs option {key!r}")
     if not isinstance(layers, dict):
@@ -495,17 +470,11 @@ def _check_group(i: int, group) -> tuple[str, dict, dict]:
                 isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape):
             raise _fail(f"layer {name!r}: shape must be a list of 2 to 5 non-negative "
                         f"integers (a Linear or Conv weight), got {shape!r}")
-    if method == "inq":
-        n1 = group.get("n1")
-        if not isinstance(n1, dict) or set(n1) != set(layers):
-            raise _fail(f"{where}: 'n1' must give every INQ layer's largest exponent")
-        bits = options["bits"]
-        for name, v in n1.items():
-            n2 = v + 1 - 2 ** (bits - 1) // 2 if isinstance(v, int) else None
-            if isinstance(v, bool) or n2 is None or v > 127 or n2 < -126:
-                raise _fail(f"layer {name!r}: n1 must be an integer with 2^n1 and 2^n2 in "
-                            f"float32's range, got {v!r}")
-    return method, options, layers
+    try:
+        fields = cls.read_manifest({**group, "options": options}, where)
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    return method, options, layers, fields
 
 
 class _Layer(NamedTuple):
@@ -521,6 +490,7 @@ class _Layer(NamedTuple):
     sbits: int | None
     nbytes: int
     nscales: int
+    fields: dict
 
 
 def unpack(tensors: Mapping[str, Tensor], manifest: dict,
@@ -540,7 +510,7 @@ def unpack(tensors: Mapping[str, Tensor], manifest: dict,
     layers: list[_Layer] = []
     seen: set[str] = set()
     for i, group in enumerate(manifest["quantized"]):
-        method, options, group_layers = _check_group(i, group)
+        method, options, group_layers, fields = _check_group(i, group)
         bits = options.get("bits", methods.get(method).bits)
         scheme, sbits = _scheme(method, bits, packing_name)
         for name, shape in group_layers.items():
@@ -550,7 +520,8 @@ def unpack(tensors: Mapping[str, Tensor], manifest: dict,
             n = math.prod(shape)
             layers.append(_Layer(name, method, options, bits, shape, n, scheme, sbits,
                                  packed_length(n, scheme, sbits),
-                                 _n_scales(method, options, shape)))
+                                 methods.get(method).n_scales(dict(options), shape),
+                                 fields[name]))
     for key in (CODES, SCALES):
         if key not in tensors:
             raise FormatError(f"tensor {key!r} is missing from the file")
@@ -566,7 +537,6 @@ def unpack(tensors: Mapping[str, Tensor], manifest: dict,
     if not bool(torch.isfinite(scales).all()):
         raise FormatError(f"tensor {SCALES!r} contains NaN or inf")
     quantized, at, sat = {}, 0, 0
-    n1 = {k: v for g in manifest["quantized"] for k, v in g.get("n1", {}).items()}
     for layer in layers:
         try:
             c = unpack_codes(codes[at:at + layer.nbytes], layer.n, layer.scheme, layer.sbits)
@@ -575,10 +545,8 @@ def unpack(tensors: Mapping[str, Tensor], manifest: dict,
         at += layer.nbytes
         values = scales[sat:sat + layer.nscales]
         sat += layer.nscales
-        if layer.method == "inq":
-            sc = {"n1": torch.tensor(n1[layer.name]), "bits": torch.tensor(layer.bits)}
-        else:
-            sc = methods.get(layer.method).scales_from_file(values, layer.options, layer.shape)
+        sc = methods.get(layer.method).scales_from_manifest(values, layer.options, layer.shape,
+                                                           layer.fields)
         quantized[layer.name] = QuantizedWeight(layer.method, c.reshape(layer.shape), sc,
                                                 dict(layer.options), layer.bits)
     floats = {}
@@ -589,9 +557,9 @@ def unpack(tensors: Mapping[str, Tensor], manifest: dict,
             raise FormatError(f"unexpected tensor {key!r} (the prefix 'ttqlab.' is reserved)")
         floats[key] = value
     for name in quantized:
-        if _weight_key(name) in floats:
+        if state_key(name) in floats:
             raise FormatError(f"layer {name!r} is stored both quantized and as a float tensor "
-                              f"{_weight_key(name)!r}")
+                              f"{state_key(name)!r}")
     return quantized, floats
 
 
@@ -656,7 +624,7 @@ def _check_fits(model: nn.Module, quantized: Mapping[str, QuantizedWeight],
             raise FormatError(f"layer {name!r}: the file holds a weight of shape "
                               f"{tuple(qw.shape)}, the architecture has {have}")
     state = model.state_dict()
-    expected = {k for k in state if not _skipped(k)} - {_weight_key(n) for n in quantized}
+    expected = {k for k in state if not _skipped(k)} - {state_key(n) for n in quantized}
     missing = sorted(expected - set(floats))
     if missing:
         raise FormatError(f"the file lacks {missing[:5]} that the architecture needs "
@@ -769,7 +737,8 @@ def size_report(path: str | os.PathLike) -> Table:
         n = qw.codes.numel()
         scheme, bits = _scheme(qw.method, qw.bits, manifest["packing"])
         code_bytes = packed_length(n, scheme, bits)
-        scale_bytes = scales_item * _n_scales(qw.method, qw.options, list(qw.shape))
+        scale_bytes = scales_item * methods.get(qw.method).n_scales(dict(qw.options),
+                                                                    list(qw.shape))
         packed = code_bytes + scale_bytes
         rows.append({"layer": name, "method": qw.method, "shape": tuple(qw.shape), "params": n,
                      "bits/weight": 8 * code_bytes / max(1, n), "fp32 bytes": 4 * n,

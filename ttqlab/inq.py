@@ -12,6 +12,9 @@ float weights are re-trained with the ordinary training loop::
 
 The update rule ``W <- W - lr * dE/dW * T`` is enforced by ``ttqlab.methods.inq.INQWeight``:
 frozen positions read a buffer, so no optimizer (momentum, weight decay, Adam) moves them.
+
+:func:`train_incremental` is that loop with a budget of epochs (INQ's training driver,
+``INQWeight.trainer``: what ``ttqlab.experiments.train_method`` and ``ttqlab compare`` run).
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from torch import nn
 from . import quantizers as Q
 from .convert import latent_weight, quantize, quantized_layers, quantized_weights
 from .methods.inq import INQWeight
+from .train import History, evaluate, fit
 
-__all__ = ["INQ", "SCHEDULES"]
+__all__ = ["INQ", "SCHEDULES", "spread_epochs", "train_incremental"]
 
 #: accumulated quantized fractions used in the paper
 SCHEDULES: dict[str, tuple[float, ...]] = {
@@ -102,11 +106,13 @@ class INQ:
         self.seed = int(seed)
         existing = list(quantized_layers(model))
         if not existing:
-            quantize(model, "inq", bits=bits, keep_first_last=keep_first_last, exclude=exclude)
+            quantize(model, INQWeight.method, bits=bits, keep_first_last=keep_first_last,
+                     exclude=exclude)
         else:
             wrong = [n for n, _, q in existing if not isinstance(q, INQWeight) or q.bits != bits]
             if wrong:
-                raise ValueError(f"layers {wrong} are not quantized with method 'inq' and "
+                raise ValueError(f"layers {wrong} are not quantized with method "
+                                 f"{INQWeight.method!r} and "
                                  f"bits={bits}; call ttqlab.unquantize(model) first")
         self.model = model
         self.bits = bits
@@ -195,3 +201,51 @@ class INQ:
     def __repr__(self) -> str:
         return (f"INQ(bits={self.bits}, schedule={self.schedule}, strategy={self.strategy!r}, "
                 f"frozen={self.fraction:.3g}, layers={len(self.layers)})")
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+def spread_epochs(epochs: int, steps: int) -> list[int]:
+    """``epochs`` re-training epochs spread over ``steps`` INQ steps, earlier steps first:
+    ``spread_epochs(6, 4) == [2, 2, 1, 1]``; the list always sums to ``epochs`` (no hidden
+    extra epochs; with fewer epochs than steps the last steps get 0)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    return [epochs // steps + (1 if i < epochs % steps else 0) for i in range(steps)]
+
+
+def train_incremental(model: nn.Module, data, *, epochs: int, options: dict,
+                      keep_first_last: bool = True, progress: bool = False,
+                      fit_kwargs: dict | None = None,
+                      schedule: Sequence[float] = SCHEDULES["default"]) -> History:
+    """INQ's training driver: each step of ``schedule`` freezes the next portion of every
+    layer of the (pre-trained) ``model`` and is followed by its share of the ``epochs``
+    re-training epochs (``spread_epochs(epochs, len(schedule))``: they add up to
+    ``epochs``); ``options`` go to :class:`INQ` (``bits``). One history for the whole
+    run, its rows numbered on, each with the ``inq_fraction`` frozen so far."""
+    fit_kwargs = dict(fit_kwargs or {})
+    inq = INQ(model, schedule=schedule, keep_first_last=keep_first_last, **options)
+    history = History()
+    for step_epochs in spread_epochs(epochs, len(inq.schedule)):
+        inq.step()
+        if step_epochs == 0 and history.epochs:
+            # no epochs left for this step: freeze, and re-evaluate the last epoch's model
+            # on what fit evaluates (the validation split if there is one)
+            held = history.heldout
+            split = getattr(data, held, None) if hasattr(data, "train") else data
+            loss, acc = evaluate(model, split if split is not None else data,
+                                 device=fit_kwargs.get("device"))
+            history.epochs[-1] = {**history.epochs[-1], f"{held}_loss": loss,
+                                  f"{held}_acc": acc, "inq_fraction": inq.fraction}
+            continue
+        h = fit(model, data, epochs=step_epochs, progress=progress, **fit_kwargs)
+        offset = history.epochs[-1]["epoch"] if history.epochs else 0
+        for row in h.epochs if not history.epochs else h.epochs[1:]:
+            history.epochs.append({**row, "epoch": row["epoch"] + offset,
+                                   "inq_fraction": inq.fraction})
+        history.layers += [{**r, "epoch": r["epoch"] + offset} for r in h.layers
+                           if not history.layers or r["epoch"] > 0]
+    return history

@@ -18,7 +18,11 @@ from . import coverage as _coverage
 from . import methods
 from .convert import latent_weight, quantizable_weights, quantized_weights
 
-__all__ = ["ENERGY_PJ", "PACKINGS", "Table", "layer_report", "op_counts", "packed_nbytes"]
+__all__ = ["ENERGY_PJ", "FLOAT", "PACKINGS", "Table", "layer_report", "op_counts",
+           "packed_nbytes"]
+
+#: the "method" of a layer kept in full precision (and of the ``(other)`` row)
+FLOAT = "fp32"
 
 #: ternary packings: name -> weights per byte
 PACKINGS = {"2bit": 4, "base3": 5}
@@ -110,14 +114,14 @@ def layer_report(model: nn.Module, packing: str = "2bit") -> Table:
     if packing not in PACKINGS:
         raise ValueError(f"packing must be one of {sorted(PACKINGS)}, got {packing!r}")
     quantized = {name: q for name, _, _, q in quantized_weights(model)}
-    rows, counted = [], set()
+    rows, counted, kinds = [], set(), []
     for name, module, param in quantizable_weights(model):
         w = getattr(module, param).detach()
         n = w.numel()
         fp32 = 4 * n
         q = quantized.get(name)
         if q is None:
-            method, bits, packed, scales = "fp32", 32.0, fp32, ""
+            method, bits, packed, scales = FLOAT, 32.0, fp32, ""
             counted.add(id(getattr(module, param)))
         else:
             method = q.method
@@ -129,6 +133,7 @@ def layer_report(model: nn.Module, packing: str = "2bit") -> Table:
             packed = packed_nbytes(n, method, q.bits, packing) + scale_bytes
             bits = 8 * packed_nbytes(n, method, q.bits, packing) / max(1, n)
             scales = q.scales_text(latent)
+            kinds.append((q.tag, *q.scheme(q.bits, packing)))
             counted.update(id(p) for p in module.parametrizations[param].parameters(
                 recurse=False))  # the latent tensor(s) the optimizer trains
         rows.append({
@@ -144,7 +149,7 @@ def layer_report(model: nn.Module, packing: str = "2bit") -> Table:
     for bname, b in model.named_buffers():
         if ".parametrizations." not in bname and b.is_floating_point():
             other += b.numel()
-    rows.append({"layer": "(other)", "method": "fp32", "params": other, "bits/weight": 32.0,
+    rows.append({"layer": "(other)", "method": FLOAT, "params": other, "bits/weight": 32.0,
                  "fp32 bytes": 4 * other, "packed bytes": 4 * other, "ratio": 1.0})
     fp32_total = sum(r["fp32 bytes"] for r in rows)
     packed_total = sum(r["packed bytes"] for r in rows)
@@ -154,22 +159,28 @@ def layer_report(model: nn.Module, packing: str = "2bit") -> Table:
     cols = ["layer", "method", "shape", "params", "sparsity", "scales", "bits/weight",
             "fp32 bytes", "packed bytes", "ratio"]
     _coverage.extend_report(model, rows, cols)  # activation bits, weights left float
-    return Table(rows, cols, title=_report_title(rows, packing))
+    return Table(rows, cols, title=_report_title(kinds, packing))
 
 
-def _report_title(rows: list[dict], packing: str) -> str:
-    """Say how each kind of layer is packed: ``packing`` only concerns ternary layers."""
-    methods = {r.get("method") for r in rows}
+def _report_title(kinds: list[tuple[str, str, int | None]], packing: str) -> str:
+    """Say how each kind of layer is packed (``kinds``: each quantized layer's method tag
+    and ``ttqlab.packing`` scheme and bits): ``packing`` only concerns the layers whose
+    scheme is the file's ternary packing; a 1-bit scheme is named ("binary 1 bit"); any
+    other is "<tag> <bits>-bit codes" ("INQ 5-bit codes")."""
+    from .packing import SCHEMES
+
+    width = {(s, b): b if b is not None else SCHEMES[s] for _, s, b in kinds}
     parts = []
-    if methods & {"twn", "ttq", "bitnet"} or any(
-            r.get("method") == "inq" and r["bits/weight"] <= 2 for r in rows):
+    if any(scheme == packing for _, scheme, _ in kinds):
         parts.append(f"ternary codes packed {packing}")
-    if "binary" in methods:
-        parts.append("binary 1 bit")
-    inq_bits = sorted({round(r["bits/weight"]) for r in rows
-                       if r.get("method") == "inq" and r["bits/weight"] > 2})
-    if inq_bits:
-        parts.append("INQ " + "/".join(map(str, inq_bits)) + "-bit codes")
+    parts += [f"{s} 1 bit" for s in dict.fromkeys(
+        s for _, s, b in kinds if s != packing and width[s, b] == 1)]
+    wide: dict[str, set[int]] = {}
+    for tag, s, b in kinds:
+        if s != packing and width[s, b] != 1:
+            wide.setdefault(tag, set()).add(width[s, b])
+    parts += [f"{tag} " + "/".join(map(str, sorted(b))) + "-bit codes"
+              for tag, b in wide.items()]
     return "layer report" + (f" ({'; '.join(parts)})" if parts else " (float model)")
 
 
@@ -296,8 +307,8 @@ def op_counts(model: nn.Module, input_shape: Sequence[int], *,
         n, outs, pos = w.numel(), w.shape[0], positions.get(name, 0)
         nonzero = int((w != 0).sum())
         all_taps, nonzero_taps = taps.get(name, (n * pos, nonzero * pos))
-        method = layer_methods.get(name, "fp32")
-        if method == "fp32":
+        method = layer_methods.get(name, FLOAT)
+        if method == FLOAT:
             ops = {"mults": all_taps, "adds": all_taps, "shifts": 0}
         else:
             ops = _skip_padding(methods.get(method).ops, n, nonzero, outs, pos, all_taps,

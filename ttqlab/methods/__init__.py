@@ -9,18 +9,23 @@
   one dispatch, each checked against its method's reference.
 
 Every file in this package is imported here, so adding a method means adding one file
-(and its tests); ``ttqlab.quantize``, ``extract``, ``layer_report``, ``fit``'s history and
-``ttqlab.export`` find it through :func:`get`.
+(and its tests): the class declares its options, manifest fields, report tag, colour and
+training driver, and ``ttqlab.quantize``, ``extract``, ``layer_report``, ``fit``'s history,
+``ttqlab.export``, the figures' colours, ``ttqlab.experiments`` and ``ttqlab train`` find
+it through :func:`get`, :func:`names` and :func:`rows`.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
-from .base import WeightQuantizer
+from .base import Option, Variant, WeightQuantizer
 
-__all__ = ["WeightQuantizer", "get", "names", "register", "unregister"]
+__all__ = ["Option", "Row", "Variant", "WeightQuantizer", "get", "names", "register", "rows",
+           "unregister"]
 
 _REGISTRY: dict[str, type[WeightQuantizer]] = {}
 
@@ -35,6 +40,12 @@ def register(cls: type[WeightQuantizer]) -> type[WeightQuantizer]:
     if other is not None and other.__qualname__ != cls.__qualname__:
         raise ValueError(f"method {cls.method!r} is already registered by {other.__name__}; "
                          f"pick another name or call unregister({cls.method!r}) first")
+    taken = set(_REGISTRY) | {v.name for c in _REGISTRY.values() if c is not other
+                              for v in c.VARIANTS}
+    clash = [v.name for v in cls.VARIANTS if v.name in taken]
+    if clash or cls.method in taken - set(_REGISTRY):
+        raise ValueError(f"{cls.__name__}: {clash or [cls.method]} already name a method or "
+                         f"a variant; rename them")
     _REGISTRY[cls.method] = cls
     return cls
 
@@ -55,6 +66,31 @@ def get(name: str) -> type[WeightQuantizer]:
 def names() -> list[str]:
     """The registered method names, sorted."""
     return sorted(_REGISTRY)
+
+
+class Row(NamedTuple):
+    """One row ``ttqlab.experiments`` can train: a method, or one of its :class:`Variant` s."""
+
+    name: str
+    cls: type[WeightQuantizer]
+    tag: str
+    color: str | None
+    finetune_lr: float | None
+    needs_trained: bool
+    driver: Mapping[str, Any]
+
+
+def rows() -> list[Row]:
+    """Every trainable row, in the methods' ``order`` (then name), each method's variants
+    right after it."""
+    out = []
+    for cls in sorted(_REGISTRY.values(), key=lambda c: (c.order, c.method)):
+        out.append(Row(cls.method, cls, cls.tag, cls.color, cls.finetune_lr,
+                       cls.needs_trained, {}))
+        out += [Row(v.name, cls, v.tag, v.color, v.finetune_lr,
+                    cls.needs_trained if v.needs_trained is None else v.needs_trained,
+                    dict(v.driver)) for v in cls.VARIANTS]
+    return out
 
 
 for _info in pkgutil.iter_modules(__path__):

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from . import register
-from .base import WeightQuantizer, _broadcast, _check_finite, _per_channel_view, ste
+from .base import Option, WeightQuantizer, _broadcast, _check_finite, _per_channel_view, ste
 
 __all__ = ["BINARY_SCALES", "BinaryWeight", "binarize", "ste_sign"]
 
@@ -80,13 +80,16 @@ class BinaryWeight(WeightQuantizer):
     (see the module docstring: layer, channel = BWN, none = BinaryConnect)."""
 
     method = "binary"
-    OPTIONS = ("scale",)
+    OPTIONS_SPEC = (Option("scale", "layer", "binary alpha: one E|W| per 'layer', per output "
+                           "'channel' (BWN) or 'none' (BinaryConnect)", _check_scale, str,
+                           BINARY_SCALES),)
     scale_names = ("alpha",)
     bits = 1
+    tag, color, order, finetune_lr = "binary", "#9467bd", 10, 3e-2
 
     def __init__(self, scale: str = "layer"):
         super().__init__()
-        _check_scale(scale)
+        self.check_options(scale=scale)
         self.scale = scale
 
     def options(self) -> dict:

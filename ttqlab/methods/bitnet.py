@@ -22,8 +22,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..validation import is_number
 from . import register
-from .base import WeightQuantizer, _check_finite, ste
+from .base import Option, WeightQuantizer, _check_finite, ste
 
 __all__ = ["BitNetWeight", "absmean_codes", "ste_absmean", "ternarize_absmean"]
 
@@ -32,7 +33,7 @@ __all__ = ["BitNetWeight", "absmean_codes", "ste_absmean", "ternarize_absmean"]
 
 
 def _check_eps(eps: float) -> None:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < 1:
+    if not is_number(eps) or not 0 <= eps < 1:
         raise ValueError(f"eps must be a small non-negative number (BitNet uses 1e-5), "
                          f"got {eps!r}")
 
@@ -88,13 +89,16 @@ class BitNetWeight(WeightQuantizer):
     straight-through gradient (:func:`ternarize_absmean`)."""
 
     method = "bitnet"
-    OPTIONS = ("eps",)
+    # eps stays off the command line: ``--eps`` beside ``--epochs`` invites typos
+    OPTIONS_SPEC = (Option("eps", 1e-5, "BitNet's eps in W / (gamma + eps)", _check_eps,
+                           cli=False),)
     scale_names = ("gamma",)
     bits = 2
+    tag, color, order, finetune_lr = "BitNet", "#8c564b", 50, 3e-2
 
     def __init__(self, eps: float = 1e-5):
         super().__init__()
-        _check_eps(eps)
+        self.check_options(eps=eps)
         self.eps = float(eps)
 
     def options(self) -> dict:

@@ -18,15 +18,16 @@ import math
 import torch
 from torch import Tensor
 
+from ..validation import is_int
 from . import kernels, register
-from .base import WeightQuantizer, _check_finite
+from .base import Option, Variant, WeightQuantizer, _check_finite
 
 __all__ = ["INQWeight", "inq_exponent_range", "pow2_exponents", "pow2_from_codes",
            "pow2_levels", "quantize_pow2"]
 
 
 def _check_bits(bits: int) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 8:
+    if not is_int(bits) or not 2 <= bits <= 8:
         raise ValueError(f"bits must be an integer from 2 to 8 (2 = ternary, 5 = the INQ "
                          f"paper's default), got {bits!r}")
 
@@ -141,11 +142,19 @@ class INQWeight(WeightQuantizer):
     """
 
     method = "inq"
-    OPTIONS = ("bits",)
+    OPTIONS_SPEC = (Option("bits", 5, "INQ bit width b, 2 to 8 (5 in the paper; 2 is "
+                           "ternary)", _check_bits, int, required=True),)
+    tag, color, order, finetune_lr = "INQ", "#2ca02c", 40, 1e-3
+    #: INQ rounds a trained model, step by step (``ttqlab.inq``'s schedule)
+    needs_trained = True
+    trainer = "ttqlab.inq:train_incremental"
+    #: the ablation of the increments: everything quantized in one step
+    VARIANTS = (Variant("inq-oneshot", "INQ (one step)", "#98df8a", 3e-3,
+                        {"schedule": (1.0,)}),)
 
     def __init__(self, weight: Tensor, bits: int = 5):
         super().__init__()
-        _check_bits(bits)
+        self.check_options(bits=bits)
         self.bits = int(bits)
         w = weight.detach()
         self.register_buffer("frozen_mask", torch.zeros_like(w, dtype=torch.bool))
@@ -165,7 +174,7 @@ class INQWeight(WeightQuantizer):
 
     @property
     def n2(self) -> int:
-        return int(self.n1) + 1 - 2 ** (self.bits - 1) // 2
+        return lowest_exponent(int(self.n1), self.bits)
 
     @property
     def fraction_frozen(self) -> float:
@@ -219,6 +228,34 @@ class INQWeight(WeightQuantizer):
     def scheme(cls, bits: int, packing: str) -> tuple[str, int | None]:
         """b = 2 is ternary ({-2^n1, 0, 2^n1}) and packs like TWN; else sign + index."""
         return (packing, None) if bits == 2 else ("pow2", bits)
+
+    # ---- the manifest: n1 per layer (the levels 2^n2 .. 2^n1 of float32 must exist)
+
+    @classmethod
+    def manifest_fields(cls, qw) -> dict:
+        n1 = int(qw.scales["n1"])
+        if n1 > 127 or lowest_exponent(n1, qw.bits) < -126:
+            raise ValueError(f"INQ's levels 2^n1 .. 2^n2 (n1 = {n1}) leave float32's range, so "
+                             f"the file could not be loaded; the weights were far too large "
+                             f"or too small when frozen")
+        return {"n1": n1}
+
+    @classmethod
+    def read_manifest(cls, group, where: str) -> dict:
+        n1, layers = group.get("n1"), group["layers"]
+        if not isinstance(n1, dict) or set(n1) != set(layers):
+            raise ValueError(f"{where}: 'n1' must give every INQ layer's largest exponent")
+        bits = group["options"]["bits"]
+        for name, v in n1.items():
+            n2 = lowest_exponent(v, bits) if is_int(v) else None
+            if n2 is None or v > 127 or n2 < -126:
+                raise ValueError(f"layer {name!r}: n1 must be an integer with 2^n1 and 2^n2 in "
+                                 f"float32's range, got {v!r}")
+        return {name: {"n1": n1[name]} for name in layers}
+
+    @classmethod
+    def scales_from_manifest(cls, values, options, shape, fields) -> dict:
+        return {"n1": torch.tensor(fields["n1"]), "bits": torch.tensor(options["bits"])}
 
     @classmethod
     def ops(cls, n: int, nonzero: int, outs: int, positions: int) -> dict[str, int]:

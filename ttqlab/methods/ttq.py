@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from . import kernels, register
-from .base import WeightQuantizer, _check_finite, _check_unit_interval
+from .base import Option, WeightQuantizer, _check_finite, _check_number, _check_unit_interval
 from .twn import ternary_codes
 
 __all__ = ["TTQWeight", "ternarize_ttq", "ttq_threshold"]
@@ -130,6 +130,17 @@ def ternarize_ttq(
     return _TTQFunction.apply(w, wp, wn, delta, reduce)
 
 
+def _check_reduce(reduce: str) -> None:
+    if reduce not in ("sum", "mean"):
+        raise ValueError(f"reduce must be 'sum' (the paper) or 'mean', got {reduce!r}")
+
+
+def _check_init(init: str | float) -> None:
+    if init != "mean":
+        _check_number(init, "init", "'mean' or a positive number (the authors' code uses "
+                      "1.0)", lambda v: v > 0)
+
+
 @register
 class TTQWeight(WeightQuantizer):
     """TTQ: ``+W_p`` / ``0`` / ``-W_n`` with ``delta = t * max|w|`` and two trained scales.
@@ -154,9 +165,19 @@ class TTQWeight(WeightQuantizer):
     """
 
     method = "ttq"
-    OPTIONS = ("t", "sparsity", "reduce", "init")
+    OPTIONS_SPEC = (
+        Option("t", 0.05, "TTQ threshold t, in (0, 1): delta = t * max|w|",
+               lambda v: _check_unit_interval(v, "t")),
+        Option("sparsity", None, "TTQ fixed-sparsity mode: target fraction of zeros, in (0, 1)",
+               lambda v: v is None or _check_unit_interval(v, "sparsity")),
+        Option("reduce", "sum", "TTQ scale gradient: 'sum' (the paper) or 'mean'",
+               _check_reduce, str, ("sum", "mean")),
+        Option("init", "mean", "TTQ scales' start: 'mean' or a positive number",
+               _check_init, cli=False),
+    )
     scale_names = ("wp", "wn")
     bits = 2
+    tag, color, order, finetune_lr = "TTQ", "#1f77b4", 30, 1e-2
 
     def __init__(
         self,
@@ -168,12 +189,7 @@ class TTQWeight(WeightQuantizer):
         init: str | float = "mean",
     ):
         super().__init__()
-        if sparsity is None:
-            _check_unit_interval(t, "t")
-        else:
-            _check_unit_interval(sparsity, "sparsity")
-        if reduce not in ("sum", "mean"):
-            raise ValueError(f"reduce must be 'sum' (the paper) or 'mean', got {reduce!r}")
+        self.check_options(t=t, sparsity=sparsity, reduce=reduce, init=init)
         self.t = float(t)
         self.sparsity = None if sparsity is None else float(sparsity)
         self.reduce = reduce
@@ -188,11 +204,8 @@ class TTQWeight(WeightQuantizer):
             pos, neg = w[w > delta], w[w < -delta]
             wp = float(pos.mean()) / scale if pos.numel() else 1.0
             wn = float(-neg.mean()) / scale if neg.numel() else 1.0
-        elif isinstance(init, (int, float)) and not isinstance(init, bool) and init > 0:
+        else:  # a positive number (checked)
             scale, wp, wn = 1.0, float(init), float(init)
-        else:
-            raise ValueError(f"init must be 'mean' or a positive number (the authors' code "
-                             f"uses 1.0), got {init!r}")
         self.register_buffer("scale", torch.tensor(scale, dtype=w.dtype, device=w.device))
         self.wp = nn.Parameter(torch.tensor(wp, dtype=w.dtype, device=w.device))
         self.wn = nn.Parameter(torch.tensor(wn, dtype=w.dtype, device=w.device))

@@ -15,8 +15,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..validation import check_bool
 from . import kernels, register
-from .base import WeightQuantizer, _broadcast, _check_finite, _per_channel_view, ste
+from .base import (
+    Option,
+    WeightQuantizer,
+    _broadcast,
+    _check_finite,
+    _check_number,
+    _per_channel_view,
+    ste,
+)
 
 __all__ = ["TWNWeight", "optimal_ternary_params", "ste_tern", "ternarize_optimal",
            "ternarize_twn", "ternary_codes", "twn_scale", "twn_threshold"]
@@ -151,6 +160,13 @@ def ternarize_optimal(w: Tensor, per_channel: bool = False) -> Tensor:
     return out.reshape(w.shape)
 
 
+def _check_flag(value: bool) -> None:
+    try:
+        check_bool("per_channel", value)
+    except TypeError as e:  # a ValueError, as the file's and the command line's checks
+        raise ValueError(str(e)) from None
+
+
 @register
 class TWNWeight(WeightQuantizer):
     """TWN: ``alpha * T`` with ``delta = factor * E|w|`` (0.7 in the authors' code),
@@ -158,14 +174,19 @@ class TWNWeight(WeightQuantizer):
     alpha per output channel (the latest arXiv version of the paper)."""
 
     method = "twn"
-    OPTIONS = ("factor", "per_channel")
+    OPTIONS_SPEC = (
+        Option("factor", 0.7, "TWN threshold factor: delta = factor * E|W|",
+               lambda v: _check_number(v, "factor", "positive (TWN uses 0.7)", lambda x: x > 0)),
+        Option("per_channel", False, "TWN: one delta and alpha per output channel",
+               _check_flag, bool, required=True),
+    )
     scale_names = ("alpha",)
     bits = 2
+    tag, color, order, finetune_lr = "TWN", "#ff7f0e", 20, 3e-2
 
     def __init__(self, factor: float = 0.7, per_channel: bool = False):
         super().__init__()
-        if not factor > 0:
-            raise ValueError(f"factor must be positive (TWN uses 0.7), got {factor!r}")
+        self.check_options(factor=factor, per_channel=per_channel)
         self.factor = float(factor)
         self.per_channel = bool(per_channel)
 
