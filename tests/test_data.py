@@ -1051,6 +1051,7 @@ def test_an_offline_spec_gets_its_options_validated_with_defaults(registry):
     ({"name": "Toy Table"}, "lower case"),
     ({"files": {"toy.npy": ("00" * 31, 10)}}, r"files\['toy.npy'\] must pin"),
     ({"files": {"../toy.npy": ("00" * 32, 10)}}, "must pin a plain file name"),
+    ({"files": {"toy.npy": ("00" * 32, True)}}, r"files\['toy.npy'\] must pin.*got \('0"),
     ({"options": {"timeout": data.DatasetOption.number(1.0, low=0)}}, "load's own"),
     ({"options": {"scale": 1.0}}, "must be a DatasetOption"),
     ({"mirrors": "https://example.org/"}, "tuple of base URLs"),
@@ -1076,3 +1077,16 @@ def test_register_refuses_a_taken_name_unless_replace(registry):
         data.CHECKSUMS["mnist"] = {}  # the tables are views of the registry, read-only
     with pytest.raises(ValueError, match=r"unknown dataset 'mnsit'.*did you mean 'mnist'"):
         data.load("mnsit")
+
+
+def test_split_validation_takes_any_fraction_in_the_open_interval_and_says_what_to_pass():
+    full = data.load("synthetic", n_train=50, n_test=10, seed=0)
+    split = full.split_validation(np.float32(0.2))
+    assert len(split.val) == 10 and split.val_split["fraction"] == pytest.approx(0.2)
+    assert type(split.val_split["fraction"]) is float  # JSON-ready, not a numpy scalar
+    for bad, shown in ((True, r"True \(bool\)"), (float("nan"), r"nan \(float\)"),
+                       (-0.1, r"-0.1 \(float\)")):
+        with pytest.raises(ValueError, match=rf"^fraction must be a finite number > 0 and < 1, "
+                                             rf"got {shown}; pass a fraction in \(0, 1\), e.g. "
+                                             rf"0.1 for a tenth of the training set$"):
+            full.split_validation(bad)

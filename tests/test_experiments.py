@@ -202,7 +202,13 @@ def test_bad_seeds_are_refused_before_training(seeds, message):
 @pytest.mark.parametrize("kwargs, message", [
     ({"epochs": 0}, "epochs must be"), ({"methods": ["tnw"]}, "unknown methods"),
     ({"methods": ["twn", "twn"]}, "repeat"), ({"init": "scratch"}, "INQ quantizes"),
-    ({"init": "warm"}, "init must be"), ({"recipe": {"epochs": 2}}, "Recipe")])
+    ({"init": "warm"}, "init must be"), ({"recipe": {"epochs": 2}}, "Recipe"),
+    ({"epochs": True}, r"epochs must be a whole number .*got True \(bool\)"),
+    ({"workers": 2.0}, r"workers must be a whole number .*got 2.0 \(float\)"),
+    ({"lr": True}, r"learning rate of fp32 must be a finite number > 0, got True"),
+    ({"lr": math.nan}, r"learning rate of fp32 must be a finite number > 0, got nan"),
+    ({"lr": {"fp32": 1e-3, "binary": -1e-3, "twn": 1e-3, "ttq": 1e-3, "inq": 1e-3,
+             "inq-oneshot": 1e-3}}, r"learning rate of binary must be .*; e.g. lr=1e-3")])
 def test_bad_arguments_are_refused_before_training(tiny, kwargs, message):
     def build(seed):
         raise AssertionError("trained despite bad arguments")

@@ -253,6 +253,8 @@ def _nan_scale(tensors, manifest):
 @pytest.mark.parametrize(("edit", "match"), [
     (_set("version", export.FORMAT_VERSION + 1), "format version 3.*upgrade ttqlab"),
     (_set("version", "1"), "'version' must be a positive integer"),
+    (_set("version", True), "'version' must be a positive integer"),
+    (_set("version", 0), "'version' must be a positive integer"),
     (_set("format", "onnx"), "'format' must be 'ttqlab'"),
     (_set("packing", "4bit"), "'packing' must be one of"),
     (_set("architecture", {"name": "evil", "kwargs": {}}), "'evil' is not one of"),
@@ -268,6 +270,7 @@ def _nan_scale(tensors, manifest):
      r"layer 'conv2'.*\(32, 64, 5, 5\).*\(64, 32, 5, 5\)"),
     (_layers({"conv2": [64, 32, 5, 5], "fc9": [512, 256]}), "layer 'fc9'.*not a Linear/Conv"),
     (_layers({"conv2": [64, 32, 5, 5], "fc1": "512x256"}), "layer 'fc1': shape must be"),
+    (_layers({"conv2": [64, 32, 5, True], "fc1": [512, 256]}), "layer 'conv2': shape must be"),
     (_layers({"conv2": [64, 32, 5, 5]}), "must be 10240 uint8 bytes"),
     (_drop(export.CODES), "'ttqlab.codes' is missing"),
     (_drop("bn1.running_mean"), r"lacks \['bn1.running_mean'\]"),
@@ -275,10 +278,10 @@ def _nan_scale(tensors, manifest):
     (_code_byte(-1, 242), "layer 'fc1': padding digits"),
     (_bn_as_double, "'bn1.weight'.*float64.*float32"),
     (_nan_scale, "NaN"),
-], ids=["newer-version", "version-type", "format", "packing", "arch-name", "arch-kwargs",
-        "arch-shape", "method", "option", "option-value", "shape-numel", "shape-swapped",
-        "layer-name", "shape-type", "layer-missing", "codes-missing", "float-missing",
-        "code-range", "padding", "dtype", "nan-scale"])
+], ids=["newer-version", "version-type", "version-bool", "version-zero", "format", "packing",
+        "arch-name", "arch-kwargs", "arch-shape", "method", "option", "option-value",
+        "shape-numel", "shape-swapped", "layer-name", "shape-type", "shape-bool", "layer-missing",
+        "codes-missing", "float-missing", "code-range", "padding", "dtype", "nan-scale"])
 def test_tampered_file_is_rejected(saved, tmp_path, edit, match):
     _, path = saved
     with pytest.raises(FormatError, match=match):

@@ -170,6 +170,18 @@ def test_load_state_dict_rejects_bad_states(edit, match):
         inq.load_state_dict({"steps_taken": 1})
 
 
+def test_load_state_dict_takes_numpy_ints_as_ints():
+    import numpy as np
+
+    inq = ttqlab.INQ(model())
+    inq.step()
+    state = {**inq.state_dict(), "steps_taken": np.int64(1), "seed": np.int32(3)}
+    inq2 = ttqlab.INQ(model())
+    inq2.load_state_dict(state)
+    assert type(inq2.steps_taken) is int and inq2.steps_taken == 1 and inq2.fraction == 0.5
+    assert type(inq2.seed) is int and inq2.seed == 3
+
+
 @pytest.mark.parametrize("schedule, match", [
     ((0.5, 0.4, 1.0), "increasing"),
     ((0.5, 0.75), "end at 1.0"),

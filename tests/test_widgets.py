@@ -329,6 +329,16 @@ def test_tradeoff_runs_without_a_label_are_named_by_their_setting():
         ["t=0.05", "sparsity 70%"]
 
 
+def test_readout_labels_numbers_numpy_ones_too_and_shows_flags_and_text_as_they_are():
+    assert widgets._readout("test_acc", np.float32(0.93)) == "test accuracy 93.00%"
+    assert widgets._readout("test_acc", 1) == "test accuracy 100.00%"
+    assert widgets._readout("model bytes", np.int64(4700)) == "model size (bytes) 4,700"
+    assert widgets._readout("model bytes", 0.123456) == "model size (bytes) 0.1235"
+    assert widgets._readout("test_acc", float("nan")) == "test accuracy nan%"
+    assert widgets._readout("test_acc", True) == "test_acc: True"  # a flag, not 100%
+    assert widgets._readout("mode", "fixed") == "mode: fixed"
+
+
 def test_partition_explorer_calls_the_free_weights_free(w):
     ex = widgets.partition_explorer(w, bits=5)
     names = {t.name for t in ex.figure.data}

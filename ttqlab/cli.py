@@ -286,7 +286,7 @@ def _validate(args: argparse.Namespace) -> None:
         if args.seeds < 1:
             raise ValueError(f"--seeds is the number of seeds and must be >= 1, got "
                              f"{args.seeds}; e.g. --seeds 3")
-        if args.seed < 0:  # experiments.check_seeds' rule, without importing it (torch)
+        if args.seed < 0:  # validation.check_seeds' rule, without importing it (torch)
             raise ValueError(f"--seed must be >= 0, got {args.seed}; e.g. --seed 0")
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")

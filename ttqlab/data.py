@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from .validation import check_bool, check_int, check_number
+from .validation import check_bool, check_int, check_number, is_int
 
 __all__ = ["CHECKSUMS", "DATASETS", "MIRRORS", "OFFLINE_DATASETS", "PACKAGE_DATA", "Data",
            "DatasetOption", "DatasetSpec", "DownloadError", "LoadRequest", "PackageDataError",
@@ -148,10 +148,9 @@ class Data:
         if self.val is not None:
             raise ValueError(f"{self.name} already has a validation split "
                              f"({self.val_split}); split the original Data instead")
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or \
-                not 0 < fraction < 1:
-            raise ValueError(f"fraction must be a number in (0, 1), e.g. 0.1 for a tenth "
-                             f"of the training set; got {fraction!r}")
+        fraction = check_number("fraction", fraction, low=0, high=1, low_open=True,
+                                high_open=True, hint="pass a fraction in (0, 1), e.g. 0.1 "
+                                                     "for a tenth of the training set")
         seed = check_int("seed", 0 if seed is None else seed, low=0)
         x, y = self.train.tensors
         gen = torch.Generator().manual_seed(seed)
@@ -308,7 +307,7 @@ def _check_pin(name: str, what: str, filename: Any, pin: Any, none_size: bool) -
           and isinstance(pin, tuple) and len(pin) == 2 and isinstance(pin[0], str)
           and len(pin[0]) == 64 and all(c in "0123456789abcdef" for c in pin[0])
           and ((pin[1] is None and none_size)
-               or (isinstance(pin[1], int) and not isinstance(pin[1], bool) and pin[1] >= 0)))
+               or (is_int(pin[1]) and pin[1] >= 0)))
     if not ok:
         raise ValueError(f"DatasetSpec({name!r}).{what}[{filename!r}] must pin a plain file "
                          f"name to (sha256 as 64 lower-case hex digits, size in bytes"

@@ -29,6 +29,7 @@ from .inq import SCHEDULES, spread_epochs
 from .starts import Recipe, pretrain
 from .stats import FLOAT, Table, layer_report
 from .train import History, evaluate, fit
+from .validation import check_choice, check_int, check_number, check_seeds
 
 __all__ = ["ALL_METHODS", "CLAIMS", "CONTROL", "DEFAULT_METHODS", "DEFAULT_SEEDS",
            "FINETUNE_LRS", "FINETUNE_SEED_OFFSET", "MATCH_MARGIN", "Comparison", "Result",
@@ -179,28 +180,6 @@ def _driver(spec: str | Callable[..., History]) -> Callable[..., History]:
         return spec
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
-
-
-def check_seeds(seeds) -> list[int]:
-    """``seeds`` as a list of distinct ints >= 0, or a ValueError saying what to pass."""
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        raise ValueError(f"seeds must be a list of seeds such as [0, 1, 2], got the int "
-                         f"{seeds}; for N seeds pass list(range(N))")
-    try:
-        seeds = list(seeds)
-    except TypeError:
-        raise ValueError(f"seeds must be a list of ints such as [0, 1, 2], got {seeds!r}") \
-            from None
-    if not seeds:
-        raise ValueError("seeds is empty; pass at least one seed, e.g. seeds=[0, 1, 2]")
-    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
-    if bad:
-        raise ValueError(f"seeds must be ints >= 0, got {bad}; e.g. seeds=[0, 1, 2]")
-    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
-    if repeated:
-        raise ValueError(f"seeds {repeated} are repeated; a repeated seed repeats the same "
-                         f"run and understates the spread: pass distinct seeds")
-    return seeds
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -375,8 +354,50 @@ def compare(
         ``table.claims`` the verdicts; ``table.to_dict()`` (what ``--json`` writes) adds
         the whole protocol. ``results[method]`` is the first seed's trained model.
     """
-    if init not in ("pretrained", "scratch"):
-        raise ValueError(f"init must be 'pretrained' or 'scratch', got {init!r}")
+    methods = _check_rows(methods, init)
+    if seeds is not None and seed is not None:
+        raise ValueError("pass seeds=[...] or seed=N, not both")
+    workers = _check_workers(workers, build)
+    seeds = check_seeds([seed] if seed is not None else (
+        DEFAULT_SEEDS if seeds is None else seeds))
+    epochs = check_int("epochs", epochs, low=1, hint="fine-tuning epochs of every row")
+    recipe = _check_recipe(recipe, pretrain_epochs)
+    lrs = _row_lrs(lr, methods, _finetune_lrs() if init == "pretrained" else None, recipe.lr)
+    data = _with_validation(data, val_fraction, val_seed)
+    job = dict(build=build, data=data, init=init, recipe=recipe, cache=cache,
+               cache_root=cache_root, methods=methods, epochs=epochs,
+               keep_first_last=keep_first_last, inq_schedule=inq_schedule, lrs=lrs,
+               lr_schedule=lr_schedule, fit_kwargs=fit_kwargs)
+    done = _run_seeds(seeds, job, workers, progress)
+    per_seed = {m: [done[s][1][m] for s in seeds] for m in methods}
+    starts = [done[s][0] for s in seeds if done[s][0] is not None]
+    rows = _rows(per_seed, seeds, epochs)
+    for row in rows:
+        row["lr"] = lrs[row["method"]]
+    one_image = 100 / len(data.test)
+    claims = _claims(rows, one_image)
+    finetune = _finetune(epochs, lrs, lr_schedule, inq_schedule, fit_kwargs)
+    caption = _caption(methods, data, init, recipe, starts, finetune, lr, seeds)
+    notes = _notes(methods, seeds, len(data.test), one_image, claims)
+    meta = {"protocol": "converged-start" if init == "pretrained" else "scratch",
+            "init": init, "epochs": epochs, "seeds": seeds, "dataset": data.name,
+            "train": len(data.train), "val": len(data.val), "test_images": len(data.test),
+            "val_split": data.val_split, "point_per_test_image": one_image,
+            "recipe": dataclasses.asdict(recipe) if init == "pretrained" else None,
+            "starts": starts, "finetune": finetune, "keep_first_last": keep_first_last,
+            "match_margin": max(MATCH_MARGIN, one_image), "claims": claims}
+    return (Comparison(rows, caption=caption, notes=notes, meta=meta),
+            {m: rs[0] for m, rs in per_seed.items()})
+
+
+# --------------------------------------------------------------------------- compare's steps
+
+
+def _check_rows(methods: Sequence[str], init: str) -> list[str]:
+    """``methods`` as a list of distinct rows of `method_names`, each one that ``init`` can
+    start (a method that quantizes a trained model needs ``init="pretrained"``)."""
+    check_choice("init", init, ("pretrained", "scratch"),
+                 hint="'pretrained' fine-tunes a converged fp32 start, 'scratch' a random init")
     methods = list(methods)
     known = method_names()
     unknown = [m for m in methods if m not in known]
@@ -390,10 +411,14 @@ def compare(
         raise ValueError(f"{tags} quantizes a trained model: with init='scratch' drop "
                          f"{' and '.join(repr(r.name) for r in trained)} from methods, or "
                          f"use init='pretrained'")
-    if seeds is not None and seed is not None:
-        raise ValueError("pass seeds=[...] or seed=N, not both")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an int >= 1 (processes), got {workers!r}")
+    return methods
+
+
+def _check_workers(workers: int, build: Callable[[int], nn.Module]) -> int:
+    """``workers`` as an int >= 1; with more than one, ``build`` must pickle (it is sent to
+    spawned processes)."""
+    workers = check_int("workers", workers, low=1,
+                        hint="processes that train seeds at once; 1 trains them all here")
     if workers > 1:
         try:
             pickle.dumps(build)
@@ -401,41 +426,44 @@ def compare(
             raise ValueError(f"workers={workers} sends build to other processes, but it cannot "
                              f"be pickled ({err}); pass a module-level function or a "
                              f"functools.partial of one, or workers=1") from None
-    seeds = check_seeds([seed] if seed is not None else (
-        DEFAULT_SEEDS if seeds is None else seeds))
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1 (fine-tuning epochs of every row), "
-                         f"got {epochs!r}")
+    return workers
+
+
+def _check_recipe(recipe: Recipe | None, pretrain_epochs: int | None) -> Recipe:
+    """The start's recipe (default `Recipe()`), with ``pretrain_epochs`` if given."""
     recipe = Recipe() if recipe is None else recipe
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be a ttqlab.starts.Recipe, got {type(recipe).__name__}")
     if pretrain_epochs is not None:
         recipe = dataclasses.replace(recipe, epochs=pretrain_epochs)
-    lrs = _row_lrs(lr, methods, _finetune_lrs() if init == "pretrained" else None, recipe.lr)
-    if getattr(data, "val", None) is None:
-        if not hasattr(data, "split_validation"):
-            raise TypeError(f"data must be a ttqlab.data.Data (ttqlab.data.load(...)), got "
-                            f"{type(data).__name__}")
-        data = data.split_validation(val_fraction, seed=val_seed)
-    job = dict(build=build, data=data, init=init, recipe=recipe, cache=cache,
-               cache_root=cache_root, methods=methods, epochs=epochs,
-               keep_first_last=keep_first_last, inq_schedule=inq_schedule, lrs=lrs,
-               lr_schedule=lr_schedule, fit_kwargs=fit_kwargs)
-    done = _run_seeds(seeds, job, workers, progress)
-    per_seed = {m: [done[s][1][m] for s in seeds] for m in methods}
-    starts = [done[s][0] for s in seeds if done[s][0] is not None]
-    rows = _rows(per_seed, seeds, epochs)
-    for row in rows:
-        row["lr"] = lrs[row["method"]]
-    n_test = len(data.test)
-    one_image = 100 / n_test
-    claims = _claims(rows, one_image)
-    finetune = {"epochs": epochs, "lr": lrs, "lr_schedule": lr_schedule,
-                "optimizer": fit_kwargs.get("optimizer", "adam"),
-                "batch_size": fit_kwargs.get("batch_size", 64),
-                "weight_decay": fit_kwargs.get("weight_decay", 0.0),
-                "seed_offset": FINETUNE_SEED_OFFSET,
-                "inq_schedule": list(inq_schedule)}
+    return recipe
+
+
+def _with_validation(data, val_fraction: float, val_seed: int):
+    """``data`` itself if it has a validation split, else ``data.split_validation(...)``."""
+    if getattr(data, "val", None) is not None:
+        return data
+    if not hasattr(data, "split_validation"):
+        raise TypeError(f"data must be a ttqlab.data.Data (ttqlab.data.load(...)), got "
+                        f"{type(data).__name__}")
+    return data.split_validation(val_fraction, seed=val_seed)
+
+
+def _finetune(epochs: int, lrs: dict[str, float], lr_schedule, inq_schedule: Sequence[float],
+              fit_kwargs: dict) -> dict:
+    """The fine-tuning protocol as ``--json`` records it (``fit``'s defaults filled in)."""
+    return {"epochs": epochs, "lr": lrs, "lr_schedule": lr_schedule,
+            "optimizer": fit_kwargs.get("optimizer", "adam"),
+            "batch_size": fit_kwargs.get("batch_size", 64),
+            "weight_decay": fit_kwargs.get("weight_decay", 0.0),
+            "seed_offset": FINETUNE_SEED_OFFSET,
+            "inq_schedule": list(inq_schedule)}
+
+
+def _caption(methods: list[str], data, init: str, recipe: Recipe, starts: list[dict],
+             finetune: dict, lr, seeds: list[int]) -> str:
+    """The table's title: the rows, the data, the start, the fine-tuning and the seeds."""
+    lr_schedule = finetune["lr_schedule"]
     sched = "cosine decay" if lr_schedule == "cosine" else (
         "constant lr" if lr_schedule is None else f"lr schedule {lr_schedule}")
     if init == "pretrained":
@@ -446,12 +474,16 @@ def compare(
                       f"points over its last quarter; {_cached(starts)}); then ")
     else:
         start_text = "from the same random init per seed, "
-    caption = (f"compare: {', '.join(methods)} on {data.name}; {start_text}every row, fp32 "
-               f"control included, trains {epochs} epochs ({finetune['optimizer']}, "
-               f"{sched}, lr {_lr_text(lrs, lr)}); per-epoch numbers on {len(data.val)} "
-               f"validation samples, "
-               f"test ({n_test} samples) once at the end; seeds "
-               f"{', '.join(map(str, seeds))}")
+    return (f"compare: {', '.join(methods)} on {data.name}; {start_text}every row, fp32 "
+            f"control included, trains {finetune['epochs']} epochs ({finetune['optimizer']}, "
+            f"{sched}, lr {_lr_text(finetune['lr'], lr)}); per-epoch numbers on "
+            f"{len(data.val)} validation samples, test ({len(data.test)} samples) once at "
+            f"the end; seeds {', '.join(map(str, seeds))}")
+
+
+def _notes(methods: list[str], seeds: list[int], n_test: int, one_image: float,
+           claims: list[dict]) -> list[str]:
+    """The lines under the table: the legend, the noise level, each claim's verdict."""
     notes = [f"Columns: {LEGEND}"]
     if CONTROL not in methods:
         notes.append("No Δ column: fp32 is not among the methods (add it to compare "
@@ -466,15 +498,7 @@ def compare(
                         else "."))
     notes.append("Next: `ttqlab course my-course` copies the course notebooks, which show "
                  "where these differences come from.")
-    meta = {"protocol": "converged-start" if init == "pretrained" else "scratch",
-            "init": init, "epochs": epochs, "seeds": seeds, "dataset": data.name,
-            "train": len(data.train), "val": len(data.val), "test_images": n_test,
-            "val_split": data.val_split, "point_per_test_image": one_image,
-            "recipe": dataclasses.asdict(recipe) if init == "pretrained" else None,
-            "starts": starts, "finetune": finetune, "keep_first_last": keep_first_last,
-            "match_margin": max(MATCH_MARGIN, one_image), "claims": claims}
-    return (Comparison(rows, caption=caption, notes=notes, meta=meta),
-            {m: rs[0] for m, rs in per_seed.items()})
+    return notes
 
 
 def _row_lrs(lr, methods: list[str], defaults: Mapping[str, float] | None,
@@ -490,11 +514,8 @@ def _row_lrs(lr, methods: list[str], defaults: Mapping[str, float] | None,
         lrs = {m: lr[m] for m in methods}
     else:
         lrs = dict.fromkeys(methods, lr)
-    for m, v in lrs.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or \
-                not math.isfinite(v):
-            raise ValueError(f"the learning rate of {m} must be a number > 0, got {v!r}")
-    return lrs
+    return {m: check_number(f"the learning rate of {m}", v, low=0, low_open=True,
+                            hint="e.g. lr=1e-3") for m, v in lrs.items()}
 
 
 def _lr_text(lrs: dict[str, float], given) -> str:

@@ -98,6 +98,7 @@ from .packing import nbytes as packed_length
 from .packing import pack as pack_codes
 from .packing import unpack as unpack_codes
 from .stats import PACKINGS, Table
+from .validation import is_int
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "FormatError", "load", "onnx_session", "pack", "read",
            "report", "save", "size_report", "to_onnx", "unpack", "write"]
@@ -415,7 +416,7 @@ def _check_header(manifest) -> None:
     if manifest.get("format") != FORMAT:
         raise _fail(f"field 'format' must be {FORMAT!r}, got {manifest.get('format')!r}")
     version = manifest.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+    if not is_int(version) or version < 1:
         raise _fail(f"field 'version' must be a positive integer, got {version!r}")
     if version > FORMAT_VERSION:
         raise FormatError(f"the file uses format version {version}, written by ttqlab "
@@ -467,7 +468,7 @@ def _check_group(i: int, group) -> tuple[str, dict, dict, dict]:
         raise _fail(f"{where}: 'layers' must map layer names to shapes")
     for name, shape in layers.items():
         if not isinstance(shape, list) or not 2 <= len(shape) <= 5 or any(
-                isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape):
+                not is_int(d) or d < 0 for d in shape):
             raise _fail(f"layer {name!r}: shape must be a list of 2 to 5 non-negative "
                         f"integers (a Linear or Conv weight), got {shape!r}")
     try:

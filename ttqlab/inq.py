@@ -30,6 +30,7 @@ from . import quantizers as Q
 from .convert import latent_weight, quantize, quantized_layers, quantized_weights
 from .methods.inq import INQWeight
 from .train import History, evaluate, fit
+from .validation import is_int
 
 __all__ = ["INQ", "SCHEDULES", "spread_epochs", "train_incremental"]
 
@@ -185,18 +186,17 @@ class INQ:
         if list(state["schedule"]) != list(self.schedule) or state["bits"] != self.bits:
             raise ValueError("INQ state was saved with a different schedule or bit width")
         steps = state["steps_taken"]
-        if isinstance(steps, bool) or not isinstance(steps, int) or not (
-                0 <= steps <= len(self.schedule)):
+        if not is_int(steps) or not 0 <= steps <= len(self.schedule):
             raise ValueError(f"INQ state: steps_taken must be an int from 0 to "
                              f"{len(self.schedule)} (the schedule's length), got {steps!r}")
         if state["strategy"] not in STRATEGIES:
             raise ValueError(f"INQ state: strategy must be one of {STRATEGIES}, got "
                              f"{state['strategy']!r}")
         seed = state["seed"]
-        if isinstance(seed, bool) or not isinstance(seed, int):
+        if not is_int(seed):
             raise ValueError(f"INQ state: seed must be an int, got {seed!r}")
-        self.steps_taken = steps
-        self.strategy, self.seed = state["strategy"], seed
+        self.steps_taken = int(steps)
+        self.strategy, self.seed = state["strategy"], int(seed)
 
     def __repr__(self) -> str:
         return (f"INQ(bits={self.bits}, schedule={self.schedule}, strategy={self.strategy!r}, "

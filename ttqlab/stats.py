@@ -17,6 +17,7 @@ from torch import nn
 from . import coverage as _coverage
 from . import methods
 from .convert import latent_weight, quantizable_weights, quantized_weights
+from .validation import check_bool
 
 __all__ = ["ENERGY_PJ", "FLOAT", "PACKINGS", "Table", "layer_report", "op_counts",
            "packed_nbytes"]
@@ -260,8 +261,10 @@ def op_counts(model: nn.Module, input_shape: Sequence[int], *,
     ``nn.MultiheadAttention`` and the time steps of a recurrent weight. Attention's score
     and softmax arithmetic and the recurrent gates' elementwise products are not counted.
     """
-    if not isinstance(count_padding, bool):
-        raise ValueError(f"count_padding must be True or False, got {count_padding!r}")
+    try:
+        count_padding = check_bool("count_padding", count_padding)
+    except TypeError as e:  # a ValueError, as op_counts has always raised for a bad flag
+        raise ValueError(str(e)) from None
     layers = quantizable_weights(model)
     if not layers:
         raise ValueError("model has no Linear or Conv layer to count")

@@ -32,6 +32,7 @@ from torch import nn
 from . import figure_data as FD
 from . import viz
 from .palette import REGION_COLORS, SPLIT_DASH, layer_color, method_color
+from .validation import is_int, is_number
 from .viz import FIGURE_COLORS
 
 __all__ = [
@@ -636,13 +637,14 @@ def setting_label(row: Mapping, group: str | None = None) -> str:
 
 
 def _readout(key: str, value) -> str:
-    """One labelled value: percentages in %, other numbers to 4 digits."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """One labelled value: percentages in %, whole numbers with thousands separators, other
+    numbers (numpy's too; a NaN reads "nan") to 4 digits; a flag or a text as it is."""
+    if not (is_number(value) or isinstance(value, float)):
         return f"{key}: {value}"
     if key in FD.PERCENT:
-        return f"{FD.axis_label(key).split(' (')[0]} {100 * value:.2f}%"
-    return f"{FD.axis_label(key)} {value:.4g}" if isinstance(value, float) else \
-        f"{FD.axis_label(key)} {value:,}"
+        return f"{FD.axis_label(key).split(' (')[0]} {100 * float(value):.2f}%"
+    return f"{FD.axis_label(key)} {value:,}" if is_int(value) else \
+        f"{FD.axis_label(key)} {float(value):.4g}"
 
 
 def tradeoff_explorer(rows: Sequence[Mapping], x: str = "sparsity", **kwargs) -> TradeoffExplorer:
