@@ -4,6 +4,12 @@ Tiers (README "Development", CONTRIBUTING.md): the fast tier is
 ``python -m pytest -n 2 -m "not slow and not notebook and not browser and not binder"``;
 ``python -m pytest`` (CI, .ci/run) runs everything.
 
+Each course notebook executes once: when the session also runs it in JupyterLab
+(``tests/launch/test_browser.py``, which checks the same and more) and the browser can run,
+its nbclient run (``tests/test_notebooks.py::test_notebook_runs_without_errors``) skips
+(`pytest_collection_finish`, tests/notebook_runs.py). Without the browser tests
+(``-m "not browser"``, no Chromium, ``TTQLAB_SKIP_BROWSER`` set) nbclient runs every notebook.
+
 Collection stays light: nothing here imports more than torch, and what is expensive to
 decide (whether torch.compile works on this machine: it imports TorchDynamo and compiles)
 is decided when the first test that needs it runs (``@pytest.mark.needs_compile``), not while
@@ -11,6 +17,7 @@ collecting.
 """
 
 import functools
+import os
 from pathlib import Path
 
 import pytest
@@ -47,8 +54,8 @@ def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist with ``--dist loadgroup``, the launch tests (one Binder build, one
     JupyterLab server and one Chromium per session) stay in one worker, so they share those
     servers instead of starting one per worker. The nbclient notebook runs are a group of
-    their own: in CI (``-n 2``) they run beside the browser's, one core each, instead of
-    after them (the two together were over half of CI's time)."""
+    their own (one kernel at a time beside the other worker's tests); in CI they skip, as the
+    browser executes the course (`pytest_collection_finish`)."""
     if not config.pluginmanager.hasplugin("xdist"):
         return
     for item in items:
@@ -56,6 +63,26 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group("launch"))
         elif item.get_closest_marker("notebook") is not None:
             item.add_marker(pytest.mark.xdist_group("notebooks"))
+
+
+def _browser_problem() -> str | None:
+    # tests/launch is on sys.path: its tests were collected (tests/notebook_runs.py)
+    from jupyter_harness import chromium_problem
+
+    return chromium_problem()
+
+
+def pytest_collection_finish(session):
+    """Skip the nbclient run of every course notebook the browser executes in this session
+    (`notebook_runs.nbclient_runs_to_skip`: after ``-m`` / ``-k`` deselection; on every
+    xdist worker, which each collect the whole session)."""
+    from notebook_runs import SKIP_REASON, nbclient_runs_to_skip
+
+    skips = nbclient_runs_to_skip([item.name for item in session.items], _browser_problem,
+                                  os.environ)
+    for item in session.items:
+        if item.name in skips:
+            item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
 
 
 @pytest.fixture(autouse=True)

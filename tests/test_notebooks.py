@@ -78,7 +78,11 @@ SILENT_LIMIT = 10.0
 CALIBRATION = ("import time as _t\n_w, _c = _t.perf_counter(), _t.process_time()\n"
                "_x = 0\nfor _i in range(3_000_000):\n    _x += _i * _i\n"
                "print(repr((_t.perf_counter() - _w, _t.process_time() - _c)))")
-_TQDM_TEXT = re.compile(r"\d+%\|.*\|\s*\d+/\d+")
+#: A tqdm text bar (``42%|####      | 21/50``).
+TQDM_TEXT = re.compile(r"\d+%\|.*\|\s*\d+/\d+")
+#: A cell whose source matches calls a ``ttqlab.viz`` figure function and must show a figure
+#: (every viz function but ``ternary_fit``, which returns a Figure).
+VIZ_CALL = re.compile(r"\bviz\.(?!ternary_fit\b)\w+\(")
 
 
 def _kernel_cpu(client) -> float:
@@ -146,7 +150,7 @@ def shows_progress(cell, models: dict) -> bool:
             return True
         text = out.get("text", "") if out.get("output_type") == "stream" else \
             out.get("data", {}).get("text/plain", "")
-        if _TQDM_TEXT.search("".join(text) if isinstance(text, list) else text):
+        if TQDM_TEXT.search("".join(text) if isinstance(text, list) else text):
             return True
     return False
 
@@ -159,13 +163,26 @@ def silent_cells(nb, timings: dict, slowdown: float, models: dict, *,
     for i, (wall, cpu) in sorted(timings.items()):
         took = idle_seconds(wall, cpu, slowdown)
         if took > limit and not shows_progress(nb.cells[i], models):
-            first = nb.cells[i].source.strip().splitlines()[0][:70] if nb.cells[i].source.strip() \
-                else ""
-            out.append(f"{name} cell {i} ({first!r}) ran {took:.1f} s (idle-machine estimate; "
-                       f"{wall:.1f} s wall, {cpu:.1f} s CPU, machine {slowdown:.1f}x slower "
-                       f"than idle) with no progress display: wrap its loop in "
-                       f"tqdm.auto.tqdm (or let ttqlab.fit show its bar)")
+            out.append(silent_message(name, i, nb.cells[i].source, wall, cpu, slowdown))
     return out
+
+
+def silent_message(name: str, index: int, source: str, wall: float, cpu: float,
+                   slowdown: float) -> str:
+    """The report for a silent cell (`silent_cells`; the browser run reports the same)."""
+    first = source.strip().splitlines()[0][:70] if source.strip() else ""
+    return (f"{name} cell {index} ({first!r}) ran {idle_seconds(wall, cpu, slowdown):.1f} s "
+            f"(idle-machine estimate; {wall:.1f} s wall, {cpu:.1f} s CPU, machine "
+            f"{slowdown:.1f}x slower than idle) with no progress display: wrap its loop in "
+            f"tqdm.auto.tqdm (or let ttqlab.fit show its bar)")
+
+
+def stderr_message(index: int, text: str) -> str:
+    return f"cell {index} wrote to stderr: {text[:500]}"
+
+
+def no_figure_message(index: int) -> str:
+    return f"cell {index} calls a ttqlab.viz figure but shows no figure"
 
 
 def _slowdown(client) -> float:
@@ -225,12 +242,11 @@ def test_notebook_runs_without_errors(path, tmp_path):
             if out.output_type == "error":
                 problems.append(f"cell {i}: {out.ename}: {out.evalue}")
             elif out.output_type == "stream" and out.name == "stderr":
-                problems.append(f"cell {i} wrote to stderr: {out.text[:500]}")
-    draws = re.compile(r"\bviz\.(?!ternary_fit\b)\w+\(")  # every viz function but this one
-    for i, cell in enumerate(nb.cells):              # returns a Figure
-        if cell.cell_type == "code" and draws.search(cell.source):
+                problems.append(stderr_message(i, out.text))
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and VIZ_CALL.search(cell.source):
             if not any("image/png" in out.get("data", {}) for out in cell.outputs):
-                problems.append(f"cell {i} calls a ttqlab.viz figure but shows no figure")
+                problems.append(no_figure_message(i))
     problems += silent_cells(nb, timings, slowdown, models, name=path.name)
     assert not problems, f"{path.name}:\n" + "\n".join(problems)
 

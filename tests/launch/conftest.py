@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 from binder_env import ROOT, BinderEnv, build, copy_repo
 from jupyter_harness import JupyterLab, chromium_problem, launch_chromium
+from test_notebooks import THREADS  # tests/ is on sys.path (its conftest.py)
 
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 VIEWPORT = {"width": 1366, "height": 900}  # a common laptop screen
@@ -63,8 +64,13 @@ def served(request) -> BinderEnv:
 
 @pytest.fixture(scope="session")
 def lab(served: BinderEnv):
-    """JupyterLab started from the served environment, serving its repository copy."""
-    with JupyterLab(served.python, served.home, workdir=served.dest / "lab-session") as server:
+    """JupyterLab started from the served environment, serving its repository copy. Its
+    kernels run one PyTorch thread, as the nbclient runs do (tests/test_notebooks.py
+    ``THREADS``) and as ``binder/start`` caps a 1-CPU Binder session: kernel CPU time then
+    equals the work done, which the silent-cell check needs, and a loaded CI machine does
+    not slow the kernel's threads down waiting for each other."""
+    with JupyterLab(served.python, served.home, workdir=served.dest / "lab-session",
+                    env={"OMP_NUM_THREADS": THREADS}) as server:
         yield server
 
 

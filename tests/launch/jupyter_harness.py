@@ -10,7 +10,9 @@ Two pieces, used by the browser tests and by ``benchmarks/launch.py``:
   Cells", wait until the kernel is idle and every code cell has run, and collect what the
   page shows: error outputs (from the notebook model: the DOM renders errors and warnings
   alike as stderr), widget views that did not render, figures, overflow. A kernel that
-  dies (JupyterLab's "Kernel Restarting" dialog) raises `KernelDied`.
+  dies (JupyterLab's "Kernel Restarting" dialog) raises `KernelDied`. The run also records
+  every code cell's source and, per cell that ran, its wall time (the kernel's busy to idle
+  status for its execute request) and the kernel's CPU time meanwhile (`KernelCpu`).
 * `explorers` / `move_slider` / `figure_signature`: find each interactive explorer (an
   ipywidgets slider above a plotly figure) and drag its slider with the mouse.
 
@@ -21,6 +23,7 @@ The page is driven through JupyterLab's own command registry (``window.jupyterap
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
 import secrets
@@ -329,6 +332,58 @@ class PeakMemory:
         self._thread.join(5)
 
 
+class KernelCpu:
+    """Sample the CPU time (user + system) of the server's kernels in a thread, every
+    ``interval`` s, against the clock (``time.time()``, the clock of the kernel's message
+    dates); `between` says how much CPU they used in a span of time."""
+
+    def __init__(self, lab: JupyterLab, interval: float = 0.2):
+        self.lab, self.interval = lab, interval
+        self.samples: list[tuple[float, dict[int, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        try:
+            import psutil
+        except ImportError:
+            return
+        now = {}
+        for pid in self.lab.kernel_pids():
+            try:
+                t = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            now[pid] = t.user + t.system
+        self.samples.append((time.time(), now))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def start(self) -> KernelCpu:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join(5)
+            self.sample()  # the last word, after the run
+
+    def between(self, t0: float, t1: float) -> float:
+        """CPU seconds the kernels used from ``t0`` to ``t1`` (epoch s): the last sample at
+        or before ``t0`` to the first at or after ``t1`` (so at most two intervals more),
+        summed over the kernels present in both (a restarted kernel is a new process)."""
+        if not self.samples:
+            return 0.0
+        before = [s for t, s in self.samples if t <= t0] or [self.samples[0][1]]
+        after = [s for t, s in self.samples if t >= t1] or [self.samples[-1][1]]
+        a, b = before[-1], after[0]
+        return sum(max(0.0, b[pid] - a[pid]) for pid in b if pid in a)
+
+
 # -------------------------------------------------------------------------- the browser
 
 
@@ -341,8 +396,10 @@ def launch_chromium(playwright, path: str = CHROMIUM):
 
 
 # JavaScript run in the page. `panel()` is the notebook that is open; the hooks record the
-# kernel's status changes and every error the kernel sends (including errors raised by
-# widget callbacks, which have no cell to show them in).
+# kernel's status changes, every error the kernel sends (including errors raised by
+# widget callbacks, which have no cell to show them in), and for every execute request the
+# kernel's timestamps (message header dates) of its busy and idle status and its
+# execution count: when each cell ran.
 _JS_PANEL = """
 () => {
   const app = window.jupyterapp;
@@ -358,9 +415,20 @@ _JS_PANEL = """
 _JS_HOOK = r"""
 () => {
   const panel = window.jupyterapp.shell.currentWidget;
-  const rec = window.__ttqlab = {statuses: [], errors: [], path: panel.context.path};
+  const rec = window.__ttqlab = {statuses: [], errors: [], path: panel.context.path,
+                                 busy: {}, executions: {}};
   panel.sessionContext.statusChanged.connect((_, s) => rec.statuses.push(s));
   panel.sessionContext.iopubMessage.connect((_, msg) => {
+    const parent = msg.parent_header && msg.parent_header.msg_id;
+    const at = msg.header.date || new Date().toISOString();
+    if (parent && msg.header.msg_type === 'status') {
+      const state = msg.content.execution_state;
+      if (state === 'busy') rec.busy[parent] = at;
+      else if (state === 'idle' && rec.executions[parent]) rec.executions[parent].end = at;
+    } else if (parent && msg.header.msg_type === 'execute_input') {
+      rec.executions[parent] = {count: msg.content.execution_count,
+                                start: rec.busy[parent] || at, end: null};
+    }
     if (msg.header.msg_type === 'error')
       rec.errors.push(msg.content.ename + ': ' + msg.content.evalue + '\n'
                       + msg.content.traceback.join('\n').replace(/\x1b\[[0-9;]*m/g, ''));
@@ -387,6 +455,16 @@ _JS_PROGRESS = """
           running, errors, statuses: window.__ttqlab.statuses.slice(),
           dialog: Array.from(document.querySelectorAll('.jp-Dialog'))
                        .map(d => d.innerText).join('\\n')};
+}
+"""
+
+_JS_CELLS = """
+() => {
+  // every cell's index, type, source and execution count, and the hook's execution records
+  const cells = window.jupyterapp.shell.currentWidget.content.widgets.map((c, index) => ({
+    index, type: c.model.type, source: c.model.sharedModel.getSource(),
+    count: c.model.type === 'code' ? c.model.executionCount : null}));
+  return {cells, executions: Object.values(window.__ttqlab.executions)};
 }
 """
 
@@ -455,6 +533,8 @@ _JS_REPORT = """
           : 0,
         width: rect ? rect.width : 0, height: rect ? rect.height : 0,
         area_width: areaRect.width,
+        progress_bars: node ? node.querySelectorAll('.widget-hprogress, .widget-vprogress')
+          .length : 0,
         sliders: node ? Array.from(node.querySelectorAll('.widget-hslider'))
           .map(el => el.getBoundingClientRect().width).filter(w => w > 0) : [],
         plots: plots.map(p => ({
@@ -504,6 +584,7 @@ class Output:
     problems: list
     area_width: float = 0.0
     sliders: list = dataclasses.field(default_factory=list)
+    progress_bars: int = 0  # ipywidgets progress bars in it (a tqdm.notebook bar has one)
 
     @property
     def closed(self) -> bool:
@@ -526,6 +607,11 @@ class NotebookRun:
     outputs: list[Output]
     kernel_errors: list[str]
     page_errors: list[str]
+    #: the source of every code cell, by cell index (as `Output.cell` counts)
+    sources: dict[int, str] = dataclasses.field(default_factory=dict)
+    #: per code cell that ran, by cell index: (wall s, kernel CPU s) from the kernel's busy
+    #: to its idle status for the cell's execute request (CPU from `KernelCpu`)
+    timings: dict[int, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     @property
     def errors(self) -> list[Output]:
@@ -620,6 +706,7 @@ class StartedRun:
     open_seconds: float
     log_start: int
     page_errors: list[str]
+    cpu: KernelCpu | None = None  # samples the kernel's CPU time while the run goes on
 
 
 def start_notebook(page, lab: JupyterLab, path: str) -> StartedRun:
@@ -637,10 +724,15 @@ def start_notebook(page, lab: JupyterLab, path: str) -> StartedRun:
     if left:
         raise LabError(f"{path}: {left} cells still show an execution count after clearing")
     log_start = lab.log_size()
-    t0 = time.perf_counter()
-    page.evaluate("void window.jupyterapp.commands.execute('notebook:restart-run-all')")
-    _accept_dialog(page)
-    return StartedRun(path, t0, open_seconds, log_start, page_errors)
+    cpu = KernelCpu(lab).start()
+    try:
+        t0 = time.perf_counter()
+        page.evaluate("void window.jupyterapp.commands.execute('notebook:restart-run-all')")
+        _accept_dialog(page)
+    except BaseException:
+        cpu.stop()
+        raise
+    return StartedRun(path, t0, open_seconds, log_start, page_errors, cpu)
 
 
 def progress(page) -> dict:
@@ -663,6 +755,15 @@ def run_notebook(page, lab: JupyterLab, path: str, *, timeout: float = 900.0,
 def finish_run(page, lab: JupyterLab, started: StartedRun, *, timeout: float = 900.0,
                settle: float = 60.0) -> NotebookRun:
     """Wait until the run `start_notebook` began is over; return what the page shows."""
+    try:
+        return _finish_run(page, lab, started, timeout, settle)
+    finally:
+        if started.cpu is not None:
+            started.cpu.stop()
+
+
+def _finish_run(page, lab: JupyterLab, started: StartedRun, timeout: float,
+                settle: float) -> NotebookRun:
     path, t0, log_start = started.path, started.t0, started.log_start
     deadline = time.monotonic() + timeout
     idle_since = None
@@ -691,12 +792,43 @@ def finish_run(page, lab: JupyterLab, started: StartedRun, *, timeout: float = 9
                            f"of {now['code']} code cells ran, kernel {now['status']}")
         time.sleep(0.25)
     seconds = time.perf_counter() - t0
+    if started.cpu is not None:
+        started.cpu.stop()
     outputs = settle_widgets(page, settle)
+    record = page.evaluate(_JS_CELLS)
     return NotebookRun(path=path, seconds=seconds, open_seconds=started.open_seconds,
                        code_cells=now["code"],
                        executed=now["done"], outputs=outputs,
                        kernel_errors=page.evaluate("window.__ttqlab.errors"),
-                       page_errors=started.page_errors)
+                       page_errors=started.page_errors,
+                       sources={c["index"]: c["source"] for c in record["cells"]
+                                if c["type"] == "code"},
+                       timings=cell_timings(record["cells"], record["executions"],
+                                            started.cpu))
+
+
+def _epoch(date: str) -> float:
+    """A Jupyter message date (ISO 8601, UTC) as seconds since the epoch."""
+    when = datetime.datetime.fromisoformat(date.replace("Z", "+00:00"))
+    if when.tzinfo is None:  # Jupyter's dates are UTC
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
+
+
+def cell_timings(cells: list[dict], executions: list[dict],
+                 cpu: KernelCpu | None) -> dict[int, tuple[float, float]]:
+    """``{cell index: (wall s, kernel CPU s)}`` for every code cell whose execution the page
+    recorded from busy to idle (``executions``: execution count, start and end dates, in
+    arrival order; a later one with the same count wins: the run after the restart)."""
+    by_count = {e["count"]: e for e in executions if e.get("end")}
+    out = {}
+    for c in cells:
+        e = by_count.get(c["count"]) if c["type"] == "code" else None
+        if e is None:
+            continue
+        t0, t1 = _epoch(e["start"]), _epoch(e["end"])
+        out[c["index"]] = (t1 - t0, cpu.between(t0, t1) if cpu is not None else 0.0)
+    return out
 
 
 def settle_widgets(page, timeout: float = 60.0) -> list[Output]:

@@ -4,14 +4,19 @@ JupyterLab is served from the Binder environment (see conftest.py). For each not
 open it fresh, "Restart Kernel and Run All Cells", wait until the kernel is idle and every
 code cell has run, then assert: no error output, every widget view rendered (no "Error
 displaying widget" / "Loading widget..."), every plotly figure drew its traces, nothing
-overflows its cell, and the kernel stayed within Binder's memory. Then every interactive
-explorer is moved with the mouse and its figure must change. Screenshots of each notebook's
-key widget land in ``test-artifacts/browser/``.
+overflows its cell, and the kernel stayed within Binder's memory. It also checks what
+tests/test_notebooks.py's nbclient run checks (`course_problems`): nothing on stderr, a
+rendered figure in every cell that calls a ``ttqlab.viz`` figure, and no cell that computes
+longer than ``SILENT_LIMIT`` s (idle-machine estimate) without a progress display; so CI
+executes each course notebook once, here (tests/conftest.py skips its nbclient run). Then
+every interactive explorer is moved with the mouse and its figure must change. Screenshots
+of each notebook's key widget land in ``test-artifacts/browser/``.
 
 The second half checks that the harness itself can fail: a notebook that raises, a kernel
-that dies, a widget that cannot be displayed, a slider wired to nothing, a busy port; and
-that every kind of explorer has its data drawn while a later cell keeps the kernel busy
-(next to a control figure that is filled only later, which must be seen empty).
+that dies, a widget that cannot be displayed, a slider wired to nothing, a busy port, a
+silent cell, stderr, a viz call with no figure; and that every kind of explorer has its
+data drawn while a later cell keeps the kernel busy (next to a control figure that is
+filled only later, which must be seen empty).
 
 A quick local run of these tests alone can serve JupyterLab from an existing environment
 instead of building Binder's: ``TTQLAB_LAB_PYTHON=.venv/bin/python pytest tests/launch -m
@@ -20,6 +25,7 @@ browser`` (conftest.py).
 
 from __future__ import annotations
 
+import datetime
 import json
 import socket
 import sys
@@ -31,10 +37,12 @@ import pytest
 from binder_env import ROOT
 from jupyter_harness import (
     JupyterLab,
+    KernelCpu,
     KernelDied,
     LabError,
     PeakMemory,
     PortInUse,
+    cell_timings,
     chromium_problem,
     drawn_figures,
     explorer_locator,
@@ -46,6 +54,16 @@ from jupyter_harness import (
     run_notebook,
     start_notebook,
     wait_for_change,
+)
+from test_notebooks import (  # the nbclient run's rules and messages (tests/ is on sys.path)
+    CALIBRATION,
+    SILENT_LIMIT,
+    TQDM_TEXT,
+    VIZ_CALL,
+    idle_seconds,
+    no_figure_message,
+    silent_message,
+    stderr_message,
 )
 
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9]*.ipynb"))
@@ -65,6 +83,50 @@ FIGURES = {
 EXPLORERS = {"01": 1, "02": 0, "03": 0, "04": 1, "05": 2, "06": 0}
 BINDER_MEMORY = 2 * 2**30  # mybinder.org's limit, for everything in the container
 BUDGET = 1.5 * 2**30  # what the server and the notebook's kernel may use of it together
+STDERR = "application/vnd.jupyter.stderr"  # the mime type of a stderr stream output
+
+
+def machine_slowdown() -> float:
+    """How much slower than idle this machine runs now: `CALIBRATION` (the CPU-bound loop
+    tests/test_notebooks.py runs in its kernel) run in this process, wall / CPU time (>= 1)."""
+    import ast
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(CALIBRATION, {})
+    wall, cpu = ast.literal_eval(printed.getvalue().strip())
+    return max(1.0, wall / max(cpu, 1e-3))
+
+
+def shows_progress(run, cell: int) -> bool:
+    """Cell ``cell`` shows a progress display: an ipywidgets progress bar (a tqdm.notebook
+    bar), a widget the kernel closed (a finished tqdm bar with ``leave=False``), or a tqdm
+    text bar."""
+    return any(o.progress_bars or (o.widget and o.closed) or TQDM_TEXT.search(o.text)
+               for o in run.outputs if o.cell == cell)
+
+
+def course_problems(run, slowdown: float, *, name: str, limit: float = SILENT_LIMIT
+                    ) -> list[str]:
+    """What tests/test_notebooks.py asserts of a course notebook beyond ``run.problems()``,
+    with its messages: nothing on stderr, a rendered image in every cell whose source calls
+    a ``ttqlab.viz`` figure function (`VIZ_CALL`), and no cell that ran longer than
+    ``limit`` s (`idle_seconds` of its wall and kernel CPU time, ``slowdown`` from
+    `machine_slowdown`) without a progress display (`shows_progress`)."""
+    out = [stderr_message(o.cell, o.text) for o in run.outputs
+           if o.type == "stream" and STDERR in o.mime]
+    for i, source in sorted(run.sources.items()):
+        if VIZ_CALL.search(source) and not any(
+                "image/png" in o.mime and any(im["w"] > 0 for im in o.images)
+                for o in run.outputs if o.cell == i):
+            out.append(no_figure_message(i))
+    for i, (wall, cpu) in sorted(run.timings.items()):
+        if idle_seconds(wall, cpu, slowdown) > limit and not shows_progress(run, i):
+            out.append(silent_message(name, i, run.sources.get(i, ""), wall, cpu, slowdown))
+    return out
+
 
 def _record(artifacts: Path, name: str, row: dict) -> None:
     path = artifacts / "runs.json"
@@ -82,14 +144,30 @@ def test_the_course_has_notebooks():
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_in_jupyterlab(name, page, lab, artifacts):
     stem = Path(name).stem
+    before = machine_slowdown()
     with PeakMemory(lab) as memory:
         run = run_notebook(page, lab, f"notebooks/{name}")
+    slowdown = max(before, machine_slowdown())
     page.screenshot(path=str(artifacts / f"{stem}-page.png"))
+    silent = [i for i in run.timings if not shows_progress(run, i)]  # the check's margin:
+    longest = max(silent, default=None, key=lambda i: idle_seconds(*run.timings[i], slowdown))
     _record(artifacts, name, {"seconds": round(run.seconds, 1),
                               "peak_kernel_MB": round(memory.peak / 2**20),
                               "peak_server_MB": round(memory.server_peak / 2**20),
-                              "code_cells": run.code_cells, "widgets": len(run.widgets)})
+                              "code_cells": run.code_cells, "widgets": len(run.widgets),
+                              "slowdown": round(slowdown, 2),
+                              "cells_timed": len(run.timings),
+                              "longest_silent_cell": None if longest is None else {
+                                  "cell": longest,
+                                  "idle_s": round(idle_seconds(*run.timings[longest],
+                                                               slowdown), 1),
+                                  "wall_s": round(run.timings[longest][0], 1),
+                                  "cpu_s": round(run.timings[longest][1], 1)}})
     failures = run.problems()
+    if len(run.timings) != run.executed:
+        failures.append(f"timed {len(run.timings)} of the {run.executed} code cells that ran: "
+                        f"the silent-cell check needs every one")
+    failures += course_problems(run, slowdown, name=name)
 
     titles = [p["title"] for o in run.outputs for p in o.plots]
     for want in FIGURES.get(stem[:2], []):
@@ -324,7 +402,89 @@ def test_missing_plotly_degrades_to_a_static_figure_in_the_page(page, lab, scrat
     assert not run.widgets
 
 
+@pytest.mark.browser
+@pytest.mark.binder
+def test_a_silent_cell_is_reported_and_one_with_a_tqdm_bar_is_not(page, lab, scratch):
+    path = _notebook(scratch, "silent.ipynb", """
+        import time
+        t = time.process_time()
+        while time.process_time() - t < 12:  # computes 12 s (CPU) and shows nothing
+            pass
+    """, """
+        import time
+        from tqdm.auto import tqdm
+        for _ in tqdm(range(24), desc="kept"):
+            time.sleep(0.5)
+    """, """
+        for _ in tqdm(range(24), desc="closed", leave=False):  # leaves a closed widget
+            time.sleep(0.5)
+    """, "time.sleep(0.2)")
+    before = machine_slowdown()
+    run = run_notebook(page, lab, path)
+    slowdown = max(before, machine_slowdown())
+    assert not run.problems(), run.problems()
+    assert sorted(run.timings) == [0, 1, 2, 3], run.timings
+    assert run.timings[0][1] > 11, f"the kernel's CPU time was not measured: {run.timings}"
+    assert all(run.timings[i][0] > 11.5 for i in (1, 2)), run.timings  # long, with a bar
+    assert run.timings[3][0] < 5, run.timings
+    problems = course_problems(run, slowdown, name="silent.ipynb")
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("silent.ipynb cell 0 ('import time')"), problems
+    assert "no progress display" in problems[0] and "tqdm" in problems[0]
+    assert [o.progress_bars for o in run.outputs if o.cell == 1 and o.widget] == [1]
+    assert [o.closed for o in run.outputs if o.cell == 2 and o.widget] == [True]
+
+
+@pytest.mark.browser
+@pytest.mark.binder
+def test_stderr_and_a_viz_call_without_a_figure_are_reported(page, lab, scratch):
+    path = _notebook(scratch, "stderr-viz.ipynb", """
+        import sys
+        print("all is well")
+        print("something went wrong", file=sys.stderr)
+    """, """
+        import matplotlib.pyplot as plt
+        from types import SimpleNamespace
+
+        def _draws():
+            plt.figure(figsize=(3, 2)).gca().plot([0, 1], [1, 0])
+
+        viz = SimpleNamespace(draws=_draws, forgets=lambda: None, ternary_fit=lambda: None)
+    """, "viz.draws()", "viz.forgets()", "viz.ternary_fit()  # returns a Figure: not shown")
+    run = run_notebook(page, lab, path)
+    assert not run.errors, run.problems()
+    assert [o.cell for o in run.outputs if "image/png" in o.mime] == [2], run.outputs
+    problems = course_problems(run, 1.0, name="stderr-viz.ipynb")
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("cell 0 wrote to stderr: something went wrong"), problems
+    assert problems[1] == no_figure_message(3)
+
+
 # ------------------------------------------------------------------ the server (no browser)
+
+
+def test_cell_timings_pair_each_cell_with_its_execution_and_the_kernels_cpu():
+    cpu = KernelCpu(lab=None)
+    t = 1_700_000_000.0
+    # kernel 11 is restarted as kernel 12 at t + 2; kernel 12 computes 3 s from t + 5 to t + 9
+    cpu.samples = [(t, {11: 4.0}), (t + 2, {12: 0.5}), (t + 5, {12: 1.0}), (t + 9, {12: 4.0}),
+                   (t + 10, {12: 4.1})]
+
+    def iso(s):  # a message date, s seconds after t
+        return datetime.datetime.fromtimestamp(t + s, datetime.timezone.utc).isoformat()
+
+    cells = [{"index": 0, "type": "markdown", "count": None},
+             {"index": 1, "type": "code", "count": 1}, {"index": 2, "type": "code", "count": 2},
+             {"index": 3, "type": "code", "count": None}]  # never ran (an error before it)
+    executions = [{"count": 1, "start": iso(-5), "end": iso(-4)},  # before the restart
+                  {"count": 1, "start": iso(3), "end": iso(4)},
+                  {"count": 2, "start": iso(5), "end": iso(9).replace("+00:00", "Z")},
+                  {"count": 3, "start": iso(9.5), "end": None}]  # still running
+    timings = cell_timings(cells, executions, cpu)
+    assert sorted(timings) == [1, 2]
+    assert timings[1] == pytest.approx((1.0, 0.5))  # samples at t + 2 and t + 5
+    assert timings[2] == pytest.approx((4.0, 3.0))
+    assert cpu.between(t + 1, t + 3) == 0.0  # no kernel in both samples: not a negative time
 
 
 def test_a_busy_port_is_reported_plainly(tmp_path):
