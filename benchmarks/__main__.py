@@ -28,7 +28,7 @@ BENCHMARKS: dict[str, bool] = {"step_time": True, "accuracy": True, "plateau": T
                                "capacity": True, "file_size": True,
                                "kernels": True, "deploy_accuracy": True,
                                "inference": False, "threads": False,
-                               "notebooks": False, "launch": False}
+                               "notebooks": False, "launch": False, "tiers": False}
 
 
 def available() -> list[str]:

@@ -851,6 +851,13 @@ def render(docs: dict[str, dict], figures: Path, readme_dir: Path) -> str:
             "rounds, median; `vs 1 thread` > 1 means two threads are slower, < 1 faster). "
             "Every notebook calls `torch.set_num_threads(1)`: the choice that is never much "
             "slower."))
+    if "tiers" in docs:
+        parts.append(generic_section(
+            "Test tiers", docs["tiers"],
+            "Collecting every test, and the fast tier (every rule, gradient, format and error "
+            "message), each in a fresh process from the repository root. CI's whole run "
+            "(`.ci/run`: install, then every test on two xdist workers, the course executed "
+            "once in JupyterLab) is timed in CI's log."))
     if "launch" in docs:
         intro = ("Install from `binder/`, start JupyterLab, run each notebook in headless "
                  "Chromium.")

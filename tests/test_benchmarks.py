@@ -179,3 +179,16 @@ def test_unknown_benchmark_name_is_an_error(capsys):
     with pytest.raises(SystemExit):
         entry.main(["speed"])
     assert "choose from" in capsys.readouterr().err
+
+
+def test_tiers_benchmark_reads_pytests_counts():
+    """benchmarks/tiers.py: a tier's wall time, its test count and exit status, from a real
+    pytest run (a few validation tests here, not the tier itself)."""
+    from benchmarks import tiers
+
+    rows = tiers.measure(tiers={"some": ["tests/test_validation.py", "-q", "-k", "is_int"],
+                                "none": ["tests/test_validation.py", "-q", "-k", "no_such"]})
+    some, none = rows
+    assert some["tier"] == "some" and some["tests"] > 0 and some["exit status"] == 0
+    assert some["seconds"] > 0 and "-k is_int" in some["command"]
+    assert none["tests"] == 0 and none["exit status"] == 5  # pytest: no tests collected
