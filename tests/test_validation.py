@@ -82,6 +82,12 @@ def test_check_bool_refuses_what_is_only_truthy(value):
     assert "must be True or False" in _message(e)
 
 
+def test_check_bool_raises_the_error_class_asked_for():
+    with pytest.raises(ValueError, match="per_channel must be True or False, got 1"):
+        check_bool("per_channel", 1, error=ValueError)
+
+
+
 # --------------------------------------------------------------------------- check_int
 
 

@@ -261,10 +261,8 @@ def op_counts(model: nn.Module, input_shape: Sequence[int], *,
     ``nn.MultiheadAttention`` and the time steps of a recurrent weight. Attention's score
     and softmax arithmetic and the recurrent gates' elementwise products are not counted.
     """
-    try:
-        count_padding = check_bool("count_padding", count_padding)
-    except TypeError as e:  # a ValueError, as op_counts has always raised for a bad flag
-        raise ValueError(str(e)) from None
+    # a ValueError, as op_counts has always raised for a bad flag
+    count_padding = check_bool("count_padding", count_padding, error=ValueError)
     layers = quantizable_weights(model)
     if not layers:
         raise ValueError("model has no Linear or Conv layer to count")

@@ -80,11 +80,12 @@ def _then(hint: str) -> str:
     return f"; {hint}" if hint else ""
 
 
-def check_bool(name: str, value: Any) -> bool:
+def check_bool(name: str, value: Any, *, error: type[Exception] = TypeError) -> bool:
     """``value`` is True or False (numpy's ``np.True_`` too), not 0, 1 or "yes": a flag
-    given as the string "no" would otherwise count as true."""
+    given as the string "no" would otherwise count as true. ``error``: the exception class
+    to raise (``ValueError`` where a caller has always raised that for a bad flag)."""
     if not isinstance(value, (bool, _np_bool())):
-        raise TypeError(f"{name} must be True or False, got {_got(value)}")
+        raise error(f"{name} must be True or False, got {_got(value)}")
     return bool(value)
 
 

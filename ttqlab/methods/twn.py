@@ -161,10 +161,8 @@ def ternarize_optimal(w: Tensor, per_channel: bool = False) -> Tensor:
 
 
 def _check_flag(value: bool) -> None:
-    try:
-        check_bool("per_channel", value)
-    except TypeError as e:  # a ValueError, as the file's and the command line's checks
-        raise ValueError(str(e)) from None
+    # a ValueError, as the file's and the command line's checks
+    check_bool("per_channel", value, error=ValueError)
 
 
 @register
